@@ -1,0 +1,152 @@
+//! Acquisition: the sources that talk to meters and turn what they answer into [`Reading`]s.
+//!
+//! Each source sends batches of readings into one bounded channel; when the pipeline is busy the
+//! send waits, which slows polling instead of growing memory.
+//!
+//! [`Reading`]: crate::readings::Reading
+
+pub mod modbus;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::readings::{now_ms, TimestampMs};
+
+/// Live health of one device, shared between its poller and whoever reports on it.
+#[derive(Debug, Default)]
+pub struct DeviceStatus {
+    online: AtomicBool,
+    last_success_ms: AtomicI64,
+    consecutive_failures: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    exceptions: AtomicU64,
+    last_round_trip_us: AtomicU64,
+}
+
+/// A copy of a [`DeviceStatus`] at one instant.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceStatusSnapshot {
+    pub online: bool,
+    pub last_success_ms: Option<TimestampMs>,
+    pub consecutive_failures: u32,
+    pub requests: u64,
+    pub failures: u64,
+    pub exceptions: u64,
+    pub last_round_trip_ms: f64,
+}
+
+impl DeviceStatus {
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn record_success(&self) {
+        self.online.store(true, Ordering::Relaxed);
+        self.last_success_ms.store(now_ms(), Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Returns the number of consecutive failures including this one.
+    pub fn record_failure(&self) -> u32 {
+        self.online.store(false, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn record_request(&self, round_trip: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.last_round_trip_us
+            .store(round_trip.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_exception(&self) {
+        self.exceptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> DeviceStatusSnapshot {
+        let last = self.last_success_ms.load(Ordering::Relaxed);
+        DeviceStatusSnapshot {
+            online: self.is_online(),
+            last_success_ms: (last != 0).then_some(last),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            exceptions: self.exceptions.load(Ordering::Relaxed),
+            last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// Status of every configured device, by id.
+pub type DeviceRegistry = BTreeMap<String, Arc<DeviceStatus>>;
+
+/// Rate limit for repeated log lines: the first passes, then one per period, reporting how many
+/// were held back in between.
+#[derive(Debug)]
+pub struct LogLimiter {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(period: Duration) -> Self {
+        LogLimiter {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(held_back)` when a line may be logged now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// Forget the history, so the next problem is logged at once.
+    pub fn reset(&mut self) {
+        self.last = None;
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_passes_first_then_counts() {
+        let mut l = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(l.allow(), Some(2));
+    }
+
+    #[test]
+    fn status_counts_failures_until_success() {
+        let s = DeviceStatus::default();
+        assert_eq!(s.record_failure(), 1);
+        assert_eq!(s.record_failure(), 2);
+        assert!(!s.is_online());
+        s.record_success();
+        let snap = s.snapshot();
+        assert!(snap.online);
+        assert_eq!(snap.consecutive_failures, 0);
+        assert_eq!(snap.failures, 2);
+    }
+}

@@ -1,0 +1,367 @@
+//! Loading: TOML file, then `EGW__SECTION__KEY` environment overrides, then typed decoding
+//! section by section (so one bad device does not hide the problems of the next), then the
+//! semantic checks of [`super::validate`].
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::{Config, DeviceConfig};
+
+/// Environment variables starting with this prefix override file keys: `EGW__SITE__ID=plant-7`
+/// sets `site.id`, `EGW__OUTPUTS__INFLUXDB__LOCAL__TOKEN=…` sets `outputs.influxdb.local.token`.
+/// Sections and keys are separated by a double underscore; names are lower-cased.
+pub const ENV_PREFIX: &str = "EGW";
+
+/// One thing wrong with a configuration, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path such as `devices[2].modbus.interval`; empty for the file as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Loads, decodes and checks the file at `path` with environment overrides applied.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(vec![ConfigProblem::new(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )]);
+    }
+    let builder = ::config::Config::builder()
+        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
+        .add_source(env_source());
+    decode_built(builder.build())
+}
+
+/// Like [`load`], for a TOML document held in memory (the embedded demo config, tests).
+/// Environment overrides are applied here too.
+pub fn load_str(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
+    let builder = ::config::Config::builder()
+        .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
+        .add_source(env_source());
+    decode_built(builder.build())
+}
+
+fn env_source() -> ::config::Environment {
+    ::config::Environment::with_prefix(ENV_PREFIX)
+        .separator("__")
+        .try_parsing(true)
+}
+
+fn decode_built(
+    built: Result<::config::Config, ::config::ConfigError>,
+) -> Result<Config, Vec<ConfigProblem>> {
+    let tree: Value = built
+        .and_then(|c| c.try_deserialize::<Value>())
+        .map_err(|e| vec![ConfigProblem::new("", e.to_string())])?;
+    decode(tree)
+}
+
+const SECTIONS: &[&str] = &[
+    "site", "log", "storage", "pipeline", "devices", "alerts", "outputs",
+];
+
+/// Decodes the generic tree into [`Config`], collecting every type error and unknown key. When
+/// parts fail to decode, the rest is still checked semantically so that one run reports as much
+/// as it can; references to a device that exists but failed to decode are not reported again.
+fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
+    let Value::Object(mut root) = tree else {
+        return Err(vec![ConfigProblem::new("", "the file is not a TOML table")]);
+    };
+    let mut problems = Vec::new();
+    for key in root.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            problems.push(ConfigProblem::new(
+                key.clone(),
+                format!("unknown key; expected one of: {}", SECTIONS.join(", ")),
+            ));
+        }
+    }
+
+    let site = match root.remove("site") {
+        Some(v) => typed(v, "site", &mut problems),
+        None => {
+            problems.push(ConfigProblem::new(
+                "site",
+                "missing section [site] (at least `id` is required)",
+            ));
+            None
+        }
+    };
+    let site_ok = site.is_some();
+    let mut undecoded_devices = HashSet::new();
+    if let Some(Value::Array(items)) = root.get("devices") {
+        let mut first_use: HashMap<&str, usize> = HashMap::new();
+        for (i, v) in items.iter().enumerate() {
+            if let Some(id) = v.get("id").and_then(Value::as_str) {
+                undecoded_devices.insert(id.to_string());
+                if let Some(first) = first_use.insert(id, i) {
+                    problems.push(ConfigProblem::new(
+                        format!("devices[{i}].id"),
+                        format!("duplicate device id \"{id}\" (first used by devices[{first}])"),
+                    ));
+                }
+            }
+        }
+    }
+    let log = optional(&mut root, "log", &mut problems);
+    let storage = optional(&mut root, "storage", &mut problems);
+    let pipeline = optional(&mut root, "pipeline", &mut problems);
+    let (device_index, devices): (Vec<usize>, Vec<DeviceConfig>) =
+        list(&mut root, "devices", &mut problems)
+            .into_iter()
+            .unzip();
+    let (alert_index, alerts) = list(&mut root, "alerts", &mut problems).into_iter().unzip();
+    let outputs = optional(&mut root, "outputs", &mut problems);
+    for d in &devices {
+        undecoded_devices.remove(&d.id);
+    }
+
+    let cfg = Config {
+        site: site.unwrap_or_else(|| super::SiteConfig {
+            id: "unknown".into(),
+            name: None,
+            park: None,
+            timezone: "UTC".into(),
+            main_meters: Vec::new(),
+        }),
+        log: log.unwrap_or_default(),
+        storage: storage.unwrap_or_default(),
+        pipeline: pipeline.unwrap_or_default(),
+        devices,
+        alerts,
+        outputs: outputs.unwrap_or_default(),
+    };
+    let origin = super::validate::Origin {
+        devices: device_index,
+        alerts: alert_index,
+        undecoded_devices,
+    };
+    let semantic = super::validate::validate(&cfg, &origin);
+    problems.extend(
+        semantic
+            .into_iter()
+            .filter(|p| site_ok || !p.path.starts_with("site")),
+    );
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        problems.sort_by_key(|p| path_order(&p.path));
+        Err(problems)
+    }
+}
+
+/// Sorts problems in the order sections appear in the documentation, then by element index.
+fn path_order(path: &str) -> (usize, usize, String) {
+    let section = path.split(['.', '[']).next().unwrap_or("");
+    let rank = SECTIONS
+        .iter()
+        .position(|s| *s == section)
+        .unwrap_or(SECTIONS.len());
+    let index = path
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    (rank, index, path.to_string())
+}
+
+fn typed<T: DeserializeOwned>(
+    v: Value,
+    path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            problems.push(ConfigProblem::new(full, clean_serde_message(e.inner())));
+            None
+        }
+    }
+}
+
+/// A section that may be absent (then its defaults apply).
+fn optional<T: DeserializeOwned + Default>(
+    root: &mut Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match root.remove(key) {
+        None => Some(T::default()),
+        Some(v) => typed(v, key, problems),
+    }
+}
+
+/// An array of tables, decoded element by element so every bad element is reported. Returns
+/// the elements that decoded, each with its index in the file.
+fn list<T: DeserializeOwned>(
+    root: &mut Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<(usize, T)> {
+    match root.remove(key) {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| typed(v, &format!("{key}[{i}]"), problems).map(|t| (i, t)))
+            .collect(),
+        Some(other) => {
+            problems.push(ConfigProblem::new(
+                key,
+                format!(
+                    "invalid type: {}, expected an array of tables ([[{key}]])",
+                    super::duration::describe(&other)
+                ),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// serde's messages are good but talk about "field"; configuration users think in keys.
+fn clean_serde_message(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key");
+    // serde_json appends " at line X column Y" which refers to the internal JSON, not the file.
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[site]
+id = "plant-1"
+
+[[devices]]
+id = "main"
+[devices.modbus]
+address = "127.0.0.1:5020"
+[[devices.points]]
+quantity = "active_power"
+register = 0
+"#;
+
+    fn problems(toml: &str) -> Vec<String> {
+        load_str(toml)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let cfg = load_str(MINIMAL).unwrap();
+        assert_eq!(cfg.site.timezone, "Asia/Shanghai");
+        let m = cfg.devices[0].modbus.as_ref().unwrap();
+        assert_eq!(m.unit, 1);
+        assert_eq!(m.interval, std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let p = problems(&MINIMAL.replace("register = 0", "register = 0\nregistr = 3"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("devices[0].points[0]"), "{p:?}");
+        assert!(p[0].contains("unknown key `registr`"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_top_level_section() {
+        let p = problems(&format!("{MINIMAL}\n[influx]\nurl = \"x\"\n"));
+        assert!(
+            p.iter().any(|m| m.starts_with("influx: unknown key")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let p = problems(&MINIMAL.replace("register = 0", "register = \"zero\""));
+        assert!(p[0].starts_with("devices[0].points[0].register"), "{p:?}");
+        assert!(p[0].contains("invalid type"), "{p:?}");
+    }
+
+    #[test]
+    fn every_bad_device_is_reported() {
+        let two_bad = format!(
+            "{}\n[[devices]]\nid = \"b\"\nbogus = 1\n",
+            MINIMAL.replace("unit", "x").replace(
+                "address = \"127.0.0.1:5020\"",
+                "address = \"127.0.0.1:5020\"\ninterval = 5"
+            )
+        );
+        let p = problems(&two_bad);
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("devices[0].modbus.interval")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("devices[1]") && m.contains("bogus")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn negative_duration_says_negative() {
+        let p = problems(&MINIMAL.replace(
+            "address = \"127.0.0.1:5020\"",
+            "address = \"127.0.0.1:5020\"\ninterval = \"-1s\"",
+        ));
+        assert!(p[0].starts_with("devices[0].modbus.interval"), "{p:?}");
+        assert!(p[0].contains("negative"), "{p:?}");
+    }
+
+    #[test]
+    fn toml_syntax_error_is_reported() {
+        let p = problems("[site\nid = 1");
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].to_lowercase().contains("toml") || p[0].contains("line"),
+            "{p:?}"
+        );
+    }
+}

@@ -1,0 +1,426 @@
+//! Semantic checks run after the file decoded: ranges, references between sections, secrets.
+
+use std::collections::HashSet;
+
+use super::{Config, ConfigProblem, InfluxApi};
+
+/// Energy carriers a device may be tagged with.
+pub const CARRIERS: &[&str] = &[
+    "electricity",
+    "natural_gas",
+    "steam",
+    "heat",
+    "water",
+    "compressed_air",
+    "coal",
+    "coke",
+    "diesel",
+    "gasoline",
+    "lpg",
+    "fuel_oil",
+    "production",
+    "other",
+];
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'";
+
+/// Where the decoded elements came from in the file, when some failed to decode.
+#[derive(Debug, Default)]
+pub struct Origin {
+    /// File index of each decoded device (empty: the same as its position).
+    pub devices: Vec<usize>,
+    /// File index of each decoded alert rule.
+    pub alerts: Vec<usize>,
+    /// Ids of devices that are in the file but failed to decode (already reported); references
+    /// to them are not reported as unknown.
+    pub undecoded_devices: HashSet<String>,
+}
+
+/// Every problem found, in file order.
+pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
+    let undecoded_devices = &origin.undecoded_devices;
+    let exists = |id: &str| cfg.device(id).is_some() || undecoded_devices.contains(id);
+    let mut p = Vec::new();
+    let mut push = |path: String, msg: String| p.push(ConfigProblem::new(path, msg));
+
+    // [site]
+    if !valid_id(&cfg.site.id) {
+        push("site.id".into(), ID_RULE.into());
+    }
+    if cfg.site.timezone.parse::<chrono_tz::Tz>().is_err() {
+        push(
+            "site.timezone".into(),
+            format!(
+                "unknown time zone \"{}\"; use an IANA name such as \"Asia/Shanghai\"",
+                cfg.site.timezone
+            ),
+        );
+    }
+
+    // [log]
+    if tracing_subscriber::EnvFilter::try_new(&cfg.log.level).is_err() {
+        push(
+            "log.level".into(),
+            format!(
+                "\"{}\" is not a log filter; use e.g. \"info\" or \"info,energy_gateway=debug\"",
+                cfg.log.level
+            ),
+        );
+    }
+
+    // [storage], [pipeline]
+    if cfg.storage.max_batch == 0 {
+        push("storage.max_batch".into(), "must be at least 1".into());
+    }
+    if cfg.storage.retention.is_zero() {
+        push("storage.retention".into(), "must be greater than 0".into());
+    }
+    if cfg.pipeline.channel_capacity == 0 {
+        push(
+            "pipeline.channel_capacity".into(),
+            "must be at least 1".into(),
+        );
+    }
+
+    // [[devices]]
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let at = format!("devices[{}]", origin.devices.get(i).copied().unwrap_or(i));
+        // Duplicate ids are found while decoding, where every element's id is still known.
+        if !valid_id(&d.id) {
+            push(format!("{at}.id"), ID_RULE.into());
+        }
+        if let Some(c) = &d.carrier {
+            if !CARRIERS.contains(&c.as_str()) {
+                push(
+                    format!("{at}.carrier"),
+                    format!(
+                        "unknown carrier \"{c}\"; expected one of: {}",
+                        CARRIERS.join(", ")
+                    ),
+                );
+            }
+        }
+        match &d.modbus {
+            None => push(
+                format!("{at}.modbus"),
+                "missing: a device needs a source ([devices.modbus])".into(),
+            ),
+            Some(m) => {
+                if let Err(e) = check_host_port(&m.address) {
+                    push(format!("{at}.modbus.address"), e);
+                }
+                if m.interval.is_zero() {
+                    push(
+                        format!("{at}.modbus.interval"),
+                        "must be greater than 0".into(),
+                    );
+                }
+                if m.timeout.is_zero() {
+                    push(
+                        format!("{at}.modbus.timeout"),
+                        "must be greater than 0".into(),
+                    );
+                }
+                if !(1..=125).contains(&m.max_registers_per_request) {
+                    push(
+                        format!("{at}.modbus.max_registers_per_request"),
+                        format!(
+                            "{} is out of range 1..=125 (Modbus allows at most 125 registers per read)",
+                            m.max_registers_per_request
+                        ),
+                    );
+                }
+                for (j, pt) in d.points.iter().enumerate() {
+                    if pt.value_type.registers() > m.max_registers_per_request {
+                        push(
+                            format!("{at}.points[{j}].type"),
+                            "needs more registers than max_registers_per_request allows".into(),
+                        );
+                    }
+                }
+            }
+        }
+        if d.points.is_empty() {
+            push(
+                format!("{at}.points"),
+                "a device needs at least one point".into(),
+            );
+        }
+        let mut quantities = HashSet::new();
+        for (j, pt) in d.points.iter().enumerate() {
+            let pat = format!("{at}.points[{j}]");
+            if !quantities.insert(pt.quantity) {
+                push(
+                    format!("{pat}.quantity"),
+                    format!("quantity {} is read twice on this device", pt.quantity),
+                );
+            }
+            if u32::from(pt.register) + u32::from(pt.value_type.registers()) > 65_536 {
+                push(
+                    format!("{pat}.register"),
+                    "the value runs past register 65535".into(),
+                );
+            }
+            if !pt.scale.is_finite() || pt.scale == 0.0 {
+                push(
+                    format!("{pat}.scale"),
+                    "must be a finite, non-zero number".into(),
+                );
+            }
+            if !pt.offset.is_finite() {
+                push(format!("{pat}.offset"), "must be a finite number".into());
+            }
+        }
+    }
+
+    for (i, m) in cfg.site.main_meters.iter().enumerate() {
+        if !exists(m) {
+            push(
+                format!("site.main_meters[{i}]"),
+                format!("refers to unknown device \"{m}\""),
+            );
+        }
+    }
+
+    // [[alerts]]
+    let mut alert_ids = HashSet::new();
+    for (i, a) in cfg.alerts.iter().enumerate() {
+        let at = format!("alerts[{}]", origin.alerts.get(i).copied().unwrap_or(i));
+        if !valid_id(&a.id) {
+            push(format!("{at}.id"), ID_RULE.into());
+        } else if !alert_ids.insert(a.id.as_str()) {
+            push(
+                format!("{at}.id"),
+                format!("duplicate alert id \"{}\"", a.id),
+            );
+        }
+        match cfg.device(&a.device) {
+            None if undecoded_devices.contains(&a.device) => {}
+            None => push(
+                format!("{at}.device"),
+                format!("refers to unknown device \"{}\"", a.device),
+            ),
+            Some(d) => {
+                if !d.points.iter().any(|p| p.quantity == a.quantity) {
+                    push(
+                        format!("{at}.quantity"),
+                        format!("device \"{}\" has no point for {}", a.device, a.quantity),
+                    );
+                }
+            }
+        }
+        match (a.above, a.below) {
+            (None, None) => push(at.clone(), "needs `above`, `below` or both".into()),
+            (Some(hi), Some(lo)) if lo >= hi => push(
+                format!("{at}.below"),
+                format!("below ({lo}) must be less than above ({hi}) for an outside-band rule"),
+            ),
+            _ => {}
+        }
+        for (k, v) in [("above", a.above), ("below", a.below)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                push(format!("{at}.{k}"), "must be a finite number".into());
+            }
+        }
+        if !a.hysteresis.is_finite() || a.hysteresis < 0.0 {
+            push(
+                format!("{at}.hysteresis"),
+                "must be zero or a positive number".into(),
+            );
+        }
+    }
+
+    // [outputs.influxdb.NAME]
+    for (name, o) in &cfg.outputs.influxdb {
+        let at = format!("outputs.influxdb.{name}");
+        if !valid_id(name) {
+            push(at.clone(), format!("output name {ID_RULE}"));
+        }
+        match reqwest::Url::parse(&o.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => push(
+                format!("{at}.url"),
+                format!("scheme \"{}\" is not http or https", u.scheme()),
+            ),
+            Err(e) => push(format!("{at}.url"), format!("not a URL: {e}")),
+        }
+        match o.api {
+            InfluxApi::V1 => {
+                if o.database.as_deref().unwrap_or("").is_empty() {
+                    push(format!("{at}.database"), "required for api = \"v1\"".into());
+                }
+            }
+            InfluxApi::V2 => {
+                for (k, v) in [("org", &o.org), ("bucket", &o.bucket)] {
+                    if v.as_deref().unwrap_or("").is_empty() {
+                        push(format!("{at}.{k}"), "required for api = \"v2\"".into());
+                    }
+                }
+                if o.token.is_none() {
+                    push(format!("{at}.token"), "required for api = \"v2\"".into());
+                }
+            }
+        }
+        if o.password.is_some() && o.username.is_none() {
+            push(
+                format!("{at}.username"),
+                "required when a password is set".into(),
+            );
+        }
+        // Secrets of a disabled output are not needed, so not required to be readable.
+        for (k, s) in [("password", &o.password), ("token", &o.token)] {
+            if let Some(s) = s.as_ref().filter(|_| o.enabled) {
+                if let Err(e) = s.resolve() {
+                    push(format!("{at}.{k}"), e);
+                }
+            }
+        }
+        if o.batch_size == 0 {
+            push(format!("{at}.batch_size"), "must be at least 1".into());
+        }
+        if o.timeout.is_zero() {
+            push(format!("{at}.timeout"), "must be greater than 0".into());
+        }
+        if o.measurement.is_empty() {
+            push(format!("{at}.measurement"), "must not be empty".into());
+        }
+    }
+
+    p
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("\"{s}\" is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("\"{s}\": port must be 1-65535")),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    const BASE: &str = r#"
+[site]
+id = "plant-1"
+main_meters = ["main"]
+
+[[devices]]
+id = "main"
+carrier = "electricity"
+[devices.modbus]
+address = "127.0.0.1:5020"
+[[devices.points]]
+quantity = "active_power"
+register = 0
+type = "f32"
+"#;
+
+    fn problems(toml: &str) -> Vec<String> {
+        match load_str(toml) {
+            Ok(_) => vec![],
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn base_is_valid() {
+        assert_eq!(problems(BASE), Vec::<String>::new());
+    }
+
+    #[test]
+    fn duplicate_device_id() {
+        let dup = BASE.replace("[[devices]]", "[[devices]]\nid = \"main\"\n[devices.modbus]\naddress = \"h:1\"\n[[devices.points]]\nquantity = \"frequency\"\nregister = 1\n\n[[devices]]");
+        let p = problems(&dup);
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("devices[1].id: duplicate device id \"main\"")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn zero_interval_and_bad_address() {
+        let p = problems(&BASE.replace(
+            "address = \"127.0.0.1:5020\"",
+            "address = \"127.0.0.1\"\ninterval = \"0s\"",
+        ));
+        assert!(
+            p.iter().any(|m| m.starts_with("devices[0].modbus.address")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("devices[0].modbus.interval: must be greater than 0")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn alert_on_unknown_device_and_missing_quantity() {
+        let p = problems(&format!(
+            "{BASE}\n[[alerts]]\nid = \"a\"\ndevice = \"ghost\"\nquantity = \"active_power\"\nabove = 1.0\n\
+             [[alerts]]\nid = \"b\"\ndevice = \"main\"\nquantity = \"frequency\"\nbelow = 49.5\n"
+        ));
+        assert!(
+            p.contains(&"alerts[0].device: refers to unknown device \"ghost\"".to_string()),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m
+                    .starts_with("alerts[1].quantity: device \"main\" has no point for frequency")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn main_meter_must_exist() {
+        let p = problems(&BASE.replace("main_meters = [\"main\"]", "main_meters = [\"mian\"]"));
+        assert_eq!(
+            p,
+            vec!["site.main_meters[0]: refers to unknown device \"mian\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn unreadable_secret_file() {
+        let p = problems(&format!(
+            "{BASE}\n[outputs.influxdb.central]\nurl = \"http://127.0.0.1:8086\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = {{ file = \"/nonexistent/egw-token\" }}\n"
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "outputs.influxdb.central.token: cannot read secret file /nonexistent/egw-token"
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_timezone_and_carrier() {
+        let p = problems(
+            &BASE
+                .replace("main_meters", "timezone = \"Mars/Olympus\"\nmain_meters")
+                .replace("\"electricity\"", "\"plutonium\""),
+        );
+        assert!(p.iter().any(|m| m.starts_with("site.timezone")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with("devices[0].carrier")),
+            "{p:?}"
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! A small simulated factory: Modbus TCP meters served in-process on loopback, with loads that
+//! vary over time and counters that integrate them. Used by `energy-gateway demo` and by tests.
+//!
+//! Meters (register maps follow the real models named; see `config/demo.toml`):
+//! - `main`: three-phase incomer, Chint DTSU666 map (holding registers, float32 ABCD, scaled units)
+//! - `kiln`, `press`: line sub-meters, Eastron SDM630 map (input registers, float32 ABCD)
+//! - `gas`: gas flow computer (volume u32 in 0.01 m³, low word first; flow float32)
+//! - `production`: production counter of the press line (u32, 0.01 m² of tile)
+
+use std::collections::BTreeMap;
+use std::future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+use tokio_modbus::server::Service;
+use tokio_modbus::{ExceptionCode, Request, Response};
+
+use crate::acquisition::modbus::decode::encode;
+use crate::config::{ValueType, WordOrder};
+
+/// The register tables of one simulated meter.
+#[derive(Debug, Default)]
+pub struct RegisterBank {
+    pub holding: BTreeMap<u16, u16>,
+    pub input: BTreeMap<u16, u16>,
+}
+
+impl RegisterBank {
+    fn read(table: &BTreeMap<u16, u16>, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+        (0..count)
+            .map(|i| {
+                start
+                    .checked_add(i)
+                    .and_then(|a| table.get(&a).copied())
+                    .ok_or(ExceptionCode::IllegalDataAddress)
+            })
+            .collect()
+    }
+
+    /// Defines registers `start..start+count` as zero so reads across them succeed.
+    pub fn define(table: &mut BTreeMap<u16, u16>, start: u16, count: u16) {
+        for a in start..start + count {
+            table.entry(a).or_insert(0);
+        }
+    }
+
+    /// Writes `value` encoded as `t` in `order` at `addr`.
+    pub fn put(
+        table: &mut BTreeMap<u16, u16>,
+        addr: u16,
+        value: f64,
+        t: ValueType,
+        order: WordOrder,
+    ) {
+        for (i, w) in encode(value, t, order).into_iter().enumerate() {
+            table.insert(addr + i as u16, w);
+        }
+    }
+}
+
+/// A Modbus service answering reads from a shared [`RegisterBank`].
+#[derive(Clone)]
+pub struct MeterService {
+    bank: Arc<Mutex<RegisterBank>>,
+}
+
+impl Service for MeterService {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let bank = self.bank.lock().unwrap_or_else(|p| p.into_inner());
+        let res = match req {
+            Request::ReadHoldingRegisters(a, n) => {
+                RegisterBank::read(&bank.holding, a, n).map(Response::ReadHoldingRegisters)
+            }
+            Request::ReadInputRegisters(a, n) => {
+                RegisterBank::read(&bank.input, a, n).map(Response::ReadInputRegisters)
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        };
+        future::ready(res)
+    }
+}
+
+/// Serves `bank` as a Modbus TCP server on `listener` until the returned task is aborted.
+pub fn serve(listener: TcpListener, bank: Arc<Mutex<RegisterBank>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let server = Server::new(listener);
+        let service = MeterService { bank };
+        let new_service = move |_addr| Ok(Some(service.clone()));
+        let on_connected = move |stream, addr| {
+            let new_service = new_service.clone();
+            async move { accept_tcp_connection(stream, addr, new_service) }
+        };
+        if let Err(e) = server.serve(&on_connected, |_err| {}).await {
+            tracing::warn!("simulated meter stopped: {e}");
+        }
+    })
+}
+
+/// The simulated meters' ids, in the order they are started.
+pub const METERS: &[&str] = &["main", "kiln", "press", "gas", "production"];
+
+/// Physical state of the simulated plant.
+#[derive(Debug, Clone)]
+struct Plant {
+    main_kwh: f64,
+    main_export_kwh: f64,
+    kiln_kwh: f64,
+    press_kwh: f64,
+    gas_m3: f64,
+    tiles_m2: f64,
+    rng: u64,
+}
+
+impl Plant {
+    fn noise(&mut self) -> f64 {
+        // xorshift64*: deterministic, good enough for jitter on a simulated load.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
+
+/// Instantaneous values at time `t` seconds after start.
+struct Loads {
+    kiln_kw: f64,
+    press_kw: f64,
+    base_kw: f64,
+    gas_m3h: f64,
+    tiles_m2_per_s: f64,
+}
+
+fn loads(t: f64, plant: &mut Plant) -> Loads {
+    let press_phase = (t * std::f64::consts::TAU / 40.0).sin();
+    Loads {
+        kiln_kw: 180.0 + 6.0 * plant.noise(),
+        press_kw: 100.0 + 40.0 * press_phase + 3.0 * plant.noise(),
+        base_kw: 25.0 + 2.0 * plant.noise(),
+        gas_m3h: 120.0 + 10.0 * (t * std::f64::consts::TAU / 300.0).sin() + plant.noise(),
+        tiles_m2_per_s: (0.45 + 0.15 * press_phase).max(0.0),
+    }
+}
+
+/// A running simulated factory.
+pub struct SimulatedFactory {
+    banks: BTreeMap<&'static str, Arc<Mutex<RegisterBank>>>,
+    addrs: BTreeMap<&'static str, SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimulatedFactory {
+    /// Binds one loopback port per meter and starts serving and simulating.
+    pub async fn start() -> std::io::Result<SimulatedFactory> {
+        let mut banks = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for &id in METERS {
+            let bank = Arc::new(Mutex::new(layout(id)));
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.insert(id, listener.local_addr()?);
+            tasks.push(serve(listener, bank.clone()));
+            banks.insert(id, bank);
+        }
+        let mut plant = Plant {
+            main_kwh: 1_234_567.8,
+            main_export_kwh: 12.5,
+            kiln_kwh: 654_321.0,
+            press_kwh: 321_000.0,
+            gas_m3: 98_765.43,
+            tiles_m2: 5_000_000.0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        };
+        update(&banks, &mut plant, 0.0, 0.0);
+        let sim_banks = banks.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut last = 0.0;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let t = started.elapsed().as_secs_f64();
+                update(&sim_banks, &mut plant, t, t - last);
+                last = t;
+            }
+        }));
+        Ok(SimulatedFactory {
+            banks,
+            addrs,
+            tasks,
+        })
+    }
+
+    /// Loopback address of a meter.
+    pub fn addr(&self, meter: &str) -> Option<SocketAddr> {
+        self.addrs.get(meter).copied()
+    }
+
+    /// Direct access to a meter's registers (tests use it to set values or faults).
+    pub fn bank(&self, meter: &str) -> Option<Arc<Mutex<RegisterBank>>> {
+        self.banks.get(meter).cloned()
+    }
+}
+
+impl Drop for SimulatedFactory {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The defined register ranges of each meter model.
+fn layout(id: &str) -> RegisterBank {
+    let mut b = RegisterBank::default();
+    match id {
+        "main" => {
+            RegisterBank::define(&mut b.holding, 0x0000, 0x30); // configuration block
+            RegisterBank::define(&mut b.holding, 0x1000, 0x40); // energy block
+            RegisterBank::define(&mut b.holding, 0x2000, 0x50); // measurement block
+            b.holding.insert(0x0006, 1); // IrAt CT ratio (primary values already)
+            b.holding.insert(0x0007, 10); // UrAt PT ratio ×0.1
+        }
+        "kiln" | "press" => RegisterBank::define(&mut b.input, 0x0000, 0x50),
+        _ => RegisterBank::define(&mut b.holding, 0x0000, 0x10),
+    }
+    b
+}
+
+fn update(
+    banks: &BTreeMap<&'static str, Arc<Mutex<RegisterBank>>>,
+    p: &mut Plant,
+    t: f64,
+    dt: f64,
+) {
+    use ValueType::{F32, U32};
+    use WordOrder::{ABCD, CDAB};
+    let l = loads(t, p);
+    let main_kw = l.kiln_kw + l.press_kw + l.base_kw;
+    let h = dt / 3600.0;
+    p.main_kwh += main_kw * h;
+    p.kiln_kwh += l.kiln_kw * h;
+    p.press_kwh += l.press_kw * h;
+    p.gas_m3 += l.gas_m3h * h;
+    p.tiles_m2 += l.tiles_m2_per_s * dt;
+    let v = [230.1 + p.noise(), 229.6 + p.noise(), 230.8 + p.noise()];
+    let pf = 0.94 + 0.01 * p.noise();
+    let freq = 50.0 + 0.02 * p.noise();
+    let phase_current = |kw: f64, v: f64| kw * 1000.0 / 3.0 / v / pf;
+
+    if let Some(bank) = banks.get("main") {
+        let mut b = bank.lock().unwrap_or_else(|x| x.into_inner());
+        let hr = &mut b.holding;
+        for (i, vi) in v.iter().enumerate() {
+            RegisterBank::put(hr, 0x2006 + 2 * i as u16, vi * 10.0, F32, ABCD);
+            RegisterBank::put(
+                hr,
+                0x200C + 2 * i as u16,
+                phase_current(main_kw, *vi) * 1000.0,
+                F32,
+                ABCD,
+            );
+        }
+        RegisterBank::put(hr, 0x2012, main_kw * 10_000.0, F32, ABCD); // 0.1 W
+        let kvar = main_kw * (1.0 - pf * pf).sqrt() / pf;
+        RegisterBank::put(hr, 0x201A, kvar * 10_000.0, F32, ABCD); // 0.1 var
+        RegisterBank::put(hr, 0x202A, pf * 1000.0, F32, ABCD);
+        RegisterBank::put(hr, 0x2044, freq * 100.0, F32, ABCD);
+        RegisterBank::put(hr, 0x101E, p.main_kwh, F32, ABCD);
+        RegisterBank::put(hr, 0x1028, p.main_export_kwh, F32, ABCD);
+    }
+    for (id, kw, kwh) in [
+        ("kiln", l.kiln_kw, p.kiln_kwh),
+        ("press", l.press_kw, p.press_kwh),
+    ] {
+        if let Some(bank) = banks.get(id) {
+            let mut b = bank.lock().unwrap_or_else(|x| x.into_inner());
+            let ir = &mut b.input;
+            for (i, vi) in v.iter().enumerate() {
+                RegisterBank::put(ir, 2 * i as u16, *vi, F32, ABCD);
+                RegisterBank::put(ir, 0x0006 + 2 * i as u16, phase_current(kw, *vi), F32, ABCD);
+            }
+            RegisterBank::put(ir, 0x0034, kw * 1000.0, F32, ABCD); // W
+            RegisterBank::put(ir, 0x003E, pf, F32, ABCD);
+            RegisterBank::put(ir, 0x0046, freq, F32, ABCD);
+            RegisterBank::put(ir, 0x0048, kwh, F32, ABCD);
+        }
+    }
+    if let Some(bank) = banks.get("gas") {
+        let mut b = bank.lock().unwrap_or_else(|x| x.into_inner());
+        RegisterBank::put(
+            &mut b.holding,
+            0x0000,
+            (p.gas_m3 * 100.0).floor(),
+            U32,
+            CDAB,
+        );
+        RegisterBank::put(&mut b.holding, 0x0002, l.gas_m3h, F32, ABCD);
+    }
+    if let Some(bank) = banks.get("production") {
+        let mut b = bank.lock().unwrap_or_else(|x| x.into_inner());
+        RegisterBank::put(
+            &mut b.holding,
+            0x0000,
+            (p.tiles_m2 * 100.0).floor(),
+            U32,
+            ABCD,
+        );
+    }
+}

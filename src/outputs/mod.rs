@@ -1,0 +1,4 @@
+//! Outputs: destinations the store's outbox is delivered to. Each keeps its own cursor in the
+//! store, so a slow or unreachable destination never holds back another.
+
+pub mod influxdb;

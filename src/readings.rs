@@ -1,0 +1,331 @@
+//! The core data model: one measured value of one quantity of one device at one instant.
+//!
+//! Everything downstream (alerting, storage, outputs, accounting) speaks in [`Reading`]s.
+//! Quantities form a closed vocabulary with one canonical unit each, so that a value means the
+//! same thing whichever meter or protocol produced it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. Readings are stamped at acquisition so that a replay of
+/// the same reading to a time-series database overwrites the earlier write instead of duplicating it.
+pub type TimestampMs = i64;
+
+/// Current wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms() -> TimestampMs {
+    chrono::Utc::now().timestamp_millis()
+}
+
+macro_rules! quantities {
+    ($( $variant:ident => $name:literal, $unit:literal, $cumulative:literal, $doc:literal; )*) => {
+        /// The controlled vocabulary of measured quantities. Each has exactly one canonical unit.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Quantity {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl Quantity {
+            /// Every quantity, in declaration order.
+            pub const ALL: &'static [Quantity] = &[ $( Quantity::$variant, )* ];
+
+            /// The name used in configuration files, the store and outputs.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Quantity::$variant => $name, )* }
+            }
+
+            /// The canonical unit every value of this quantity is expressed in.
+            pub fn unit(self) -> &'static str {
+                match self { $( Quantity::$variant => $unit, )* }
+            }
+
+            /// True for counters that only grow (energy and volume totals, production counts).
+            pub fn is_cumulative(self) -> bool {
+                match self { $( Quantity::$variant => $cumulative, )* }
+            }
+
+            /// A one-line description, used in `--help`-style listings and docs.
+            pub fn description(self) -> &'static str {
+                match self { $( Quantity::$variant => $doc, )* }
+            }
+        }
+
+        impl FromStr for Quantity {
+            type Err = UnknownQuantity;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $name => Ok(Quantity::$variant), )*
+                    _ => Err(UnknownQuantity(s.to_string())),
+                }
+            }
+        }
+    };
+}
+
+quantities! {
+    VoltageL1 => "voltage_l1", "V", false, "Phase L1 to neutral voltage";
+    VoltageL2 => "voltage_l2", "V", false, "Phase L2 to neutral voltage";
+    VoltageL3 => "voltage_l3", "V", false, "Phase L3 to neutral voltage";
+    VoltageL1L2 => "voltage_l1_l2", "V", false, "Line voltage L1-L2";
+    VoltageL2L3 => "voltage_l2_l3", "V", false, "Line voltage L2-L3";
+    VoltageL3L1 => "voltage_l3_l1", "V", false, "Line voltage L3-L1";
+    CurrentL1 => "current_l1", "A", false, "Phase L1 current";
+    CurrentL2 => "current_l2", "A", false, "Phase L2 current";
+    CurrentL3 => "current_l3", "A", false, "Phase L3 current";
+    CurrentN => "current_n", "A", false, "Neutral current";
+    ActivePower => "active_power", "kW", false, "Total active power (positive = import)";
+    ActivePowerL1 => "active_power_l1", "kW", false, "Phase L1 active power";
+    ActivePowerL2 => "active_power_l2", "kW", false, "Phase L2 active power";
+    ActivePowerL3 => "active_power_l3", "kW", false, "Phase L3 active power";
+    ReactivePower => "reactive_power", "kvar", false, "Total reactive power";
+    ApparentPower => "apparent_power", "kVA", false, "Total apparent power";
+    PowerFactor => "power_factor", "1", false, "Total power factor (signed: negative = capacitive)";
+    Frequency => "frequency", "Hz", false, "Grid frequency";
+    EnergyImport => "energy_import", "kWh", true, "Imported active energy counter";
+    EnergyExport => "energy_export", "kWh", true, "Exported active energy counter";
+    ReactiveEnergyImport => "reactive_energy_import", "kvarh", true, "Imported reactive energy counter";
+    ReactiveEnergyExport => "reactive_energy_export", "kvarh", true, "Exported reactive energy counter";
+    GasVolume => "gas_volume", "m3", true, "Gas volume counter (standard cubic metres)";
+    GasFlow => "gas_flow", "m3/h", false, "Gas flow rate";
+    SteamMass => "steam_mass", "t", true, "Steam mass counter";
+    SteamFlow => "steam_flow", "t/h", false, "Steam flow rate";
+    HeatEnergy => "heat_energy", "GJ", true, "Heat energy counter";
+    HeatPower => "heat_power", "kW", false, "Heat power";
+    WaterVolume => "water_volume", "t", true, "Water counter (1 t = 1 m3)";
+    WaterFlow => "water_flow", "t/h", false, "Water flow rate";
+    CompressedAirVolume => "compressed_air_volume", "m3", true, "Compressed air counter (free air delivery)";
+    ProductionCount => "production_count", "unit", true, "Production counter in the line's product unit (t, m2, pieces)";
+    Temperature => "temperature", "degC", false, "Temperature";
+    Pressure => "pressure", "kPa", false, "Pressure";
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A quantity name outside the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown quantity `{0}` (known: {known})", known = known_quantities())]
+pub struct UnknownQuantity(pub String);
+
+fn known_quantities() -> String {
+    Quantity::ALL
+        .iter()
+        .map(|q| q.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How far a value can be trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "quality", content = "reason", rename_all = "lowercase")]
+pub enum Quality {
+    /// Measured and plausible.
+    Good,
+    /// Not usable; the value is absent. The reason says why (exception, NaN, sentinel…).
+    Bad(String),
+    /// Derived rather than measured (for example a gap bridged from counters).
+    Estimated(String),
+}
+
+impl Quality {
+    /// Short name stored and exported (`good`, `bad`, `estimated`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Bad(_) => "bad",
+            Quality::Estimated(_) => "estimated",
+        }
+    }
+
+    /// The reason for a non-good quality.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Quality::Good => None,
+            Quality::Bad(r) | Quality::Estimated(r) => Some(r),
+        }
+    }
+
+    /// Small integer code used in the store.
+    pub fn code(&self) -> i64 {
+        match self {
+            Quality::Good => 0,
+            Quality::Bad(_) => 1,
+            Quality::Estimated(_) => 2,
+        }
+    }
+
+    /// Rebuilds a quality from its store code and reason.
+    pub fn from_code(code: i64, reason: Option<String>) -> Quality {
+        match code {
+            0 => Quality::Good,
+            2 => Quality::Estimated(reason.unwrap_or_default()),
+            _ => Quality::Bad(reason.unwrap_or_else(|| "unknown".into())),
+        }
+    }
+}
+
+/// One value of one quantity of one device, stamped at acquisition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Device id as configured (`[[devices]] id`).
+    pub device: String,
+    /// What was measured.
+    pub quantity: Quantity,
+    /// The value in the quantity's canonical unit; `None` when the quality is bad.
+    pub value: Option<f64>,
+    /// Acquisition time, UTC milliseconds.
+    pub ts_ms: TimestampMs,
+    /// Whether the value can be used.
+    #[serde(flatten)]
+    pub quality: Quality,
+}
+
+impl Reading {
+    /// A good reading. Non-finite values are turned into bad readings: a NaN is never a number here.
+    pub fn new(
+        device: impl Into<String>,
+        quantity: Quantity,
+        value: f64,
+        ts_ms: TimestampMs,
+    ) -> Self {
+        let mut r = Reading {
+            device: device.into(),
+            quantity,
+            value: Some(value),
+            ts_ms,
+            quality: Quality::Good,
+        };
+        r.normalize();
+        r
+    }
+
+    /// A bad reading without a value.
+    pub fn bad(
+        device: impl Into<String>,
+        quantity: Quantity,
+        ts_ms: TimestampMs,
+        reason: impl Into<String>,
+    ) -> Self {
+        Reading {
+            device: device.into(),
+            quantity,
+            value: None,
+            ts_ms,
+            quality: Quality::Bad(reason.into()),
+        }
+    }
+
+    /// Enforces the model's invariants: a non-finite value becomes a bad reading, and a bad
+    /// reading carries no value. Returns true when the reading was changed.
+    pub fn normalize(&mut self) -> bool {
+        match (&self.quality, self.value) {
+            (Quality::Bad(_), Some(_)) => {
+                self.value = None;
+                true
+            }
+            (_, Some(v)) if !v.is_finite() => {
+                self.quality = Quality::Bad(format!("non-finite value {v}"));
+                self.value = None;
+                true
+            }
+            (Quality::Good | Quality::Estimated(_), None) => {
+                self.quality = Quality::Bad("missing value".into());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The value when it is usable.
+    pub fn good_value(&self) -> Option<f64> {
+        match self.quality {
+            Quality::Bad(_) => None,
+            _ => self.value,
+        }
+    }
+}
+
+/// Descriptive labels attached to every point a device produces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tags {
+    pub site: String,
+    pub park: Option<String>,
+    pub line: Option<String>,
+    pub carrier: Option<String>,
+    pub model: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_quantity_round_trips_through_its_name() {
+        for q in Quantity::ALL {
+            assert_eq!(q.as_str().parse::<Quantity>().unwrap(), *q);
+            assert!(!q.unit().is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_quantity_lists_the_vocabulary() {
+        let err = "active_powr".parse::<Quantity>().unwrap_err().to_string();
+        assert!(err.contains("active_powr"), "{err}");
+        assert!(err.contains("active_power"), "{err}");
+    }
+
+    #[test]
+    fn canonical_units_match_the_vocabulary() {
+        assert_eq!(Quantity::ActivePower.unit(), "kW");
+        assert_eq!(Quantity::EnergyImport.unit(), "kWh");
+        assert_eq!(Quantity::ReactiveEnergyImport.unit(), "kvarh");
+        assert_eq!(Quantity::GasVolume.unit(), "m3");
+        assert_eq!(Quantity::SteamMass.unit(), "t");
+        assert_eq!(Quantity::HeatEnergy.unit(), "GJ");
+        assert!(Quantity::EnergyImport.is_cumulative());
+        assert!(!Quantity::ActivePower.is_cumulative());
+    }
+
+    #[test]
+    fn nan_and_infinity_become_bad_readings() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let r = Reading::new("m1", Quantity::ActivePower, v, 0);
+            assert_eq!(r.value, None);
+            assert_eq!(r.quality.as_str(), "bad");
+            assert!(r.quality.reason().unwrap().contains("non-finite"));
+        }
+        let r = Reading::new("m1", Quantity::ActivePower, 1.5, 0);
+        assert_eq!(r.good_value(), Some(1.5));
+    }
+
+    #[test]
+    fn quality_codes_round_trip() {
+        for q in [
+            Quality::Good,
+            Quality::Bad("x".into()),
+            Quality::Estimated("gap".into()),
+        ] {
+            assert_eq!(
+                Quality::from_code(q.code(), q.reason().map(String::from)),
+                q
+            );
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! The embedded store: one SQLite database in WAL mode holding the reading history, the alert
+//! history and, per output destination, a cursor saying how far delivery has got. The reading
+//! table is the durable outbox: a reading is committed here before anything else sees it, and an
+//! output advances its cursor only after its destination confirmed the write.
+
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::Synchronous;
+use crate::readings::{Quality, Quantity, Reading, TimestampMs};
+
+/// Bumped whenever the schema changes; [`Store::open`] migrates older files.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- One row per (device, quantity): readings refer to it to keep rows small.
+CREATE TABLE IF NOT EXISTS series (
+    id       INTEGER PRIMARY KEY,
+    device   TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    UNIQUE (device, quantity)
+);
+-- Reading history and outbox. id grows with commit order; outputs deliver by id.
+CREATE TABLE IF NOT EXISTS readings (
+    id        INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    ts_ms     INTEGER NOT NULL,
+    value     REAL,
+    quality   INTEGER NOT NULL,   -- 0 good, 1 bad, 2 estimated
+    reason    TEXT
+);
+CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (series_id, ts_ms);
+-- Per destination: the highest reading id it has confirmed.
+CREATE TABLE IF NOT EXISTS cursors (
+    destination TEXT PRIMARY KEY,
+    last_id     INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+-- Alert transitions (pending/firing/resolved).
+CREATE TABLE IF NOT EXISTS alert_events (
+    id       INTEGER PRIMARY KEY,
+    ts_ms    INTEGER NOT NULL,
+    rule     TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    value    REAL,
+    message  TEXT NOT NULL
+);
+-- Batches an output gave up on (the destination rejected them as malformed).
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    status      INTEGER,
+    error       TEXT NOT NULL
+);
+";
+
+/// Errors from the store, with the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store at {path}: {message}")]
+    Open { path: String, message: String },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn ctx(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { op, source }
+}
+
+/// A reading as kept in the store, with its outbox id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReading {
+    pub id: i64,
+    pub reading: Reading,
+}
+
+/// An alert transition to record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertEvent {
+    pub ts_ms: TimestampMs,
+    pub rule: String,
+    pub device: String,
+    pub quantity: Quantity,
+    pub state: &'static str,
+    pub severity: &'static str,
+    pub value: Option<f64>,
+    pub message: String,
+}
+
+/// One connection to the store. The writer thread owns one; readers open their own.
+pub struct Store {
+    conn: Connection,
+    series: HashMap<(String, Quantity), i64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path, sync: Synchronous) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                    path: dir.display().to_string(),
+                    message: format!("cannot create data directory: {e}"),
+                })?;
+            }
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(ctx("set busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(ctx("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                message: format!("journal mode is {mode}, WAL could not be enabled"),
+            });
+        }
+        let sync = match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
+            .map_err(ctx("set synchronous"))?;
+        conn.execute_batch(SCHEMA).map_err(ctx("create schema"))?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("read schema version"))?;
+        match version.as_deref().map(str::parse::<i64>) {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(ctx("write schema version"))?;
+            }
+            Some(Ok(v)) if v <= SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Open {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "schema version {v:?} is newer than this build understands ({SCHEMA_VERSION}); upgrade energy-gateway"
+                    ),
+                })
+            }
+        }
+        Ok(Store {
+            conn,
+            series: HashMap::new(),
+        })
+    }
+
+    fn series_id(&mut self, device: &str, quantity: Quantity) -> Result<i64> {
+        if let Some(id) = self.series.get(&(device.to_string(), quantity)) {
+            return Ok(*id);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO series(device, quantity) VALUES (?1, ?2)
+                 ON CONFLICT(device, quantity) DO UPDATE SET device=excluded.device
+                 RETURNING id",
+            )
+            .map_err(ctx("prepare series insert"))?;
+        let id: i64 = stmt
+            .query_row(params![device, quantity.as_str()], |r| r.get(0))
+            .map_err(ctx("insert series"))?;
+        self.series.insert((device.to_string(), quantity), id);
+        Ok(id)
+    }
+
+    /// Commits the readings in one transaction (group commit). Returns the id of the last row.
+    pub fn insert_readings<'a>(
+        &mut self,
+        readings: impl IntoIterator<Item = &'a Reading>,
+    ) -> Result<i64> {
+        let mut last = 0;
+        let mut rows = Vec::new();
+        for r in readings {
+            let sid = self.series_id(&r.device, r.quantity)?;
+            rows.push((sid, r));
+        }
+        let tx = self.conn.transaction().map_err(ctx("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO readings(series_id, ts_ms, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(ctx("prepare reading insert"))?;
+            for (sid, r) in rows {
+                stmt.execute(params![
+                    sid,
+                    r.ts_ms,
+                    r.value,
+                    r.quality.code(),
+                    r.quality.reason()
+                ])
+                .map_err(ctx("insert reading"))?;
+                last = tx.last_insert_rowid();
+            }
+        }
+        tx.commit().map_err(ctx("commit"))?;
+        Ok(last)
+    }
+
+    /// Records an alert transition.
+    pub fn insert_alert_event(&mut self, e: &AlertEvent) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO alert_events(ts_ms, rule, device, quantity, state, severity, value, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.ts_ms,
+                    e.rule,
+                    e.device,
+                    e.quantity.as_str(),
+                    e.state,
+                    e.severity,
+                    e.value,
+                    e.message
+                ])
+            })
+            .map_err(ctx("insert alert event"))?;
+        Ok(())
+    }
+
+    /// All alert transitions, oldest first.
+    pub fn alert_events(&self) -> Result<Vec<AlertEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT ts_ms, rule, device, quantity, state, severity, value, message FROM alert_events ORDER BY id",
+            )
+            .map_err(ctx("prepare alert query"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let q: String = r.get(3)?;
+                let state: String = r.get(4)?;
+                let sev: String = r.get(5)?;
+                Ok(AlertEvent {
+                    ts_ms: r.get(0)?,
+                    rule: r.get(1)?,
+                    device: r.get(2)?,
+                    quantity: q.parse().unwrap_or(Quantity::ActivePower),
+                    state: intern_state(&state),
+                    severity: intern_severity(&sev),
+                    value: r.get(6)?,
+                    message: r.get(7)?,
+                })
+            })
+            .map_err(ctx("query alert events"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(ctx("read alert events"))
+    }
+
+    /// Up to `limit` readings with id greater than `after`, in id order.
+    pub fn readings_after(&self, after: i64, limit: usize) -> Result<Vec<StoredReading>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.id, s.device, s.quantity, r.ts_ms, r.value, r.quality, r.reason
+                 FROM readings r JOIN series s ON s.id = r.series_id
+                 WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
+            )
+            .map_err(ctx("prepare outbox query"))?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                let q: String = r.get(2)?;
+                let quality = Quality::from_code(r.get(5)?, r.get(6)?);
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    q,
+                    r.get(3)?,
+                    r.get(4)?,
+                    quality,
+                ))
+            })
+            .map_err(ctx("query outbox"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, device, q, ts_ms, value, quality) = row.map_err(ctx("read outbox row"))?;
+            // A quantity this build does not know (written by a newer version) is skipped.
+            let Ok(quantity) = q.parse::<Quantity>() else {
+                continue;
+            };
+            out.push(StoredReading {
+                id,
+                reading: Reading {
+                    device,
+                    quantity,
+                    value,
+                    ts_ms,
+                    quality,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Highest reading id confirmed by `destination` (0 when it has confirmed nothing).
+    pub fn cursor(&self, destination: &str) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT last_id FROM cursors WHERE destination = ?1",
+                [destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(ctx("read cursor"))
+    }
+
+    /// Moves `destination`'s cursor forward to `last_id` (never backwards).
+    pub fn advance_cursor(&self, destination: &str, last_id: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO cursors(destination, last_id, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(destination) DO UPDATE SET
+                   last_id = max(last_id, excluded.last_id), updated_ms = excluded.updated_ms",
+                params![destination, last_id, crate::readings::now_ms()],
+            )
+            .map_err(ctx("advance cursor"))?;
+        Ok(())
+    }
+
+    /// Records a batch a destination rejected for good.
+    pub fn quarantine(
+        &self,
+        destination: &str,
+        first_id: i64,
+        last_id: i64,
+        status: Option<u16>,
+        error: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO quarantine(destination, first_id, last_id, ts_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![destination, first_id, last_id, crate::readings::now_ms(), status, error],
+            )
+            .map_err(ctx("quarantine"))?;
+        Ok(())
+    }
+
+    /// Highest reading id in the store (0 when empty).
+    pub fn max_reading_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM readings", [], |r| {
+                r.get(0)
+            })
+            .map_err(ctx("max id"))
+    }
+
+    /// Number of readings per device, all qualities.
+    pub fn count_by_device(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.device, count(*) FROM readings r JOIN series s ON s.id = r.series_id GROUP BY s.device",
+            )
+            .map_err(ctx("prepare count"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(ctx("count"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(ctx("count rows"))
+    }
+
+    /// Total number of readings.
+    pub fn count_readings(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(ctx("count readings"))
+    }
+
+    /// The latest good value of a series: (timestamp, value).
+    pub fn latest_good(
+        &self,
+        device: &str,
+        quantity: Quantity,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        self.edge_good(device, quantity, i64::MIN, "DESC")
+    }
+
+    /// The first good value of a series at or after `since_ms`.
+    pub fn first_good_since(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        since_ms: TimestampMs,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        self.edge_good(device, quantity, since_ms, "ASC")
+    }
+
+    fn edge_good(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        since_ms: TimestampMs,
+        dir: &str,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        let sql = format!(
+            "SELECT r.ts_ms, r.value FROM readings r JOIN series s ON s.id = r.series_id
+             WHERE s.device = ?1 AND s.quantity = ?2 AND r.ts_ms >= ?3 AND r.quality != 1
+             ORDER BY r.ts_ms {dir} LIMIT 1"
+        );
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_row(params![device, quantity.as_str(), since_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(ctx("query series edge"))
+    }
+
+    /// Deletes readings older than `before_ms` that every listed destination has confirmed.
+    /// Returns how many were deleted.
+    pub fn prune(&self, before_ms: TimestampMs, destinations: &[String]) -> Result<usize> {
+        let mut limit = i64::MAX;
+        for d in destinations {
+            limit = limit.min(self.cursor(d)?);
+        }
+        self.conn
+            .execute(
+                "DELETE FROM readings WHERE ts_ms < ?1 AND id <= ?2",
+                params![before_ms, limit],
+            )
+            .map_err(ctx("prune"))
+    }
+
+    /// Runs SQLite's integrity check; `Ok("ok")` for a sound file.
+    pub fn integrity_check(&self) -> Result<String> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(ctx("integrity check"))
+    }
+}
+
+fn intern_state(s: &str) -> &'static str {
+    match s {
+        "pending" => "pending",
+        "firing" => "firing",
+        "resolved" => "resolved",
+        _ => "unknown",
+    }
+}
+
+fn intern_severity(s: &str) -> &'static str {
+    match s {
+        "info" => "info",
+        "critical" => "critical",
+        _ => "warning",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn readings_round_trip_in_commit_order() {
+        let (_d, mut s) = store();
+        let rs = vec![
+            Reading::new("m1", Quantity::ActivePower, 1.5, 1000),
+            Reading::bad(
+                "m1",
+                Quantity::Frequency,
+                1000,
+                "modbus exception: IllegalDataAddress",
+            ),
+            Reading::new("m2", Quantity::EnergyImport, 42.0, 1001),
+        ];
+        let last = s.insert_readings(&rs).unwrap();
+        assert_eq!(last, 3);
+        let back = s.readings_after(0, 10).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.reading.clone()).collect::<Vec<_>>(),
+            rs
+        );
+        assert_eq!(s.readings_after(2, 10).unwrap().len(), 1);
+        assert_eq!(s.count_by_device().unwrap()["m1"], 2);
+    }
+
+    #[test]
+    fn cursor_only_moves_forward_and_prune_respects_it() {
+        let (_d, mut s) = store();
+        let rs: Vec<_> = (0..10)
+            .map(|i| Reading::new("m1", Quantity::ActivePower, i as f64, i))
+            .collect();
+        s.insert_readings(&rs).unwrap();
+        assert_eq!(s.cursor("influx").unwrap(), 0);
+        s.advance_cursor("influx", 6).unwrap();
+        s.advance_cursor("influx", 4).unwrap();
+        assert_eq!(s.cursor("influx").unwrap(), 6);
+        // all are old, but only the confirmed ones may go
+        assert_eq!(s.prune(100, &["influx".into()]).unwrap(), 6);
+        assert_eq!(s.count_readings().unwrap(), 4);
+        // without outputs everything old goes
+        assert_eq!(s.prune(100, &[]).unwrap(), 4);
+    }
+
+    #[test]
+    fn first_and_latest_good_skip_bad_values() {
+        let (_d, mut s) = store();
+        s.insert_readings(&[
+            Reading::bad("m", Quantity::EnergyImport, 5, "nan"),
+            Reading::new("m", Quantity::EnergyImport, 10.0, 10),
+            Reading::new("m", Quantity::EnergyImport, 12.0, 20),
+            Reading::bad("m", Quantity::EnergyImport, 30, "nan"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.first_good_since("m", Quantity::EnergyImport, 0).unwrap(),
+            Some((10, 10.0))
+        );
+        assert_eq!(
+            s.latest_good("m", Quantity::EnergyImport).unwrap(),
+            Some((20, 12.0))
+        );
+        assert_eq!(
+            s.first_good_since("m", Quantity::EnergyImport, 21).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_series_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sqlite");
+        {
+            let mut s = Store::open(&p, Synchronous::Full).unwrap();
+            s.insert_readings(&[Reading::new("m", Quantity::Frequency, 50.0, 1)])
+                .unwrap();
+        }
+        let mut s = Store::open(&p, Synchronous::Normal).unwrap();
+        s.insert_readings(&[Reading::new("m", Quantity::Frequency, 50.1, 2)])
+            .unwrap();
+        assert_eq!(s.count_readings().unwrap(), 2);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+}
