@@ -238,6 +238,7 @@ impl InfluxOutput {
         let mut batch_size = self.cfg.batch_size.max(1);
         let mut log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
         let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut partial_since: Option<tokio::time::Instant> = None;
         tracing::info!(output = %dest, url = %redact(&self.url), "influxdb output started");
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
@@ -285,18 +286,19 @@ impl InfluxOutput {
                 continue;
             }
             if rows.len() < batch_size && drain_until.is_none() {
-                // A partial batch: give the sources a moment to fill it.
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(self.cfg.flush_interval) => {}
-                }
-                if !stop.is_cancelled() {
-                    let more = self.load(cursor, batch_size).await.unwrap_or_default();
-                    if more.len() > rows.len() {
-                        continue;
+                // A partial batch waits until it fills or until flush_interval has passed since
+                // it was first seen.
+                let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
+                let due = since + self.cfg.flush_interval;
+                if tokio::time::Instant::now() < due {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep_until(due) => {}
                     }
+                    continue;
                 }
             }
+            partial_since = None;
             let first = rows.first().map(|r| r.id).unwrap_or(0);
             let last = rows.last().map(|r| r.id).unwrap_or(0);
             let mut body = String::with_capacity(rows.len() * 120);

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite against real mosquitto / influxd processes
+# (the integration-test harness in tests/common starts them on free loopback ports).
+#
+# Usage: scripts/test.sh [--quick]
+#   --quick   skip the apt step (servers must already be installed)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian installs mosquitto in /usr/sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
+
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat)
+
+missing_tools() {
+  local tool missing=()
+  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  echo "${missing[*]:-}"
+}
+
+# --- 1. test servers ----------------------------------------------------------------------
+missing="$(missing_tools)"
+if [ "$quick" = 1 ]; then
+  step "Test servers: apt step skipped (--quick)"
+  if [ -n "$missing" ]; then
+    echo "warning: missing: $missing (integration tests will fail); run without --quick to install" >&2
+  fi
+elif [ -n "$missing" ]; then
+  step "Test servers: installing (missing: $missing)"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo_cmd="sudo"
+    else
+      echo "error: not root and sudo is not available; install as root:" >&2
+      echo "  apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}" >&2
+      exit 1
+    fi
+  fi
+  $sudo_cmd apt-get update
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+  missing="$(missing_tools)"
+  if [ -n "$missing" ]; then
+    echo "error: still missing after apt-get install: $missing" >&2
+    exit 1
+  fi
+else
+  step "Test servers: already installed"
+fi
+if command -v mosquitto >/dev/null 2>&1; then
+  echo "mosquitto: $(mosquitto -h 2>&1 | head -n 1 || true)"
+fi
+if command -v influxd >/dev/null 2>&1; then
+  echo "influxd:   $(influxd version 2>&1 | head -n 1 || true)"
+fi
+
+# --- 2. test runner -----------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=nextest
+  step "Test runner: $(cargo nextest --version 2>/dev/null | head -n 1)"
+else
+  runner=cargo-test
+  step "Test runner: cargo-nextest not found, falling back to cargo test"
+fi
+
+# --- 3. build -----------------------------------------------------------------------------
+step "Build: cargo build --all-targets --locked"
+cargo build --all-targets --locked
+
+# --- 4. tests -----------------------------------------------------------------------------
+failed=()
+if [ "$runner" = nextest ]; then
+  # nextest does not run doc tests; run them first so the suite's summary line comes last.
+  # Only when the library has some (a run of zero doc tests would end the log with "0 passed").
+  if grep -rqE '^\s*//[/!].*```' src 2>/dev/null; then
+    step "Doc tests: cargo test --doc --locked"
+    cargo test --doc --locked || failed+=("doc tests")
+  fi
+  step "Tests: cargo nextest run --locked --no-fail-fast"
+  cargo nextest run --locked --no-fail-fast || failed+=("test suite")
+else
+  # Plain `cargo test` runs the doc tests as well.
+  step "Tests: cargo test --locked --no-fail-fast (includes doc tests)"
+  cargo test --locked --no-fail-fast || failed+=("test suite")
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  step "FAILED: ${failed[*]}"
+  exit 1
+fi
+step "All tests passed"
