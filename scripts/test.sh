@@ -2,17 +2,24 @@
 # Builds and runs the whole test suite against real mosquitto / influxd processes
 # (the integration-test harness in tests/common starts them on free loopback ports).
 #
-# Usage: scripts/test.sh [--quick]
-#   --quick   skip the apt step (servers must already be installed)
+# Usage: scripts/test.sh [--quick] [--no-package] [--cross]
+#   --quick       skip the apt step (servers must already be installed)
+#   --no-package  skip building and checking the .deb (deploy/package.sh deb, ~3 min)
+#   --cross       also build the aarch64 binary and arm64 .deb (deploy/package.sh aarch64,
+#                 ~3 min more; off by default to keep CI well under its time budget)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 quick=0
+package=1
+cross=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-package) package=0 ;;
+    --cross) cross=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -22,11 +29,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian installs mosquitto in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat)
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat chromium)
 
 missing_tools() {
   local tool missing=()
-  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat; do
+  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat chromium; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   echo "${missing[*]:-}"
@@ -82,8 +89,21 @@ fi
 step "Build: cargo build --all-targets --locked"
 cargo build --all-targets --locked
 
-# --- 4. tests -----------------------------------------------------------------------------
 failed=()
+# --- 4. packaging (before the tests, so the test runner's summary stays the last line) ---
+# The .deb (release build, cargo deb, contents listed and checked); the aarch64 cross build with
+# --cross. cargo-deb is installed with `cargo install cargo-deb --locked` when missing (kept in
+# ~/.cargo/bin for later runs).
+if [ "$package" = 1 ]; then
+  step "Packaging: deploy/package.sh deb"
+  bash deploy/package.sh deb || failed+=("packaging (.deb)")
+fi
+if [ "$cross" = 1 ]; then
+  step "Packaging: deploy/package.sh aarch64"
+  bash deploy/package.sh aarch64 || failed+=("packaging (aarch64)")
+fi
+
+# --- 5. tests -----------------------------------------------------------------------------
 if [ "$runner" = nextest ]; then
   # nextest does not run doc tests; run them first so the suite's summary line comes last.
   # Only when the library has some (a run of zero doc tests would end the log with "0 passed").

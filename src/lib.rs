@@ -6,13 +6,16 @@
 //! (SQLite history + outbox) → [`outputs`] (InfluxDB). [`pipeline`] wires them together,
 //! [`config`] describes and checks what to run, [`demo`] runs it all on a simulated factory.
 
+pub mod accounting;
 pub mod acquisition;
 pub mod alerting;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod outputs;
 pub mod pipeline;
 pub mod readings;
+pub mod reporting;
 pub mod storage;
 pub mod telemetry;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use energy_gateway::{config, demo, pipeline, telemetry};
+use energy_gateway::{config, demo, telemetry};
 
 /// Edge gateway for factory energy monitoring: polls meters over Modbus, keeps every reading in a
 /// durable local store, forwards to InfluxDB and raises threshold alerts.
@@ -48,9 +48,207 @@ enum Command {
         /// How often to print the summary line.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         summary_every: Duration,
+        /// Also serve the live page, the JSON API, /metrics and /healthz at this loopback
+        /// address, e.g. 127.0.0.1:8080 (port 0: any free port; the address is printed).
+        #[arg(long, value_name = "IP:PORT", value_parser = parse_http_addr)]
+        http: Option<std::net::SocketAddr>,
+    },
+    /// Read one Modbus device once with a meter template and print what it yields, in canonical
+    /// quantities and units (what an installer runs on day one).
+    Probe(ProbeArgs),
+    /// Show or export the points a destination rejected for good (quarantined in the store).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Import CSV data into the store: meter readings (backfill), monthly value added,
+    /// production, or consumption of carriers without a meter.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+    /// The energy and carbon account of one period: a month (2026-10), a quarter (2026-Q3) or a
+    /// year (2026). Also writes the intervals and accounts to the store.
+    Report {
+        /// Path of the TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// 2026-10, 2026-Q3 or 2026.
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+        /// Output format: json.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Do not write intervals, accounts and counter events to the store.
+        #[arg(long)]
+        no_store: bool,
+    },
+    /// Meter counters.
+    Counter {
+        #[command(subcommand)]
+        action: CounterAction,
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// `time,device,quantity,value` (RFC 3339 times); rows already in the store are skipped.
+    Readings(ImportArgs),
+    /// `period,value_added_10k_cny[,value_added_comparable_10k_cny]` per month (YYYY-MM).
+    ValueAdded(ImportArgs),
+    /// `period,product,quantity` per month, in the product's unit.
+    Production(ImportArgs),
+    /// `period,carrier,quantity,unit[,use]` per month for carriers without a meter (use:
+    /// energy or feedstock).
+    Consumption(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The CSV file.
+    #[arg(value_name = "FILE.csv")]
+    file: PathBuf,
+    /// Path of the TOML configuration file (locates the store).
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CounterAction {
+    /// Record a meter replacement (old meter's final reading, new meter's initial reading) so
+    /// that the accounts lose no energy.
+    Replace {
+        /// Path of the TOML configuration file (locates the store).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// Counter quantity, e.g. energy_import.
+        #[arg(long)]
+        quantity: String,
+        /// When the meter was replaced, RFC 3339 (2026-10-12T14:30:00+08:00).
+        #[arg(long)]
+        time: String,
+        /// Last reading of the old meter.
+        #[arg(long)]
+        old_final: f64,
+        /// First reading of the new meter.
+        #[arg(long)]
+        new_initial: f64,
+        /// Free text kept with the record.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+fn accounting_command(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_command(what: ImportWhat) -> ExitCode {
+    use energy_gateway::reporting::cli::{import, ImportKind};
+    let (kind, a) = match what {
+        ImportWhat::Readings(a) => (ImportKind::Readings, a),
+        ImportWhat::ValueAdded(a) => (ImportKind::ValueAdded, a),
+        ImportWhat::Production(a) => (ImportKind::Production, a),
+        ImportWhat::Consumption(a) => (ImportKind::Consumption, a),
+    };
+    accounting_command(import(kind, &a.file, &a.config))
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// Print a summary per destination and every quarantined point with the server's answer.
+    List {
+        /// Path of the TOML configuration file (locates the store).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this output (e.g. `central` or `influxdb.central`).
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+    },
+    /// Write the quarantined points as JSON lines (every detail) or line protocol (to replay).
+    Export {
+        /// Path of the TOML configuration file (locates the store).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this output (e.g. `central` or `influxdb.central`).
+        #[arg(long, value_name = "NAME")]
+        destination: Option<String>,
+        /// `jsonl` or `lp` (line protocol).
+        #[arg(long, default_value = "jsonl")]
+        format: energy_gateway::storage::quarantine::ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp"])))]
+struct ProbeArgs {
+    /// Modbus TCP device, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
+    /// Modbus RTU on a serial port, e.g. /dev/ttyUSB0.
+    #[arg(long, value_name = "DEVICE")]
+    rtu: Option<String>,
+    /// Modbus RTU frames through a TCP connection (serial device server), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    rtu_over_tcp: Option<String>,
+    /// Unit (slave) id.
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    /// Meter template (file name under config/meters/ without .toml, or an alias).
+    #[arg(long)]
+    model: String,
+    /// Serial: baud rate.
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Serial: parity.
+    #[arg(long, default_value = "none", value_parser = ["none", "even", "odd"])]
+    parity: String,
+    /// Serial: stop bits.
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// Time allowed for connecting and for each request.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Directory of user meter templates.
+    #[arg(long, value_name = "DIR")]
+    templates_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+/// `demo --http`: a loopback IP:port (the demo serves without a token).
+fn parse_http_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let a: std::net::SocketAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not IP:PORT, e.g. 127.0.0.1:8080"))?;
+    if !a.ip().is_loopback() {
+        return Err(format!(
+            "{a} is not a loopback address; the demo serves without a token, so use 127.0.0.1 or [::1] (run with [http] and a token to serve the network)"
+        ));
+    }
+    Ok(a)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -64,6 +262,42 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Probe(args) => with_runtime(probe(args)),
+        Command::Quarantine { action } => quarantine(action),
+        Command::Import { what } => import_command(what),
+        Command::Report {
+            config,
+            period,
+            format,
+            output,
+            no_store,
+        } => accounting_command(energy_gateway::reporting::cli::report(
+            &config,
+            &period,
+            &format,
+            output.as_deref(),
+            !no_store,
+        )),
+        Command::Counter {
+            action:
+                CounterAction::Replace {
+                    config,
+                    device,
+                    quantity,
+                    time,
+                    old_final,
+                    new_initial,
+                    note,
+                },
+        } => accounting_command(energy_gateway::reporting::cli::counter_replace(
+            &config,
+            &device,
+            &quantity,
+            &time,
+            old_final,
+            new_initial,
+            note.as_deref(),
+        )),
         Command::Version => {
             println!("energy-gateway {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -74,7 +308,8 @@ fn main() -> ExitCode {
             duration,
             data_dir,
             summary_every,
-        } => with_runtime(run_demo(duration, data_dir, summary_every)),
+            http,
+        } => with_runtime(run_demo(duration, data_dir, summary_every, http)),
     }
 }
 
@@ -148,6 +383,106 @@ async fn shutdown_signal() {
     }
 }
 
+async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
+    use energy_gateway::acquisition::modbus::link::{Link, SerialSettings};
+    use energy_gateway::config::Parity;
+    let link = match (a.tcp, a.rtu, a.rtu_over_tcp) {
+        (Some(addr), _, _) => Link::Tcp(addr),
+        (_, _, Some(addr)) => Link::RtuOverTcp(addr),
+        (_, Some(port), _) => Link::Rtu(SerialSettings {
+            port,
+            baud: a.baud,
+            parity: match a.parity.as_str() {
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                _ => Parity::None,
+            },
+            data_bits: 8,
+            stop_bits: a.stop_bits,
+        }),
+        _ => anyhow::bail!("give --tcp, --rtu or --rtu-over-tcp"),
+    };
+    let result = energy_gateway::acquisition::modbus::probe::probe(
+        link,
+        a.unit,
+        &a.model,
+        a.templates_dir.as_deref(),
+        a.timeout,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", result.to_text());
+    }
+    Ok(())
+}
+
+fn quarantine(action: QuarantineAction) -> ExitCode {
+    use energy_gateway::storage::quarantine;
+    let (config_path, result) = match action {
+        QuarantineAction::List {
+            config,
+            destination,
+        } => {
+            let r = load_config(&config).and_then(|cfg| {
+                quarantine::list(
+                    &cfg.store_path(),
+                    destination.as_deref(),
+                    &mut std::io::stdout().lock(),
+                )
+            });
+            (config, r)
+        }
+        QuarantineAction::Export {
+            config,
+            destination,
+            format,
+            output,
+        } => {
+            let r = load_config(&config).and_then(|cfg| {
+                let mut out: Box<dyn std::io::Write> = match &output {
+                    Some(p) => Box::new(std::io::BufWriter::new(
+                        std::fs::File::create(p)
+                            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+                    )),
+                    None => Box::new(std::io::stdout().lock()),
+                };
+                let n = quarantine::export(
+                    &cfg.store_path(),
+                    destination.as_deref(),
+                    format,
+                    &mut out,
+                )?;
+                if let Some(p) = &output {
+                    eprintln!("exported {n} quarantined points to {}", p.display());
+                }
+                Ok(n)
+            });
+            (config, r)
+        }
+    };
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error ({}): {e:#}", config_path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<config::Config> {
+    config::load(path).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n{}",
+            path.display(),
+            list.join("\n")
+        )
+    })
+}
+
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let cfg = config::load(&path).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
@@ -158,22 +493,15 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         )
     })?;
     telemetry::init(&cfg.log);
-    let gw = pipeline::start(cfg).await?;
-    shutdown_signal().await;
-    tracing::info!("signal received");
-    let report = gw.shutdown().await?;
-    tracing::info!(
-        readings = report.writer.readings,
-        last_id = report.last_committed_id,
-        "stopped cleanly"
-    );
-    Ok(())
+    // HTTP server of [http], SIGHUP reload, systemd notify and watchdog.
+    energy_gateway::http::daemon::run(path, cfg, shutdown_signal()).await
 }
 
 async fn run_demo(
     duration: Duration,
     data_dir: Option<PathBuf>,
     summary_every: Duration,
+    http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let cfg = demo::demo_config(PathBuf::new())?;
     telemetry::init(&cfg.log);
@@ -183,6 +511,7 @@ async fn run_demo(
             duration,
             data_dir,
             summary_every,
+            http,
         },
         shutdown_signal(),
         &mut out,

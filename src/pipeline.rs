@@ -20,13 +20,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::acquisition::modbus::ModbusPoller;
-use crate::acquisition::{DeviceRegistry, DeviceStatus};
+use crate::acquisition::modbus;
+use crate::acquisition::mqtt::{MqttSource, MqttStats};
+use crate::acquisition::{DeviceRegistry, SourceBatch};
 use crate::alerting::AlertEngine;
 use crate::config::Config;
 use crate::outputs::influxdb::{InfluxOutput, OutputStatus};
-use crate::readings::{Quantity, Reading, TimestampMs};
-use crate::storage::writer::{self, StoreCommand, WriterOptions, WriterStats};
+use crate::outputs::mqtt::{MqttOutbox, MqttOutput, MqttOutputStats};
+use crate::readings::{Quantity, TimestampMs};
+use crate::storage::writer::{self, OutboxStatus, StoreCommand, WriterOptions, WriterStats};
 use crate::storage::Store;
 
 /// How long outputs may keep delivering after shutdown was asked for.
@@ -43,7 +45,53 @@ pub struct ProcessingStats {
     pub alert_events: AtomicU64,
     /// Alert rules firing after the last batch.
     pub alerts_firing: AtomicU64,
+    /// Time from handing a batch to the store writer until it is committed (sampled about
+    /// once a second).
+    pub commit_latency: LatencyStats,
 }
+
+/// Upper bounds, in seconds, of the buckets of [`LatencyStats`] (the last one is +Inf).
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    f64::INFINITY,
+];
+
+/// A latency histogram in atomics: observations per bucket of [`LATENCY_BUCKETS`] (not
+/// cumulative), their count and their sum.
+#[derive(Debug, Default)]
+pub struct LatencyStats {
+    pub buckets: [AtomicU64; 13],
+    pub count: AtomicU64,
+    pub sum_us: AtomicU64,
+}
+
+impl LatencyStats {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len() - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Alerts firing now, by rule id: the event that made each one fire.
+pub type ActiveAlerts = Arc<Mutex<BTreeMap<String, crate::storage::AlertEvent>>>;
 
 /// A started gateway. Call [`RunningGateway::shutdown`] to stop it cleanly.
 pub struct RunningGateway {
@@ -51,11 +99,20 @@ pub struct RunningGateway {
     pub devices: DeviceRegistry,
     pub latest: Arc<Mutex<LatestValues>>,
     pub outputs: BTreeMap<String, Arc<OutputStatus>>,
+    /// State of the store's outbox (undelivered readings, full events, evictions).
+    pub outbox: Arc<OutboxStatus>,
     pub processing: Arc<ProcessingStats>,
+    /// Alerts firing now (the alert engine's state; history is in the store).
+    pub active_alerts: ActiveAlerts,
     pub committed: watch::Receiver<i64>,
     /// Requests per full poll cycle, by device.
     pub requests_per_cycle: BTreeMap<String, usize>,
+    /// MQTT source counters (when `[mqtt]` has subscriptions).
+    pub mqtt_in: Option<Arc<MqttStats>>,
+    /// MQTT output counters (when `[mqtt]` is configured and publishing).
+    pub mqtt_out: Option<Arc<MqttOutputStats>>,
     cancel_sources: CancellationToken,
+    writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
     pollers: Vec<JoinHandle<()>>,
     processor: JoinHandle<()>,
@@ -79,7 +136,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     let start_id = store.max_reading_id()?;
 
     let cap = config.pipeline.channel_capacity;
-    let (src_tx, src_rx) = mpsc::channel::<Vec<Reading>>(cap);
+    let (src_tx, src_rx) = mpsc::channel::<SourceBatch>(cap);
     let (store_tx, store_rx) = mpsc::channel::<StoreCommand>(cap);
     let (committed_tx, committed_rx) = watch::channel(start_id);
 
@@ -90,45 +147,77 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         .filter(|(_, o)| o.enabled)
         .map(|(n, _)| InfluxOutput::destination(n))
         .collect();
-    let writer = writer::spawn(
+    let outbox = Arc::new(OutboxStatus::default());
+    let writer_shutdown = CancellationToken::new();
+    let writer = writer::spawn_with_status(
         store,
         store_rx,
         committed_tx,
         WriterOptions {
-            max_batch: config.storage.max_batch,
             retention: config.storage.retention,
-            destinations,
-            prune_every: Duration::from_secs(3600),
+            outbox: config.storage.outbox.clone(),
+            shutdown: writer_shutdown.clone(),
+            ..WriterOptions::new(config.storage.max_batch, destinations)
         },
+        outbox.clone(),
     );
 
     let latest = Arc::new(Mutex::new(LatestValues::new()));
     let processing = Arc::new(ProcessingStats::default());
+    let active_alerts = ActiveAlerts::default();
     let processor = tokio::spawn(process(
         src_rx,
         store_tx,
         AlertEngine::new(config.alerts.clone()),
         latest.clone(),
         processing.clone(),
+        active_alerts.clone(),
     ));
 
     let cancel_sources = CancellationToken::new();
-    let mut devices = DeviceRegistry::new();
-    let mut pollers = Vec::new();
-    let mut requests_per_cycle = BTreeMap::new();
-    for d in config.devices.iter().filter(|d| d.enabled) {
-        let status = Arc::new(DeviceStatus::default());
-        devices.insert(d.id.clone(), status.clone());
-        if let Some(p) = ModbusPoller::new(Arc::new(d.clone()), status, src_tx.clone()) {
-            requests_per_cycle.insert(d.id.clone(), p.requests_per_cycle());
-            pollers.push(tokio::spawn(p.run(cancel_sources.clone())));
-        }
+    let modbus::Started {
+        devices,
+        tasks: mut pollers,
+        requests_per_cycle,
+    } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    // The processor ends once every source has stopped and dropped its sender.
+    let mqtt_src_tx = src_tx;
+    if !config.log.status_every.is_zero() {
+        pollers.push(tokio::spawn(log_device_status(
+            devices.clone(),
+            config.log.status_every,
+            cancel_sources.clone(),
+        )));
     }
-    drop(src_tx); // the processor ends once every poller has stopped
 
     let stop_outputs = CancellationToken::new();
     let mut outputs = BTreeMap::new();
     let mut output_tasks = Vec::new();
+    let mut mqtt_in = None;
+    let mut mqtt_out = None;
+    if let Some(m) = &config.mqtt {
+        if !m.subscriptions.is_empty() {
+            let stats = Arc::new(MqttStats::default());
+            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone());
+            pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
+            mqtt_in = Some(stats);
+        }
+        if m.publish.enabled {
+            let stats = Arc::new(MqttOutputStats::default());
+            let out = MqttOutput::new(config.clone(), store_path.clone(), stats.clone())
+                .context("starting the mqtt output")?;
+            pollers.push(tokio::spawn(publish_indicators(
+                config.clone(),
+                out.outbox(),
+                devices.clone(),
+                latest.clone(),
+                cancel_sources.clone(),
+            )));
+            output_tasks.push(tokio::spawn(out.run(stop_outputs.clone())));
+            mqtt_out = Some(stats);
+        }
+    }
+    drop(mqtt_src_tx);
     for (name, o) in &config.outputs.influxdb {
         if !o.enabled {
             continue;
@@ -156,10 +245,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         devices,
         latest,
         outputs,
+        outbox,
         processing,
+        active_alerts,
         committed: committed_rx,
         requests_per_cycle,
+        mqtt_in,
+        mqtt_out,
         cancel_sources,
+        writer_shutdown,
         stop_outputs,
         pollers,
         processor,
@@ -168,16 +262,104 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     })
 }
 
+/// Queues the site indicators for the MQTT output every `[mqtt.publish] indicators_every`.
+async fn publish_indicators(
+    config: Arc<Config>,
+    outbox: MqttOutbox,
+    devices: DeviceRegistry,
+    latest: Arc<Mutex<LatestValues>>,
+    cancel: CancellationToken,
+) {
+    let Some(every) = config.mqtt.as_ref().map(|m| m.publish.indicators_every) else {
+        return;
+    };
+    if every.is_zero() {
+        return;
+    }
+    let topic = config
+        .mqtt
+        .as_ref()
+        .map(|m| {
+            crate::acquisition::mqtt::connection::topic(
+                &m.publish.indicators_topic,
+                &config.site.id,
+            )
+        })
+        .unwrap_or_default();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let online = devices.values().filter(|s| s.is_online()).count();
+        let power = site_power(&config, &latest);
+        let payload =
+            crate::outputs::mqtt::indicators_payload(&config, online, devices.len(), power);
+        let (o, t) = (outbox.clone(), topic.clone());
+        match tokio::task::spawn_blocking(move || o.enqueue(&t, &payload, false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("cannot queue indicators: {e}"),
+            Err(e) => tracing::error!("cannot queue indicators: {e}"),
+        }
+    }
+}
+
+/// Sum of the latest active power of the site's main meters, in kW.
+fn site_power(config: &Config, latest: &Mutex<LatestValues>) -> Option<f64> {
+    let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+    let mut total = None;
+    for m in &config.site.main_meters {
+        if let Some((_, v)) = latest.get(&(m.clone(), Quantity::ActivePower)) {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// Logs one line per device every `every`: the self-observation counters of acquisition.
+async fn log_device_status(devices: DeviceRegistry, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (id, st) in &devices {
+            let s = st.snapshot();
+            tracing::info!(
+                device = %id,
+                online = s.online,
+                last_success_ms = s.last_success_ms,
+                consecutive_failures = s.consecutive_failures,
+                requests = s.requests,
+                failures = s.failures,
+                exceptions = ?s.exception_codes,
+                round_trip_ms = s.last_round_trip_ms,
+                "device status"
+            );
+        }
+    }
+}
+
 /// The processing stage: enforces the reading invariants, evaluates alerts, keeps the latest
 /// values, and hands everything to the store writer.
 async fn process(
-    mut rx: mpsc::Receiver<Vec<Reading>>,
+    mut rx: mpsc::Receiver<SourceBatch>,
     store: mpsc::Sender<StoreCommand>,
     mut alerts: AlertEngine,
     latest: Arc<Mutex<LatestValues>>,
     stats: Arc<ProcessingStats>,
+    active: ActiveAlerts,
 ) {
-    while let Some(mut batch) = rx.recv().await {
+    let mut last_latency_sample: Option<std::time::Instant> = None;
+    while let Some(SourceBatch {
+        readings: mut batch,
+        mut ack,
+    }) = rx.recv().await
+    {
         let mut events = Vec::new();
         {
             let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +388,18 @@ async fn process(
         }
         for e in events {
             stats.alert_events.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+                match e.state {
+                    "firing" => {
+                        active.insert(e.rule.clone(), e.clone());
+                    }
+                    "resolved" => {
+                        active.remove(&e.rule);
+                    }
+                    _ => {}
+                }
+            }
             match e.state {
                 "firing" => {
                     tracing::warn!(rule = %e.rule, device = %e.device, severity = e.severity, "alert firing: {}", e.message)
@@ -221,10 +415,26 @@ async fn process(
                 return;
             }
         }
+        // About once a second, a batch nobody else waits for carries an ack of our own: the
+        // time until it is answered is the commit latency.
+        if ack.is_none()
+            && last_latency_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let sent = std::time::Instant::now();
+            last_latency_sample = Some(sent);
+            ack = Some(tx);
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                if rx.await.is_ok() {
+                    stats.commit_latency.observe(sent.elapsed());
+                }
+            });
+        }
         if store
             .send(StoreCommand::Readings {
                 readings: batch,
-                ack: None,
+                ack,
             })
             .await
             .is_err()
@@ -238,14 +448,7 @@ async fn process(
 impl RunningGateway {
     /// Sum of the latest active power of the site's main meters, in kW.
     pub fn site_power_kw(&self) -> Option<f64> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let mut total = None;
-        for m in &self.config.site.main_meters {
-            if let Some((_, v)) = latest.get(&(m.clone(), Quantity::ActivePower)) {
-                *total.get_or_insert(0.0) += v;
-            }
-        }
-        total
+        site_power(&self.config, &self.latest)
     }
 
     /// Number of devices whose last poll succeeded.
@@ -258,6 +461,8 @@ impl RunningGateway {
     pub async fn shutdown(self) -> anyhow::Result<ShutdownReport> {
         tracing::info!("shutting down: stopping sources");
         self.cancel_sources.cancel();
+        // A writer held back by a full outbox commits what it has taken, so the stages drain.
+        self.writer_shutdown.cancel();
         for p in self.pollers {
             let _ = p.await;
         }

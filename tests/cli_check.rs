@@ -62,7 +62,13 @@ fn every_check_testcase_prints_exactly_its_expected_errors() {
 #[test]
 fn shipped_configs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["config/example.toml", "config/demo.toml"] {
+    for f in [
+        "config/example.toml",
+        "config/demo.toml",
+        "config/mqtt/tasmota-energy.toml",
+        "config/mqtt/shelly-em.toml",
+        "config/mqtt/shelly-3em.toml",
+    ] {
         let (code, problems) = check(&root.join(f), &[]);
         assert_eq!((code, problems), (0, vec![]), "{f}");
     }
@@ -73,9 +79,13 @@ fn shipped_configs_are_valid() {
         problems[0].contains("EGW__OUTPUTS__INFLUXDB__CENTRAL__TOKEN"),
         "{problems:?}"
     );
+    // ... and its HTTP token from a compose secret file (overridden here).
     let (code, _) = check(
         &root.join("deploy/docker/gateway.toml"),
-        &[("EGW__OUTPUTS__INFLUXDB__CENTRAL__TOKEN", "t0ken")],
+        &[
+            ("EGW__OUTPUTS__INFLUXDB__CENTRAL__TOKEN", "t0ken"),
+            ("EGW__HTTP__TOKEN", "0123456789abcdef-test"),
+        ],
     );
     assert_eq!(code, 0);
 }

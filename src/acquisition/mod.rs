@@ -6,6 +6,7 @@
 //! [`Reading`]: crate::readings::Reading
 
 pub mod modbus;
+pub mod mqtt;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -13,6 +14,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::readings::{now_ms, TimestampMs};
+
+/// A batch of readings from a source. `ack`, when given, is answered once the readings are
+/// committed to the store (MQTT acknowledges its messages to the broker only then).
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub readings: Vec<crate::readings::Reading>,
+    pub ack: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SourceBatch {
+    pub fn new(readings: Vec<crate::readings::Reading>) -> Self {
+        SourceBatch {
+            readings,
+            ack: None,
+        }
+    }
+}
 
 /// Live health of one device, shared between its poller and whoever reports on it.
 #[derive(Debug, Default)]
@@ -23,6 +41,8 @@ pub struct DeviceStatus {
     requests: AtomicU64,
     failures: AtomicU64,
     exceptions: AtomicU64,
+    /// Modbus exceptions by code (index = exception code, 0..=15).
+    exception_codes: [AtomicU64; 16],
     last_round_trip_us: AtomicU64,
 }
 
@@ -35,6 +55,8 @@ pub struct DeviceStatusSnapshot {
     pub requests: u64,
     pub failures: u64,
     pub exceptions: u64,
+    /// Exceptions by code, e.g. `{2: 17}` for 17 × "illegal data address".
+    pub exception_codes: BTreeMap<u8, u64>,
     pub last_round_trip_ms: f64,
 }
 
@@ -62,8 +84,9 @@ impl DeviceStatus {
             .store(round_trip.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn record_exception(&self) {
+    pub fn record_exception(&self, code: u8) {
         self.exceptions.fetch_add(1, Ordering::Relaxed);
+        self.exception_codes[usize::from(code & 0x0F)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> DeviceStatusSnapshot {
@@ -75,6 +98,15 @@ impl DeviceStatus {
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             exceptions: self.exceptions.load(Ordering::Relaxed),
+            exception_codes: self
+                .exception_codes
+                .iter()
+                .enumerate()
+                .filter_map(|(c, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then_some((c as u8, n))
+                })
+                .collect(),
             last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }

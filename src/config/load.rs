@@ -82,7 +82,18 @@ fn decode_built(
 }
 
 const SECTIONS: &[&str] = &[
-    "site", "log", "storage", "pipeline", "devices", "alerts", "outputs",
+    "site",
+    "log",
+    "storage",
+    "pipeline",
+    "modbus",
+    "buses",
+    "mqtt",
+    "devices",
+    "alerts",
+    "outputs",
+    "accounting",
+    "http",
 ];
 
 /// Decodes the generic tree into [`Config`], collecting every type error and unknown key. When
@@ -131,12 +142,36 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
     let log = optional(&mut root, "log", &mut problems);
     let storage = optional(&mut root, "storage", &mut problems);
     let pipeline = optional(&mut root, "pipeline", &mut problems);
-    let (device_index, devices): (Vec<usize>, Vec<DeviceConfig>) =
+    let modbus: Option<super::ModbusGlobalConfig> = optional(&mut root, "modbus", &mut problems);
+    let buses: Vec<super::BusConfig> = list(&mut root, "buses", &mut problems)
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let mqtt: Option<super::MqttConfig> = match root.remove("mqtt") {
+        None => None,
+        Some(v) => typed(v, "mqtt", &mut problems),
+    };
+    let (device_index, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
         list(&mut root, "devices", &mut problems)
             .into_iter()
             .unzip();
+    let modbus = modbus.unwrap_or_default();
+    match crate::acquisition::modbus::templates::load(modbus.templates_dir.as_deref()) {
+        Ok(templates) => problems.extend(crate::acquisition::modbus::templates::resolve(
+            &mut devices,
+            &device_index,
+            &templates,
+        )),
+        Err(errors) => problems.extend(
+            errors
+                .into_iter()
+                .map(|e| ConfigProblem::new("modbus.templates_dir", e)),
+        ),
+    }
     let (alert_index, alerts) = list(&mut root, "alerts", &mut problems).into_iter().unzip();
     let outputs = optional(&mut root, "outputs", &mut problems);
+    let accounting = optional(&mut root, "accounting", &mut problems);
+    let http = optional(&mut root, "http", &mut problems);
     for d in &devices {
         undecoded_devices.remove(&d.id);
     }
@@ -152,9 +187,14 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
         log: log.unwrap_or_default(),
         storage: storage.unwrap_or_default(),
         pipeline: pipeline.unwrap_or_default(),
+        modbus,
+        buses,
+        mqtt,
         devices,
         alerts,
         outputs: outputs.unwrap_or_default(),
+        accounting: accounting.unwrap_or_default(),
+        http: http.unwrap_or_default(),
     };
     let origin = super::validate::Origin {
         devices: device_index,

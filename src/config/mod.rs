@@ -31,12 +31,65 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// `[modbus]`: settings shared by all Modbus devices.
+    #[serde(default)]
+    pub modbus: ModbusGlobalConfig,
+    /// `[[buses]]`: serial lines and RTU-over-TCP links shared by several devices.
+    #[serde(default)]
+    pub buses: Vec<BusConfig>,
+    /// `[mqtt]`: broker connection, subscriptions (readings in) and publications (status,
+    /// alerts, indicators out).
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
     #[serde(default)]
     pub alerts: Vec<AlertRule>,
     #[serde(default)]
     pub outputs: OutputsConfig,
+    /// `[accounting]`: energy and carbon accounts (see `crate::accounting`).
+    #[serde(default)]
+    pub accounting: crate::accounting::AccountingConfig,
+    /// `[http]`: live page, JSON API, Prometheus metrics and health checks (see `crate::http`).
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the HTTP server of `run` (the live page, `/api/v1/`, `/metrics`, `/healthz`,
+/// `/readyz`). `demo --http ADDR` serves the same without this section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `IP:port` to listen on. Anything but a loopback address needs `token`.
+    #[serde(default = "default_http_bind")]
+    pub bind: String,
+    /// Bearer token required on every endpoint except `/healthz` and the page's static files.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: false,
+            bind: default_http_bind(),
+            token: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listen address, when `bind` is a valid `IP:port`.
+    pub fn bind_addr(&self) -> Option<std::net::SocketAddr> {
+        self.bind.trim().parse().ok()
+    }
+}
+
+fn default_http_bind() -> String {
+    "127.0.0.1:8080".into()
 }
 
 /// `[site]`: who this gateway measures.
@@ -72,6 +125,10 @@ pub struct LogConfig {
     pub level: String,
     #[serde(default)]
     pub format: LogFormat,
+    /// How often to log one status line per device (polls, failures, exceptions by code, round
+    /// trip). "0s" turns it off.
+    #[serde(default = "default_status_every", with = "duration")]
+    pub status_every: Duration,
 }
 
 impl Default for LogConfig {
@@ -79,8 +136,13 @@ impl Default for LogConfig {
         LogConfig {
             level: default_log_level(),
             format: LogFormat::default(),
+            status_every: default_status_every(),
         }
     }
+}
+
+fn default_status_every() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_log_level() -> String {
@@ -113,6 +175,9 @@ pub struct StorageConfig {
     /// The most readings committed in one transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// `[storage.outbox]`: bounds of the undelivered part of the store.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
 }
 
 impl Default for StorageConfig {
@@ -122,8 +187,55 @@ impl Default for StorageConfig {
             synchronous: Synchronous::default(),
             retention: default_retention(),
             max_batch: default_max_batch(),
+            outbox: OutboxConfig::default(),
         }
     }
+}
+
+/// `[storage.outbox]`: how much undelivered data (readings some enabled output has not confirmed
+/// yet) the store may hold, and what happens when a bound is reached. 0 disables a bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most undelivered readings.
+    #[serde(default)]
+    pub max_rows: u64,
+    /// Most bytes of undelivered readings (estimated from the store's bytes per reading).
+    #[serde(default = "default_outbox_max_bytes", with = "byte_size")]
+    pub max_bytes: u64,
+    /// Oldest undelivered reading (by acquisition time).
+    #[serde(default, with = "duration")]
+    pub max_age: Duration,
+    /// What to do when a bound is reached.
+    #[serde(default)]
+    pub when_full: OutboxFullPolicy,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_rows: 0,
+            max_bytes: default_outbox_max_bytes(),
+            max_age: Duration::ZERO,
+            when_full: OutboxFullPolicy::default(),
+        }
+    }
+}
+
+fn default_outbox_max_bytes() -> u64 {
+    4 << 30
+}
+
+/// What the store does when the outbox is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxFullPolicy {
+    /// Stop taking readings (sources wait, nothing is acknowledged upstream) until outputs
+    /// have delivered enough.
+    #[default]
+    Stop,
+    /// Delete the oldest undelivered readings to make room (counted and logged).
+    EvictOldest,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -181,6 +293,10 @@ pub struct DeviceConfig {
     /// Production line or workshop (tag `line`).
     #[serde(default)]
     pub line: Option<String>,
+    /// Parent meter in the metering hierarchy (site → workshop → line): this device's
+    /// consumption is part of the parent's. Used by the accounts (products, sub-meter balance).
+    #[serde(default)]
+    pub parent: Option<String>,
     /// Meter model (tag `model`).
     #[serde(default)]
     pub model: Option<String>,
@@ -190,9 +306,13 @@ pub struct DeviceConfig {
     /// Modbus TCP connection.
     #[serde(default)]
     pub modbus: Option<ModbusConfig>,
-    /// What to read.
+    /// What to read. With a `model` that names a meter template, the template's points are used
+    /// and points given here replace the template's point of the same quantity or add to them.
     #[serde(default)]
     pub points: Vec<PointConfig>,
+    /// Ratios (CT, PT) read from the meter and multiplied into points that name them.
+    #[serde(default)]
+    pub ratios: Vec<RatioConfig>,
 }
 
 fn default_true() -> bool {
@@ -203,24 +323,286 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
-    /// `host:port` of the meter or serial device server.
-    pub address: String,
+    /// `host:port` of a Modbus TCP meter (or of a serial device server in Modbus TCP mode).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Id of a `[[buses]]` entry (RTU serial line or RTU-over-TCP link) the device hangs on.
+    #[serde(default)]
+    pub bus: Option<String>,
     /// Modbus unit (slave) id.
     #[serde(default = "default_unit")]
     pub unit: u8,
-    /// Poll interval.
+    /// Poll interval of points without an interval of their own.
     #[serde(default = "default_interval", with = "duration")]
     pub interval: Duration,
     /// Time allowed for connecting and for each request.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
-    /// Largest number of registers in one request (the protocol allows 125).
-    #[serde(default = "default_max_registers")]
-    pub max_registers_per_request: u16,
-    /// Largest run of unconfigured registers a request may read across to save a request.
-    /// Keep 0 for meters that answer exception 2 on undefined registers.
+    /// Largest number of registers in one request (default: the template's, else 125).
     #[serde(default)]
-    pub max_gap: u16,
+    pub max_registers_per_request: Option<u16>,
+    /// Largest run of unconfigured registers a request may read across to save a request
+    /// (default: the template's, else 0).
+    #[serde(default)]
+    pub max_gap: Option<u16>,
+    /// Round every request up to an even number of registers (default: the template's, else false).
+    #[serde(default)]
+    pub even_reads: Option<bool>,
+    /// After this many failed polls in a row the device is degraded: retried with exponential
+    /// backoff instead of every interval, so it costs the bus nothing meanwhile.
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: u32,
+    /// Longest wait between retries of a degraded device.
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl ModbusConfig {
+    pub fn max_registers(&self) -> u16 {
+        self.max_registers_per_request.unwrap_or(125)
+    }
+    pub fn gap(&self) -> u16 {
+        self.max_gap.unwrap_or(0)
+    }
+    pub fn even(&self) -> bool {
+        self.even_reads.unwrap_or(false)
+    }
+}
+
+fn default_degraded_after() -> u32 {
+    3
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` or `mqtts://host:port` (TLS).
+    pub url: String,
+    /// Stable client id (the broker keeps the session under it). Default `energy-gateway-<site>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// mqtts: PEM file of the CA that signed the broker's certificate (default: none, which
+    /// means the connection cannot be verified and is refused).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// mqtts: PEM client certificate and key, for brokers that require client authentication.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive", with = "duration")]
+    pub keep_alive: Duration,
+    /// Longest wait between reconnect attempts (exponential backoff with jitter from 1 s).
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    #[serde(default)]
+    pub subscriptions: Vec<MqttSubscription>,
+    #[serde(default)]
+    pub publish: MqttPublishConfig,
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[[mqtt.subscriptions]]`: a topic filter and how its messages become readings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscription {
+    /// Topic filter; `+` and `#` wildcards allowed.
+    pub topic: String,
+    /// `number` (the payload is one number) or `json` (values picked by JSON pointer).
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// Device id, literal or from topic segments: `"{1}"` is the second segment (0-based).
+    pub device: String,
+    /// number format: the quantity, literal or from a topic segment (`"{3}"`).
+    #[serde(default)]
+    pub quantity: Option<String>,
+    /// number format: canonical value = payload × scale + offset.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    /// json format: the values to take from each message.
+    #[serde(default)]
+    pub values: Vec<JsonValueMapping>,
+    /// json format: where the acquisition time is; without it, the receive time is used.
+    #[serde(default)]
+    pub timestamp: Option<TimestampField>,
+    /// Readings for device ids that are not in `[[devices]]`: rejected and counted (default),
+    /// or accepted with only the site's tags.
+    #[serde(default)]
+    pub accept_unknown_devices: bool,
+}
+
+/// How an MQTT payload is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    #[default]
+    Number,
+    Json,
+}
+
+/// `[[mqtt.subscriptions.values]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonValueMapping {
+    /// RFC 6901 JSON pointer, e.g. `/ENERGY/Power`.
+    pub pointer: String,
+    pub quantity: Quantity,
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+}
+
+/// Where a JSON message carries its acquisition time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampField {
+    pub pointer: String,
+    /// `auto` (numbers: epoch seconds or milliseconds by size; strings: RFC 3339, or local
+    /// time in the site's zone when the string has no offset, as Tasmota sends), `epoch_s`,
+    /// `epoch_ms`, `rfc3339`, `local`.
+    #[serde(default)]
+    pub format: TimestampFormat,
+}
+
+/// Timestamp encodings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampFormat {
+    #[default]
+    Auto,
+    EpochS,
+    EpochMs,
+    Rfc3339,
+    Local,
+}
+
+/// `[mqtt.publish]`: what the gateway publishes. `{site}` in a topic is the site id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttPublishConfig {
+    /// Retained `online`/`offline` status; the broker publishes `offline` (the last will) when
+    /// the gateway disappears.
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
+    /// Alert transitions as JSON (QoS 1, from the durable alert history).
+    #[serde(default = "default_alerts_topic")]
+    pub alerts_topic: String,
+    /// Site indicators as JSON (QoS 1, through the durable outbox), every `indicators_every`.
+    #[serde(default = "default_indicators_topic")]
+    pub indicators_topic: String,
+    #[serde(default = "default_indicators_every", with = "duration")]
+    pub indicators_every: Duration,
+    /// false: subscribe only, publish nothing (not even the status).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for MqttPublishConfig {
+    fn default() -> Self {
+        MqttPublishConfig {
+            status_topic: default_status_topic(),
+            alerts_topic: default_alerts_topic(),
+            indicators_topic: default_indicators_topic(),
+            indicators_every: default_indicators_every(),
+            enabled: true,
+        }
+    }
+}
+
+fn default_status_topic() -> String {
+    "energy-gateway/{site}/status".into()
+}
+fn default_alerts_topic() -> String {
+    "energy-gateway/{site}/alerts".into()
+}
+fn default_indicators_topic() -> String {
+    "energy-gateway/{site}/indicators".into()
+}
+fn default_indicators_every() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `[modbus]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusGlobalConfig {
+    /// Directory of user meter templates (`*.toml`, one per model). A user template replaces the
+    /// built-in template of the same model.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// `[[buses]]`: a line several devices share; one task owns it and polls its devices in turn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    pub id: String,
+    pub transport: BusTransport,
+    /// rtu: serial device, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// rtu: baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// rtu: `none`, `even` or `odd`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// rtu: 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// rtu: 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// rtu_over_tcp: `host:port` of the serial device server / DTU.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Extra silence between two requests on the line, on top of the RTU inter-frame gap.
+    #[serde(default, with = "duration")]
+    pub pause: Duration,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+/// How a bus is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusTransport {
+    /// Modbus RTU on a local serial port.
+    Rtu,
+    /// Modbus RTU frames through a TCP connection (serial device server, 4G DTU).
+    RtuOverTcp,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
 }
 
 fn default_unit() -> u8 {
@@ -231,9 +613,6 @@ fn default_interval() -> Duration {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(1)
-}
-fn default_max_registers() -> u16 {
-    125
 }
 
 /// `[[devices.points]]`: one quantity read from registers.
@@ -254,6 +633,44 @@ pub struct PointConfig {
     pub scale: f64,
     #[serde(default)]
     pub offset: f64,
+    /// Poll interval of this point (default: the device's).
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Take only this bit (0 = least significant) of an integer value: the reading is 0 or 1.
+    #[serde(default)]
+    pub bit: Option<u8>,
+    /// Raw register contents (as one unsigned number, e.g. 0xFFFFFFFF) the meter uses for
+    /// "not available": such a value becomes a bad reading. Values past TOML's integer range are
+    /// written as strings ("0xFFFFFFFFFFFFFFFF").
+    #[serde(default, deserialize_with = "sentinels")]
+    pub not_available: Vec<u64>,
+    /// Names of ratios (see `[[devices.ratios]]`) to multiply the value by, e.g. `["pt", "ct"]`.
+    #[serde(default)]
+    pub multiply_by: Vec<String>,
+}
+
+/// `[[devices.ratios]]`: a CT or PT ratio read from the meter itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatioConfig {
+    /// Name points refer to in `multiply_by`.
+    pub name: String,
+    pub register: u16,
+    #[serde(default)]
+    pub kind: RegisterKind,
+    #[serde(default, rename = "type")]
+    pub value_type: ValueType,
+    #[serde(default)]
+    pub order: WordOrder,
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// How often to read the ratio again (it is also read before the first poll).
+    #[serde(default = "default_ratio_interval", with = "duration")]
+    pub interval: Duration,
+}
+
+fn default_ratio_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_scale() -> f64 {
@@ -284,6 +701,10 @@ pub enum ValueType {
     I64,
     F32,
     F64,
+    /// A signed 32-bit integer part followed by a float32 fraction (TUF-2000 totalisers):
+    /// value = integer + fraction. Both halves use the point's word order.
+    #[serde(rename = "i32_f32")]
+    I32F32,
 }
 
 impl ValueType {
@@ -292,8 +713,13 @@ impl ValueType {
         match self {
             ValueType::U16 | ValueType::I16 => 1,
             ValueType::U32 | ValueType::I32 | ValueType::F32 => 2,
-            ValueType::U64 | ValueType::I64 | ValueType::F64 => 4,
+            ValueType::U64 | ValueType::I64 | ValueType::F64 | ValueType::I32F32 => 4,
         }
+    }
+
+    /// True for integer types (the only ones a `bit` can be taken from).
+    pub fn is_integer(self) -> bool {
+        !matches!(self, ValueType::F32 | ValueType::F64 | ValueType::I32F32)
     }
 }
 
@@ -404,6 +830,51 @@ pub struct InfluxConfig {
     pub timeout: Duration,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Timestamp precision of the written points.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Compress request bodies with gzip.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Static tags added to every point of this destination.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Standard tags written under another name (`{ device = "meter" }`).
+    #[serde(default)]
+    pub rename_tags: BTreeMap<String, String>,
+    /// Standard tags left out.
+    #[serde(default)]
+    pub drop_tags: Vec<String>,
+    /// First retry delay after a failed write; doubles up to `backoff_max` (with jitter).
+    #[serde(default = "default_backoff_initial", with = "duration")]
+    pub backoff_initial: Duration,
+    /// Longest retry delay after failed writes.
+    #[serde(default = "default_backoff_max", with = "duration")]
+    pub backoff_max: Duration,
+    /// Retry delay while the destination refuses the gateway (401/403/404).
+    #[serde(default = "default_setup_retry_interval", with = "duration")]
+    pub setup_retry_interval: Duration,
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_setup_retry_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Timestamp precision of written points (readings carry milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    S,
+    #[default]
+    Ms,
+    Us,
+    Ns,
 }
 
 fn default_measurement() -> String {
@@ -439,6 +910,102 @@ impl Config {
     /// Path of the SQLite store.
     pub fn store_path(&self) -> PathBuf {
         self.storage.data_dir.join("store.sqlite")
+    }
+}
+
+fn sentinels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    use serde::de::Error;
+    let v = Vec::<serde_json::Value>::deserialize(d)?;
+    v.iter()
+        .map(|x| match x {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| D::Error::custom(format!("{n} is not an unsigned register value"))),
+            serde_json::Value::String(s) => {
+                let t = s.trim();
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => t.parse(),
+                };
+                parsed.map_err(|_| {
+                    D::Error::custom(format!(
+                        "\"{s}\" is not a register value such as \"0xFFFFFFFF\""
+                    ))
+                })
+            }
+            other => Err(D::Error::custom(format!(
+                "invalid type: {}, expected a register value",
+                duration::describe(other)
+            ))),
+        })
+        .collect()
+}
+
+/// Optional durations (`interval = "60s"` or absent).
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        super::duration::parse_value(&v)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Sizes written as a number of bytes or a string such as `"512MiB"`, `"4GiB"`, `"800MB"`.
+pub mod byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match &v {
+            serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{n} is not a size; write a whole number of bytes or a string such as \"4GiB\""
+                ))
+            }),
+            serde_json::Value::String(s) => parse(s).map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid type: {}, expected a size such as \"4GiB\" or a number of bytes",
+                super::duration::describe(other)
+            ))),
+        }
+    }
+
+    /// Parses `"4GiB"`-style sizes: B, kB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024).
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "kB" | "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            u => {
+                return Err(format!(
+                    "\"{s}\": unknown unit \"{u}\"; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
+                ))
+            }
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("\"{s}\" is not a size; write it like \"4GiB\" or \"800MB\""))?;
+        let bytes = n * mult as f64;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("\"{s}\" is out of range"));
+        }
+        Ok(bytes.round() as u64)
     }
 }
 

@@ -82,6 +82,31 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     if cfg.storage.retention.is_zero() {
         push("storage.retention".into(), "must be greater than 0".into());
     }
+    let outbox = &cfg.storage.outbox;
+    if outbox.max_bytes != 0 && outbox.max_bytes < 1 << 20 {
+        push(
+            "storage.outbox.max_bytes".into(),
+            format!(
+                "{} bytes is too small; use 0 (no limit) or at least \"1MiB\"",
+                outbox.max_bytes
+            ),
+        );
+    }
+    if outbox.max_rows != 0 && outbox.max_rows < cfg.storage.max_batch as u64 {
+        push(
+            "storage.outbox.max_rows".into(),
+            format!(
+                "{} is smaller than storage.max_batch ({}); use 0 (no limit) or at least max_batch",
+                outbox.max_rows, cfg.storage.max_batch
+            ),
+        );
+    }
+    if !outbox.max_age.is_zero() && outbox.max_age < std::time::Duration::from_secs(60) {
+        push(
+            "storage.outbox.max_age".into(),
+            "must be \"0s\" (no limit) or at least \"1m\"".into(),
+        );
+    }
     if cfg.pipeline.channel_capacity == 0 {
         push(
             "pipeline.channel_capacity".into(),
@@ -107,14 +132,43 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 );
             }
         }
+        let fed_by_mqtt = cfg.mqtt.as_ref().is_some_and(|m| {
+            m.subscriptions
+                .iter()
+                .any(|s| s.device == d.id || s.device.contains('{'))
+        });
         match &d.modbus {
+            None if fed_by_mqtt => {}
             None => push(
                 format!("{at}.modbus"),
-                "missing: a device needs a source ([devices.modbus])".into(),
+                "missing: a device needs a source ([devices.modbus] or an [[mqtt.subscriptions]] entry naming it)".into(),
             ),
             Some(m) => {
-                if let Err(e) = check_host_port(&m.address) {
-                    push(format!("{at}.modbus.address"), e);
+                match (&m.address, &m.bus) {
+                    (Some(_), Some(_)) => push(
+                        format!("{at}.modbus"),
+                        "give either `address` (Modbus TCP) or `bus` (a [[buses]] id), not both".into(),
+                    ),
+                    (None, None) => push(
+                        format!("{at}.modbus"),
+                        "missing `address` (Modbus TCP host:port) or `bus` (a [[buses]] id)".into(),
+                    ),
+                    (Some(a), None) => {
+                        if let Err(e) = check_host_port(a) {
+                            push(format!("{at}.modbus.address"), e);
+                        }
+                    }
+                    (None, Some(b)) => {
+                        if !cfg.buses.iter().any(|x| &x.id == b) {
+                            push(
+                                format!("{at}.modbus.bus"),
+                                format!("refers to unknown bus \"{b}\""),
+                            );
+                        }
+                    }
+                }
+                if m.degraded_after == 0 {
+                    push(format!("{at}.modbus.degraded_after"), "must be at least 1".into());
                 }
                 if m.interval.is_zero() {
                     push(
@@ -128,17 +182,17 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                         "must be greater than 0".into(),
                     );
                 }
-                if !(1..=125).contains(&m.max_registers_per_request) {
+                if !(1..=125).contains(&m.max_registers()) {
                     push(
                         format!("{at}.modbus.max_registers_per_request"),
                         format!(
                             "{} is out of range 1..=125 (Modbus allows at most 125 registers per read)",
-                            m.max_registers_per_request
+                            m.max_registers()
                         ),
                     );
                 }
                 for (j, pt) in d.points.iter().enumerate() {
-                    if pt.value_type.registers() > m.max_registers_per_request {
+                    if pt.value_type.registers() > m.max_registers() {
                         push(
                             format!("{at}.points[{j}].type"),
                             "needs more registers than max_registers_per_request allows".into(),
@@ -147,7 +201,7 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 }
             }
         }
-        if d.points.is_empty() {
+        if d.points.is_empty() && d.modbus.is_some() {
             push(
                 format!("{at}.points"),
                 "a device needs at least one point".into(),
@@ -177,6 +231,79 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
             if !pt.offset.is_finite() {
                 push(format!("{pat}.offset"), "must be a finite number".into());
             }
+            if pt.interval.is_some_and(|i| i.is_zero()) {
+                push(format!("{pat}.interval"), "must be greater than 0".into());
+            }
+            if let Some(b) = pt.bit {
+                let width = u32::from(pt.value_type.registers()) * 16;
+                if !pt.value_type.is_integer() {
+                    push(
+                        format!("{pat}.bit"),
+                        "bits can only be taken from integer types".into(),
+                    );
+                } else if u32::from(b) >= width {
+                    push(
+                        format!("{pat}.bit"),
+                        format!("bit {b} is outside a {width}-bit value"),
+                    );
+                }
+            }
+            for name in &pt.multiply_by {
+                if !d.ratios.iter().any(|r| &r.name == name) {
+                    push(
+                        format!("{pat}.multiply_by"),
+                        format!(
+                            "refers to unknown ratio \"{name}\" (define it in [[devices.ratios]])"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // [mqtt]
+    if let Some(m) = &cfg.mqtt {
+        check_mqtt(cfg, m, &mut push);
+    }
+
+    // [[buses]]
+    let mut bus_ids = HashSet::new();
+    for (i, b) in cfg.buses.iter().enumerate() {
+        let at = format!("buses[{i}]");
+        if !valid_id(&b.id) {
+            push(format!("{at}.id"), ID_RULE.into());
+        } else if !bus_ids.insert(b.id.as_str()) {
+            push(format!("{at}.id"), format!("duplicate bus id \"{}\"", b.id));
+        }
+        match b.transport {
+            super::BusTransport::Rtu => {
+                if b.port.as_deref().unwrap_or("").is_empty() {
+                    push(
+                        format!("{at}.port"),
+                        "required for transport = \"rtu\" (e.g. \"/dev/ttyUSB0\")".into(),
+                    );
+                }
+                if b.baud == 0 {
+                    push(format!("{at}.baud"), "must be greater than 0".into());
+                }
+                if !matches!(b.data_bits, 7 | 8) {
+                    push(format!("{at}.data_bits"), "must be 7 or 8".into());
+                }
+                if !matches!(b.stop_bits, 1 | 2) {
+                    push(format!("{at}.stop_bits"), "must be 1 or 2".into());
+                }
+            }
+            super::BusTransport::RtuOverTcp => match &b.address {
+                None => push(
+                    format!("{at}.address"),
+                    "required for transport = \"rtu_over_tcp\" (host:port)".into(),
+                ),
+                Some(a) => {
+                    if let Err(e) = check_host_port(a) {
+                        push(format!("{at}.address"), e);
+                    }
+                }
+            },
         }
     }
 
@@ -207,7 +334,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 format!("{at}.device"),
                 format!("refers to unknown device \"{}\"", a.device),
             ),
-            Some(d) => {
+            // The points of a Modbus device are known; an MQTT-fed device may send anything.
+            Some(d) if d.modbus.is_some() => {
                 if !d.points.iter().any(|p| p.quantity == a.quantity) {
                     push(
                         format!("{at}.quantity"),
@@ -215,6 +343,7 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                     );
                 }
             }
+            Some(_) => {}
         }
         match (a.above, a.below) {
             (None, None) => push(at.clone(), "needs `above`, `below` or both".into()),
@@ -291,8 +420,76 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         if o.measurement.is_empty() {
             push(format!("{at}.measurement"), "must not be empty".into());
         }
+        for (k, e) in crate::outputs::influxdb::schema::check_output(o) {
+            push(format!("{at}.{k}"), e);
+        }
     }
 
+    // [accounting] and devices[].parent
+    crate::accounting::config::validate(cfg, &origin.devices, undecoded_devices, &mut push);
+
+    // [http]
+    for (k, e) in check_http(&cfg.http) {
+        push(format!("http.{k}"), e);
+    }
+
+    p
+}
+
+/// Shortest bearer token `[http] token` may be.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks `[http]`; returns (key below `http`, message). A disabled server is not checked
+/// beyond its address, so a half-prepared section does not stop the gateway.
+fn check_http(h: &super::HttpConfig) -> Vec<(&'static str, String)> {
+    let mut p = Vec::new();
+    let addr = match h.bind.trim().parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            p.push(("bind", format!("\"{}\": port must be 1-65535", h.bind)));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push((
+                "bind",
+                format!(
+                    "\"{}\" is not IP:port; write e.g. \"127.0.0.1:8080\", \"0.0.0.0:8080\" or \"[::1]:8080\"",
+                    h.bind
+                ),
+            ));
+            None
+        }
+    };
+    if !h.enabled {
+        return p;
+    }
+    match &h.token {
+        None => {
+            if let Some(a) = addr.filter(|a| !a.ip().is_loopback()) {
+                p.push((
+                    "token",
+                    format!(
+                        "required when http.bind ({a}) is not a loopback address: the API and metrics would be open to the network"
+                    ),
+                ));
+            }
+        }
+        Some(t) => match t.resolve() {
+            Err(e) => p.push(("token", e)),
+            Ok(v) if v.chars().count() < MIN_TOKEN_LEN => p.push((
+                "token",
+                format!(
+                    "must be at least {MIN_TOKEN_LEN} characters (it is {})",
+                    v.chars().count()
+                ),
+            )),
+            Ok(v) if v.chars().any(|c| c.is_whitespace() || c.is_control()) => p.push((
+                "token",
+                "must not contain white space or control characters".into(),
+            )),
+            Ok(_) => {}
+        },
+    }
     p
 }
 
@@ -307,6 +504,173 @@ fn check_host_port(s: &str) -> Result<(), String> {
         Ok(0) | Err(_) => Err(format!("\"{s}\": port must be 1-65535")),
         Ok(_) => Ok(()),
     }
+}
+
+fn check_mqtt(cfg: &Config, m: &super::MqttConfig, push: &mut impl FnMut(String, String)) {
+    let tls = match reqwest::Url::parse(&m.url) {
+        Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") && u.host_str().is_some() => {
+            u.scheme() == "mqtts"
+        }
+        Ok(u) => {
+            push(
+                "mqtt.url".into(),
+                format!("\"{}\": use mqtt://host:port or mqtts://host:port", u),
+            );
+            false
+        }
+        Err(e) => {
+            push("mqtt.url".into(), format!("not a URL: {e}"));
+            false
+        }
+    };
+    if let Some(p) = &m.password {
+        if let Err(e) = p.resolve() {
+            push("mqtt.password".into(), e);
+        }
+        if m.username.is_none() {
+            push(
+                "mqtt.username".into(),
+                "required when a password is set".into(),
+            );
+        }
+    }
+    if m.keep_alive < std::time::Duration::from_secs(5) {
+        push("mqtt.keep_alive".into(), "must be at least 5s".into());
+    }
+    let files = [
+        ("ca_file", &m.ca_file),
+        ("client_cert_file", &m.client_cert_file),
+        ("client_key_file", &m.client_key_file),
+    ];
+    for (k, f) in files {
+        if let Some(f) = f {
+            if !tls {
+                push(format!("mqtt.{k}"), "only used with an mqtts:// url".into());
+            } else if let Err(e) = std::fs::read(f) {
+                push(
+                    format!("mqtt.{k}"),
+                    format!("cannot read {}: {e}", f.display()),
+                );
+            }
+        }
+    }
+    if tls && m.ca_file.is_none() {
+        push(
+            "mqtt.ca_file".into(),
+            "required with mqtts:// (the CA that signed the broker's certificate)".into(),
+        );
+    }
+    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+        push(
+            "mqtt.client_key_file".into(),
+            "client_cert_file and client_key_file go together".into(),
+        );
+    }
+    for (i, s) in m.subscriptions.iter().enumerate() {
+        let at = format!("mqtt.subscriptions[{i}]");
+        let segments: Vec<&str> = s.topic.split('/').collect();
+        let bad_filter = s.topic.is_empty()
+            || segments.iter().enumerate().any(|(j, seg)| {
+                (seg.contains('#') && (*seg != "#" || j + 1 != segments.len()))
+                    || (seg.contains('+') && *seg != "+")
+            });
+        if bad_filter {
+            push(
+                format!("{at}.topic"),
+                format!(
+                    "\"{}\" is not a topic filter ('+' must fill a whole level, '#' must be last)",
+                    s.topic
+                ),
+            );
+        }
+        let check_template = |key: &str, t: &str, push: &mut dyn FnMut(String, String)| {
+            for n in placeholders(t) {
+                if n >= segments.len() || segments[n] == "#" {
+                    push(
+                        format!("{at}.{key}"),
+                        format!(
+                            "{{{n}}} names topic level {n}, which `{}` does not have",
+                            s.topic
+                        ),
+                    );
+                }
+            }
+        };
+        check_template("device", &s.device, push);
+        if !s.device.contains('{') && cfg.device(&s.device).is_none() && !s.accept_unknown_devices {
+            push(
+                format!("{at}.device"),
+                format!(
+                    "refers to unknown device \"{}\" (or set accept_unknown_devices = true)",
+                    s.device
+                ),
+            );
+        }
+        match s.format {
+            super::PayloadFormat::Number => match &s.quantity {
+                None => push(
+                    format!("{at}.quantity"),
+                    "required for format = \"number\"".into(),
+                ),
+                Some(q) if q.contains('{') => check_template("quantity", q, push),
+                Some(q) => {
+                    if let Err(e) = q.parse::<crate::readings::Quantity>() {
+                        push(format!("{at}.quantity"), e.to_string());
+                    }
+                }
+            },
+            super::PayloadFormat::Json => {
+                if s.values.is_empty() {
+                    push(
+                        format!("{at}.values"),
+                        "format = \"json\" needs at least one value".into(),
+                    );
+                }
+                for (j, v) in s.values.iter().enumerate() {
+                    if !v.pointer.is_empty() && !v.pointer.starts_with('/') {
+                        push(
+                            format!("{at}.values[{j}].pointer"),
+                            format!(
+                                "\"{}\" is not a JSON pointer (it starts with '/')",
+                                v.pointer
+                            ),
+                        );
+                    }
+                    if !v.scale.is_finite() || v.scale == 0.0 {
+                        push(
+                            format!("{at}.values[{j}].scale"),
+                            "must be a finite, non-zero number".into(),
+                        );
+                    }
+                }
+            }
+        }
+        if !s.scale.is_finite() || s.scale == 0.0 {
+            push(
+                format!("{at}.scale"),
+                "must be a finite, non-zero number".into(),
+            );
+        }
+    }
+}
+
+/// The topic levels `{N}` placeholders refer to.
+pub fn placeholders(t: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        match after.find('}') {
+            Some(j) => {
+                if let Ok(n) = after[..j].parse() {
+                    out.push(n);
+                }
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub duration: Duration,
     pub data_dir: Option<PathBuf>,
     pub summary_every: Duration,
+    /// Serve the live page, the API, `/metrics` and `/healthz` here (no token: loopback only).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Loads the demo configuration (with `EGW__` overrides) and points it at `data_dir`.
@@ -58,7 +60,7 @@ pub async fn run(
         .context("starting the simulated meters")?;
     for d in &mut cfg.devices {
         if let (Some(m), Some(addr)) = (d.modbus.as_mut(), factory.addr(&d.id)) {
-            m.address = addr.to_string();
+            m.address = Some(addr.to_string());
         }
     }
     writeln!(
@@ -74,11 +76,27 @@ pub async fn run(
                 "  {:<11} {:<18} modbus tcp {}",
                 d.id,
                 d.model.as_deref().unwrap_or("-"),
-                m.address
+                m.address.as_deref().unwrap_or("-")
             )?;
         }
     }
+    let http = match opts.http {
+        Some(addr) if !addr.ip().is_loopback() => anyhow::bail!(
+            "--http {addr}: the demo serves without a token, so only on a loopback address"
+        ),
+        Some(addr) => Some(crate::http::HttpServer::start(addr, None).await?),
+        None => None,
+    };
     let gw = pipeline::start(cfg).await?;
+    if let Some(h) = &http {
+        h.set_gateway(Some(&gw), "running");
+        writeln!(
+            out,
+            "live page: http://{addr}/  (also http://{addr}/metrics, /healthz, /api/v1/status)",
+            addr = h.local_addr()
+        )?;
+        out.flush()?;
+    }
     let started = Instant::now();
     let mut ticker = tokio::time::interval(opts.summary_every);
     ticker.tick().await;
@@ -101,6 +119,10 @@ pub async fn run(
     let config = gw.config.clone();
     let devices = gw.devices.clone();
     let rpc = gw.requests_per_cycle.clone();
+    if let Some(h) = http {
+        h.set_gateway(None, "stopping");
+        h.shutdown().await;
+    }
     let report = gw.shutdown().await?;
     drop(factory);
     writeln!(out, "{final_line}")?;

@@ -89,6 +89,118 @@ impl Service for MeterService {
     }
 }
 
+/// Several simulated meters behind one address, by unit id: an RS-485 line, an RTU-over-TCP
+/// serial server or a Modbus TCP gateway. A unit that is not there, or is set silent, does not
+/// answer at all (the poller sees a timeout), as on a real bus.
+#[derive(Clone, Default)]
+pub struct BusService {
+    pub units: Arc<Mutex<BTreeMap<u8, Arc<Mutex<RegisterBank>>>>>,
+    pub silent: Arc<Mutex<std::collections::BTreeSet<u8>>>,
+}
+
+impl BusService {
+    /// Adds (or replaces) the meter answering as `unit`.
+    pub fn insert(&self, unit: u8, bank: Arc<Mutex<RegisterBank>>) {
+        self.units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(unit, bank);
+    }
+
+    /// Makes `unit` stop (true) or resume (false) answering.
+    pub fn set_silent(&self, unit: u8, silent: bool) {
+        let mut s = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        if silent {
+            s.insert(unit);
+        } else {
+            s.remove(&unit);
+        }
+    }
+}
+
+impl Service for BusService {
+    type Request = tokio_modbus::SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Option<Response>, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        if self
+            .silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&req.slave)
+        {
+            return future::ready(Ok(None));
+        }
+        let bank = self
+            .units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&req.slave)
+            .cloned();
+        let Some(bank) = bank else {
+            return future::ready(Ok(None));
+        };
+        let res = MeterService { bank }
+            .call(req.request)
+            .into_inner()
+            .map(Some);
+        future::ready(res)
+    }
+}
+
+/// Serves `service` as a Modbus TCP server on `listener` until the returned task is aborted.
+pub fn serve_tcp<S>(listener: TcpListener, service: S) -> JoinHandle<()>
+where
+    S: Service<Request = tokio_modbus::SlaveRequest<'static>> + Clone + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let server = Server::new(listener);
+        let new_service = move |_addr| Ok(Some(service.clone()));
+        let on_connected = move |stream, addr| {
+            let new_service = new_service.clone();
+            async move { accept_tcp_connection(stream, addr, new_service) }
+        };
+        if let Err(e) = server.serve(&on_connected, |_err| {}).await {
+            tracing::warn!("simulated gateway stopped: {e}");
+        }
+    })
+}
+
+/// Serves `service` with RTU framing through TCP connections (a simulated serial device server).
+pub fn serve_rtu_over_tcp<S>(listener: TcpListener, service: S) -> JoinHandle<()>
+where
+    S: Service<Request = tokio_modbus::SlaveRequest<'static>> + Clone + Send + Sync + 'static,
+{
+    use tokio_modbus::server::rtu_over_tcp;
+    tokio::spawn(async move {
+        let server = rtu_over_tcp::Server::new(listener);
+        let new_service = move |_addr| Ok(Some(service.clone()));
+        let on_connected = move |stream, addr| {
+            let new_service = new_service.clone();
+            async move { rtu_over_tcp::accept_tcp_connection(stream, addr, new_service) }
+        };
+        if let Err(e) = server.serve(&on_connected, |_err| {}).await {
+            tracing::warn!("simulated serial server stopped: {e}");
+        }
+    })
+}
+
+/// Serves `service` as Modbus RTU on the serial port `path` (one end of a pty pair in tests).
+pub fn serve_rtu<S>(path: &str, baud: u32, service: S) -> std::io::Result<JoinHandle<()>>
+where
+    S: Service<Request = tokio_modbus::SlaveRequest<'static>> + Send + Sync + 'static,
+{
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(path, baud))?;
+    let server = tokio_modbus::server::rtu::Server::new(port);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.serve_forever(service).await {
+            tracing::warn!("simulated RTU line stopped: {e}");
+        }
+    }))
+}
+
 /// Serves `bank` as a Modbus TCP server on `listener` until the returned task is aborted.
 pub fn serve(listener: TcpListener, bank: Arc<Mutex<RegisterBank>>) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -103,6 +215,81 @@ pub fn serve(listener: TcpListener, bank: Arc<Mutex<RegisterBank>>) -> JoinHandl
             tracing::warn!("simulated meter stopped: {e}");
         }
     })
+}
+
+/// A meter of `template`, with every point and ratio holding a known value: returns the register
+/// bank and, per quantity, the value the gateway must read (canonical unit). `seed` varies the
+/// values. Registers between the template's values are defined (as zero) so reads across holes
+/// succeed, as on the real meters the templates allow it for.
+pub fn template_meter(
+    template: &crate::acquisition::modbus::templates::MeterTemplate,
+    seed: u32,
+) -> (RegisterBank, BTreeMap<crate::readings::Quantity, f64>) {
+    use crate::config::RegisterKind;
+    let mut bank = RegisterBank::default();
+    // Define every register from the lowest to the highest used one, per table and per cluster
+    // (clusters further apart than 256 registers are defined separately).
+    let mut spans: Vec<(RegisterKind, u16, u16)> = template
+        .points
+        .iter()
+        .map(|p| (p.kind, p.register, p.value_type.registers()))
+        .chain(
+            template
+                .ratios
+                .iter()
+                .map(|r| (r.kind, r.register, r.value_type.registers())),
+        )
+        .collect();
+    spans.sort();
+    let mut i = 0;
+    while i < spans.len() {
+        let (kind, start, _) = spans[i];
+        let mut end = u32::from(start) + u32::from(spans[i].2);
+        let mut j = i + 1;
+        while j < spans.len() && spans[j].0 == kind && u32::from(spans[j].1) <= end + 256 {
+            end = end.max(u32::from(spans[j].1) + u32::from(spans[j].2));
+            j += 1;
+        }
+        let t = match kind {
+            RegisterKind::Holding => &mut bank.holding,
+            RegisterKind::Input => &mut bank.input,
+        };
+        RegisterBank::define(t, start, (end - u32::from(start)) as u16);
+        i = j;
+    }
+    let mut ratios = BTreeMap::new();
+    for (k, r) in template.ratios.iter().enumerate() {
+        let raw = f64::from(10 + 10 * k as u32 + seed % 7); // pt 10.., ct 20..
+        let t = match r.kind {
+            RegisterKind::Holding => &mut bank.holding,
+            RegisterKind::Input => &mut bank.input,
+        };
+        RegisterBank::put(t, r.register, raw, r.value_type, r.order);
+        ratios.insert(r.name.clone(), raw * r.scale);
+    }
+    let mut expected = BTreeMap::new();
+    for (k, p) in template.points.iter().enumerate() {
+        let n = f64::from(seed % 97) + k as f64;
+        let raw = match p.value_type {
+            ValueType::U16 => 1000.0 + 37.0 * n,
+            ValueType::I16 => -500.0 + 23.0 * n,
+            ValueType::U32 | ValueType::U64 => 123_456.0 + 1001.0 * n,
+            ValueType::I32 | ValueType::I64 => 54_321.0 + 999.0 * n,
+            ValueType::F32 | ValueType::F64 => 2301.5 + 12.25 * n,
+            ValueType::I32F32 => 12_345.0 + n + 0.625,
+        };
+        let t = match p.kind {
+            RegisterKind::Holding => &mut bank.holding,
+            RegisterKind::Input => &mut bank.input,
+        };
+        RegisterBank::put(t, p.register, raw, p.value_type, p.order);
+        let mut v = raw * p.scale + p.offset;
+        for r in &p.multiply_by {
+            v *= ratios.get(r).copied().unwrap_or(f64::NAN);
+        }
+        expected.insert(p.quantity, v);
+    }
+    (bank, expected)
 }
 
 /// The simulated meters' ids, in the order they are started.

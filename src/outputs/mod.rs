@@ -2,3 +2,4 @@
 //! store, so a slow or unreachable destination never holds back another.
 
 pub mod influxdb;
+pub mod mqtt;

@@ -3,6 +3,7 @@
 //! table is the durable outbox: a reading is committed here before anything else sees it, and an
 //! output advances its cursor only after its destination confirmed the write.
 
+pub mod quarantine;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,7 @@ use crate::config::Synchronous;
 use crate::readings::{Quality, Quantity, Reading, TimestampMs};
 
 /// Bumped whenever the schema changes; [`Store::open`] migrates older files.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -56,15 +57,18 @@ CREATE TABLE IF NOT EXISTS alert_events (
     value    REAL,
     message  TEXT NOT NULL
 );
--- Batches an output gave up on (the destination rejected them as malformed).
-CREATE TABLE IF NOT EXISTS quarantine (
+-- Points a destination rejected for good (the rest of their batch was delivered). The line
+-- is kept as sent, so it can be inspected, fixed and replayed (`energy-gateway quarantine`).
+-- (Schema version 1 had a table `quarantine` of whole batches; it is left as it was.)
+CREATE TABLE IF NOT EXISTS quarantine_lines (
     id          INTEGER PRIMARY KEY,
     destination TEXT NOT NULL,
-    first_id    INTEGER NOT NULL,
-    last_id     INTEGER NOT NULL,
-    ts_ms       INTEGER NOT NULL,
-    status      INTEGER,
-    error       TEXT NOT NULL
+    reading_id  INTEGER NOT NULL,
+    ts_ms       INTEGER NOT NULL,   -- when it was quarantined
+    status      INTEGER,            -- HTTP status, NULL when refused before sending
+    error       TEXT NOT NULL,
+    line        TEXT NOT NULL,
+    UNIQUE (destination, reading_id)
 );
 ";
 
@@ -107,10 +111,81 @@ pub struct AlertEvent {
     pub message: String,
 }
 
+/// Rows per multi-row INSERT statement (6 parameters each; SQLite allows 32766).
+const ROWS_PER_INSERT: usize = 64;
+
+fn multi_row_insert() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(build_multi_row_insert)
+}
+
+fn build_multi_row_insert() -> String {
+    let mut sql =
+        String::from("INSERT INTO readings(id, series_id, ts_ms, value, quality, reason) VALUES ");
+    for k in 0..ROWS_PER_INSERT {
+        if k > 0 {
+            sql.push(',');
+        }
+        let b = k * 6;
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{},?{})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        ));
+    }
+    sql
+}
+
 /// One connection to the store. The writer thread owns one; readers open their own.
 pub struct Store {
     conn: Connection,
-    series: HashMap<(String, Quantity), i64>,
+    /// device → quantity → series id
+    series: HashMap<String, HashMap<Quantity, i64>>,
+    /// Id the next inserted reading gets (known once this connection has inserted).
+    next_id: Option<i64>,
+}
+
+/// A row of the outbox as outputs read it: the series by id (see [`Store::series`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub series_id: i64,
+    pub ts_ms: TimestampMs,
+    pub value: Option<f64>,
+    pub quality: Quality,
+}
+
+/// How much undelivered data the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutboxUsage {
+    /// Readings with an id above this are undelivered (the lowest cursor, or what was evicted).
+    pub floor: i64,
+    /// Highest reading id.
+    pub max_id: i64,
+    /// Undelivered readings.
+    pub rows: u64,
+    /// Estimated bytes of the undelivered readings (rows × the store's bytes per reading).
+    pub bytes: u64,
+    /// Bytes the store uses per reading, on average (pages in use ÷ readings).
+    pub bytes_per_row: f64,
+}
+
+/// A point a destination rejected for good.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QuarantinedLine {
+    pub destination: String,
+    pub reading_id: i64,
+    /// When it was quarantined (ms since the epoch).
+    pub quarantined_ms: TimestampMs,
+    /// HTTP status of the rejection; `None` when the gateway could not encode the point.
+    pub status: Option<u16>,
+    pub error: String,
+    /// The line protocol as sent.
+    pub line: String,
 }
 
 impl Store {
@@ -143,8 +218,13 @@ impl Store {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))
-            .map_err(ctx("set synchronous"))?;
+        // A 64 MiB page cache keeps the index pages of a few thousand series in memory, so
+        // group commits do not read them back from the OS; larger WAL checkpoints write each
+        // hot page once per checkpoint instead of once per 4 MiB of WAL.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous={sync}; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=8192;"
+        ))
+        .map_err(ctx("set synchronous"))?;
         conn.execute_batch(SCHEMA).map_err(ctx("create schema"))?;
         let version: Option<String> = conn
             .query_row(
@@ -162,7 +242,15 @@ impl Store {
                 )
                 .map_err(ctx("write schema version"))?;
             }
-            Some(Ok(v)) if v <= SCHEMA_VERSION => {}
+            Some(Ok(v)) if v == SCHEMA_VERSION => {}
+            // Version 1 lacked quarantine_lines, which SCHEMA has just created.
+            Some(Ok(v)) if v < SCHEMA_VERSION => {
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(ctx("write schema version"))?;
+            }
             Some(v) => {
                 return Err(StoreError::Open {
                     path: path.display().to_string(),
@@ -175,11 +263,53 @@ impl Store {
         Ok(Store {
             conn,
             series: HashMap::new(),
+            next_id: None,
         })
     }
 
+    fn meta_i64(&self, key: &str) -> Result<i64> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(ctx("read meta"))?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    fn raise_meta_i64(&self, key: &str, value: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                params![key, value.to_string()],
+            )
+            .map_err(ctx("write meta"))?;
+        Ok(())
+    }
+
+    /// The id the next reading gets. Ids are never reused, even after every row was pruned or
+    /// evicted: cursors and the outbox bounds rely on ids only growing.
+    fn next_reading_id(&mut self) -> Result<i64> {
+        if let Some(n) = self.next_id {
+            return Ok(n);
+        }
+        let max_cursor: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(last_id), 0) FROM cursors", [], |r| {
+                r.get(0)
+            })
+            .map_err(ctx("read cursors"))?;
+        let n = self
+            .max_reading_id()?
+            .max(max_cursor)
+            .max(self.meta_i64("deleted_through")?)
+            + 1;
+        self.next_id = Some(n);
+        Ok(n)
+    }
+
     fn series_id(&mut self, device: &str, quantity: Quantity) -> Result<i64> {
-        if let Some(id) = self.series.get(&(device.to_string(), quantity)) {
+        if let Some(id) = self.series.get(device).and_then(|m| m.get(&quantity)) {
             return Ok(*id);
         }
         let mut stmt = self
@@ -193,42 +323,74 @@ impl Store {
         let id: i64 = stmt
             .query_row(params![device, quantity.as_str()], |r| r.get(0))
             .map_err(ctx("insert series"))?;
-        self.series.insert((device.to_string(), quantity), id);
+        self.series
+            .entry(device.to_string())
+            .or_default()
+            .insert(quantity, id);
         Ok(id)
     }
 
-    /// Commits the readings in one transaction (group commit). Returns the id of the last row.
+    /// Commits the readings in one transaction (group commit). Returns the id of the last row
+    /// (the previous last id when `readings` is empty).
     pub fn insert_readings<'a>(
         &mut self,
         readings: impl IntoIterator<Item = &'a Reading>,
     ) -> Result<i64> {
-        let mut last = 0;
+        let mut sids = Vec::new();
         let mut rows = Vec::new();
         for r in readings {
-            let sid = self.series_id(&r.device, r.quantity)?;
-            rows.push((sid, r));
+            sids.push(self.series_id(&r.device, r.quantity)?);
+            rows.push(r);
         }
+        let first = self.next_reading_id()?;
         let tx = self.conn.transaction().map_err(ctx("begin"))?;
         {
-            let mut stmt = tx
+            // Rows go in by statements of ROWS_PER_INSERT rows (fewer statement executions),
+            // the rest one by one.
+            let multi = multi_row_insert();
+            let mut many = tx
+                .prepare_cached(multi)
+                .map_err(ctx("prepare reading insert"))?;
+            let mut one = tx
                 .prepare_cached(
-                    "INSERT INTO readings(series_id, ts_ms, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO readings(id, series_id, ts_ms, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(ctx("prepare reading insert"))?;
-            for (sid, r) in rows {
-                stmt.execute(params![
-                    sid,
+            let mut i = 0;
+            while rows.len() - i >= ROWS_PER_INSERT {
+                for k in 0..ROWS_PER_INSERT {
+                    let r = rows[i + k];
+                    let at = k * 6;
+                    let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
+                        stmt.raw_bind_parameter(at + 1, first + (i + k) as i64)?;
+                        stmt.raw_bind_parameter(at + 2, sids[i + k])?;
+                        stmt.raw_bind_parameter(at + 3, r.ts_ms)?;
+                        stmt.raw_bind_parameter(at + 4, r.value)?;
+                        stmt.raw_bind_parameter(at + 5, r.quality.code())?;
+                        stmt.raw_bind_parameter(at + 6, r.quality.reason())
+                    };
+                    bind(&mut many).map_err(ctx("bind reading"))?;
+                }
+                many.raw_execute().map_err(ctx("insert readings"))?;
+                i += ROWS_PER_INSERT;
+            }
+            for k in i..rows.len() {
+                let r = rows[k];
+                one.execute(params![
+                    first + k as i64,
+                    sids[k],
                     r.ts_ms,
                     r.value,
                     r.quality.code(),
                     r.quality.reason()
                 ])
                 .map_err(ctx("insert reading"))?;
-                last = tx.last_insert_rowid();
             }
         }
         tx.commit().map_err(ctx("commit"))?;
-        Ok(last)
+        let next = first + rows.len() as i64;
+        self.next_id = Some(next);
+        Ok(next - 1)
     }
 
     /// Records an alert transition.
@@ -354,22 +516,217 @@ impl Store {
         Ok(())
     }
 
-    /// Records a batch a destination rejected for good.
-    pub fn quarantine(
+    /// Up to `limit` outbox rows with id greater than `after`, in id order, without the series
+    /// names (outputs cache those by series id).
+    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, series_id, ts_ms, value, quality, reason FROM readings
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(ctx("prepare outbox query"))?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    series_id: r.get(1)?,
+                    ts_ms: r.get(2)?,
+                    value: r.get(3)?,
+                    quality: Quality::from_code(r.get(4)?, r.get(5)?),
+                })
+            })
+            .map_err(ctx("query outbox"))?;
+        let mut out = Vec::with_capacity(limit.min(100_000));
+        for row in rows {
+            out.push(row.map_err(ctx("read outbox row"))?);
+        }
+        Ok(out)
+    }
+
+    /// Device and quantity name of a series (`None` for an unknown id).
+    pub fn series(&self, series_id: i64) -> Result<Option<(String, String)>> {
+        self.conn
+            .prepare_cached("SELECT device, quantity FROM series WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row([series_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(ctx("read series"))
+    }
+
+    /// Keeps a point `destination` rejected for good. Recording the same reading twice for a
+    /// destination (a batch replayed after a crash) keeps the first record.
+    pub fn quarantine_line(
         &self,
         destination: &str,
-        first_id: i64,
-        last_id: i64,
+        reading_id: i64,
         status: Option<u16>,
         error: &str,
+        line: &str,
     ) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT INTO quarantine(destination, first_id, last_id, ts_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![destination, first_id, last_id, crate::readings::now_ms(), status, error],
+            .prepare_cached(
+                "INSERT INTO quarantine_lines(destination, reading_id, ts_ms, status, error, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(destination, reading_id) DO NOTHING",
             )
+            .and_then(|mut s| {
+                s.execute(params![
+                    destination,
+                    reading_id,
+                    crate::readings::now_ms(),
+                    status,
+                    error,
+                    line
+                ])
+            })
             .map_err(ctx("quarantine"))?;
         Ok(())
+    }
+
+    /// Quarantined points, oldest first; only `destination`'s when given.
+    pub fn quarantined(&self, destination: Option<&str>) -> Result<Vec<QuarantinedLine>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT destination, reading_id, ts_ms, status, error, line FROM quarantine_lines
+                 WHERE ?1 IS NULL OR destination = ?1 ORDER BY destination, reading_id",
+            )
+            .map_err(ctx("prepare quarantine query"))?;
+        let rows = stmt
+            .query_map([destination], |r| {
+                Ok(QuarantinedLine {
+                    destination: r.get(0)?,
+                    reading_id: r.get(1)?,
+                    quarantined_ms: r.get(2)?,
+                    status: r.get::<_, Option<i64>>(3)?.map(|s| s as u16),
+                    error: r.get(4)?,
+                    line: r.get(5)?,
+                })
+            })
+            .map_err(ctx("query quarantine"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(ctx("read quarantine"))
+    }
+
+    /// Number of quarantined points per destination.
+    pub fn quarantine_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT destination, count(*) FROM quarantine_lines GROUP BY destination")
+            .map_err(ctx("prepare quarantine count"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(ctx("count quarantine"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(ctx("count quarantine rows"))
+    }
+
+    /// How much of the store is undelivered to `destinations` (the enabled outputs). With no
+    /// destination nothing is waiting for delivery.
+    pub fn outbox_usage(&self, destinations: &[String]) -> Result<OutboxUsage> {
+        let max_id = match self.next_id {
+            Some(n) => n - 1,
+            None => self.max_reading_id()?,
+        };
+        let mut floor = i64::MAX;
+        for d in destinations {
+            floor = floor.min(self.cursor(d)?);
+        }
+        if destinations.is_empty() {
+            floor = max_id;
+        }
+        floor = floor.max(self.meta_i64("evicted_through")?).min(max_id);
+        let (min_id, page_count, free, page_size): (i64, i64, i64, i64) = (
+            self.conn
+                .query_row("SELECT coalesce(min(id), 0) FROM readings", [], |r| {
+                    r.get(0)
+                })
+                .map_err(ctx("min id"))?,
+            self.conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .map_err(ctx("page count"))?,
+            self.conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                .map_err(ctx("freelist count"))?,
+            self.conn
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .map_err(ctx("page size"))?,
+        );
+        let stored = if min_id == 0 { 0 } else { max_id - min_id + 1 };
+        let used = (page_count - free).max(0) as f64 * page_size as f64;
+        let bytes_per_row = if stored > 0 {
+            used / stored as f64
+        } else {
+            0.0
+        };
+        let rows = (max_id - floor).max(0) as u64;
+        Ok(OutboxUsage {
+            floor,
+            max_id,
+            rows,
+            bytes: (rows as f64 * bytes_per_row) as u64,
+            bytes_per_row,
+        })
+    }
+
+    /// Acquisition time of the oldest reading above `floor` (the oldest undelivered one).
+    pub fn oldest_after(&self, floor: i64) -> Result<Option<TimestampMs>> {
+        self.conn
+            .prepare_cached("SELECT ts_ms FROM readings WHERE id > ?1 ORDER BY id LIMIT 1")
+            .and_then(|mut s| s.query_row([floor], |r| r.get(0)).optional())
+            .map_err(ctx("oldest undelivered"))
+    }
+
+    /// The highest id above `floor` such that every reading in `floor+1..=id` was acquired
+    /// before `before_ms` (`floor` when the first one is younger).
+    pub fn old_prefix_end(&self, floor: i64, before_ms: TimestampMs) -> Result<i64> {
+        let young: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM readings WHERE id > ?1 AND ts_ms >= ?2 ORDER BY id LIMIT 1",
+                params![floor, before_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("find young reading"))?;
+        match young {
+            Some(id) => Ok(id - 1),
+            None => Ok(self
+                .next_id
+                .map(|n| n - 1)
+                .unwrap_or(self.max_reading_id()?)),
+        }
+    }
+
+    /// Deletes the undelivered readings with ids in `floor+1..=through` (the oldest ones) to make
+    /// room. Destinations behind `through` skip them. Returns how many were deleted.
+    pub fn evict(&self, floor: i64, through: i64) -> Result<u64> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM readings WHERE id > ?1 AND id <= ?2",
+                params![floor, through],
+            )
+            .map_err(ctx("evict"))?;
+        self.raise_meta_i64("evicted_through", through)?;
+        self.raise_meta_i64("deleted_through", through)?;
+        let total = self.meta_i64("evicted_total")? + n as i64;
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES ('evicted_total', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [total.to_string()],
+            )
+            .map_err(ctx("count evictions"))?;
+        Ok(n as u64)
+    }
+
+    /// Readings evicted from the outbox since the store was created.
+    pub fn evicted_total(&self) -> Result<u64> {
+        Ok(self.meta_i64("evicted_total")?.max(0) as u64)
     }
 
     /// Highest reading id in the store (0 when empty).
@@ -455,12 +812,26 @@ impl Store {
         for d in destinations {
             limit = limit.min(self.cursor(d)?);
         }
-        self.conn
+        let through: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(id) FROM readings WHERE ts_ms < ?1 AND id <= ?2",
+                params![before_ms, limit],
+                |r| r.get(0),
+            )
+            .map_err(ctx("prune"))?;
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        let n = self
+            .conn
             .execute(
                 "DELETE FROM readings WHERE ts_ms < ?1 AND id <= ?2",
                 params![before_ms, limit],
             )
-            .map_err(ctx("prune"))
+            .map_err(ctx("prune"))?;
+        self.raise_meta_i64("deleted_through", through)?;
+        Ok(n)
     }
 
     /// Runs SQLite's integrity check; `Ok("ok")` for a sound file.

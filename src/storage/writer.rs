@@ -1,12 +1,22 @@
 //! The store writer: a dedicated thread that owns the write connection and commits whatever has
 //! queued up since its last commit in one transaction (group commit). Throughput grows with load
 //! while a lone reading is committed at once.
+//!
+//! It also keeps the outbox within its bounds (`[storage.outbox]`): before each commit it checks
+//! how much is undelivered and, when a bound would be passed, either waits without taking more
+//! from its queue (`stop`: the queue fills, the processing stage and the sources wait, nothing
+//! is acknowledged upstream) or deletes the oldest undelivered readings (`evict_oldest`). Both
+//! are counted in [`OutboxStatus`] and logged.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use super::{AlertEvent, Store};
+use super::{AlertEvent, OutboxUsage, Store};
+use crate::config::{OutboxConfig, OutboxFullPolicy};
 use crate::readings::{now_ms, Reading};
 
 /// What the pipeline asks the writer to make durable.
@@ -29,10 +39,37 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Readings older than this are pruned (once delivered to every destination).
     pub retention: Duration,
-    /// Names of the output destinations whose cursors bound pruning.
+    /// Names of the output destinations whose cursors bound pruning and define the outbox.
     pub destinations: Vec<String>,
     /// How often to prune.
     pub prune_every: Duration,
+    /// Bounds of the undelivered part of the store.
+    pub outbox: OutboxConfig,
+    /// How often a writer held back by a full outbox (`stop`) looks again.
+    pub full_recheck: Duration,
+    /// Cancelled when the pipeline shuts down: a writer held back by a full outbox then commits
+    /// what it has already taken (it was taken from the sources and must not be lost).
+    pub shutdown: CancellationToken,
+}
+
+impl WriterOptions {
+    /// Options with the given batch size and destinations, defaults elsewhere (no outbox bound).
+    pub fn new(max_batch: usize, destinations: Vec<String>) -> Self {
+        WriterOptions {
+            max_batch,
+            retention: Duration::from_secs(400 * 86_400),
+            destinations,
+            prune_every: Duration::from_secs(3600),
+            outbox: OutboxConfig {
+                max_rows: 0,
+                max_bytes: 0,
+                max_age: Duration::ZERO,
+                when_full: OutboxFullPolicy::Stop,
+            },
+            full_recheck: Duration::from_millis(200),
+            shutdown: CancellationToken::new(),
+        }
+    }
 }
 
 /// Counters the writer keeps.
@@ -43,14 +80,147 @@ pub struct WriterStats {
     pub errors: u64,
 }
 
+/// Live state of the outbox, updated by the writer after each commit; the pipeline (status
+/// summaries, alerting) reads it.
+#[derive(Debug, Default)]
+pub struct OutboxStatus {
+    /// Undelivered readings after the last commit.
+    pub rows: AtomicU64,
+    /// Estimated bytes of undelivered readings.
+    pub bytes: AtomicU64,
+    /// Highest committed reading id.
+    pub last_id: AtomicI64,
+    /// True while a bound is reached (with `stop`: while sources are held back).
+    pub full: AtomicBool,
+    /// How many times the outbox became full.
+    pub full_events: AtomicU64,
+    /// Total time the writer held sources back because the outbox was full (ms).
+    pub stalled_ms: AtomicU64,
+    /// Readings deleted undelivered to make room (`evict_oldest`), since the store was created.
+    pub evicted: AtomicU64,
+    /// Failed commits (each retried).
+    pub commit_errors: AtomicU64,
+}
+
+/// A copy of [`OutboxStatus`] at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSnapshot {
+    pub rows: u64,
+    pub bytes: u64,
+    pub last_id: i64,
+    pub full: bool,
+    pub full_events: u64,
+    pub stalled_ms: u64,
+    pub evicted: u64,
+    pub commit_errors: u64,
+}
+
+impl OutboxStatus {
+    pub fn snapshot(&self) -> OutboxSnapshot {
+        OutboxSnapshot {
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            last_id: self.last_id.load(Ordering::Relaxed),
+            full: self.full.load(Ordering::Relaxed),
+            full_events: self.full_events.load(Ordering::Relaxed),
+            stalled_ms: self.stalled_ms.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            commit_errors: self.commit_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn publish(&self, u: &OutboxUsage) {
+        self.rows.store(u.rows, Ordering::Relaxed);
+        self.bytes.store(u.bytes, Ordering::Relaxed);
+        self.last_id.store(u.max_id, Ordering::Relaxed);
+    }
+}
+
+/// Which bound an incoming batch would pass, if any.
+fn over_bound(
+    cfg: &OutboxConfig,
+    store: &Store,
+    u: &OutboxUsage,
+    incoming: u64,
+) -> Result<Option<&'static str>, super::StoreError> {
+    if u.rows == 0 {
+        // Nothing undelivered: the batch is always taken, however large.
+        return Ok(None);
+    }
+    if cfg.max_rows > 0 && u.rows + incoming > cfg.max_rows {
+        return Ok(Some("max_rows"));
+    }
+    if cfg.max_bytes > 0 && u.bytes + (incoming as f64 * u.bytes_per_row) as u64 > cfg.max_bytes {
+        return Ok(Some("max_bytes"));
+    }
+    if !cfg.max_age.is_zero() {
+        let cutoff = now_ms() - cfg.max_age.as_millis() as i64;
+        if store.oldest_after(u.floor)?.is_some_and(|ts| ts < cutoff) {
+            return Ok(Some("max_age"));
+        }
+    }
+    Ok(None)
+}
+
+fn bounded(cfg: &OutboxConfig) -> bool {
+    cfg.max_rows > 0 || cfg.max_bytes > 0 || !cfg.max_age.is_zero()
+}
+
+/// Makes room for `incoming` readings by deleting the oldest undelivered ones. Returns how many
+/// were deleted.
+fn evict_for(
+    cfg: &OutboxConfig,
+    store: &Store,
+    u: &OutboxUsage,
+    incoming: u64,
+) -> Result<u64, super::StoreError> {
+    let mut through = u.floor;
+    if cfg.max_rows > 0 && u.rows + incoming > cfg.max_rows {
+        let excess = (u.rows + incoming - cfg.max_rows).min(u.rows);
+        through = through.max(u.floor + excess as i64);
+    }
+    if cfg.max_bytes > 0 && u.bytes_per_row > 0.0 {
+        let want = u.bytes as f64 + incoming as f64 * u.bytes_per_row;
+        if want > cfg.max_bytes as f64 {
+            let excess = ((want - cfg.max_bytes as f64) / u.bytes_per_row).ceil() as u64;
+            through = through.max(u.floor + excess.min(u.rows) as i64);
+        }
+    }
+    if !cfg.max_age.is_zero() {
+        let cutoff = now_ms() - cfg.max_age.as_millis() as i64;
+        through = through.max(store.old_prefix_end(u.floor, cutoff)?);
+    }
+    if through <= u.floor {
+        return Ok(0);
+    }
+    store.evict(u.floor, through)
+}
+
 /// Starts the writer. It runs until every sender of `rx` is dropped and the queue is drained,
 /// then returns its counters. `committed` is updated with the highest committed reading id
 /// after each transaction.
 pub fn spawn(
+    store: Store,
+    rx: mpsc::Receiver<StoreCommand>,
+    committed: watch::Sender<i64>,
+    opts: WriterOptions,
+) -> std::thread::JoinHandle<WriterStats> {
+    spawn_with_status(
+        store,
+        rx,
+        committed,
+        opts,
+        Arc::new(OutboxStatus::default()),
+    )
+}
+
+/// [`spawn`], publishing the outbox state in `status`.
+pub fn spawn_with_status(
     mut store: Store,
     mut rx: mpsc::Receiver<StoreCommand>,
     committed: watch::Sender<i64>,
     opts: WriterOptions,
+    status: Arc<OutboxStatus>,
 ) -> std::thread::JoinHandle<WriterStats> {
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -59,13 +229,24 @@ pub fn spawn(
             let mut last_prune = Instant::now();
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+            let mut evict_log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
+            if let Ok(n) = store.evicted_total() {
+                status.evicted.store(n, Ordering::Relaxed);
+            }
+            if let Ok(u) = store.outbox_usage(&opts.destinations) {
+                status.publish(&u);
+            }
             while let Some(first) = rx.blocking_recv() {
                 let mut next = Some(first);
                 // Take what is queued now, up to max_batch readings.
                 while let Some(cmd) = next.take() {
                     match cmd {
                         StoreCommand::Readings { readings, ack } => {
-                            batch.extend(readings);
+                            if batch.is_empty() {
+                                batch = readings;
+                            } else {
+                                batch.extend(readings);
+                            }
                             acks.extend(ack);
                         }
                         StoreCommand::Alert(e) => {
@@ -80,7 +261,24 @@ pub fn spawn(
                     }
                 }
                 if !batch.is_empty() {
-                    commit(&mut store, &mut batch, &mut acks, &committed, &mut stats);
+                    if bounded(&opts.outbox) && !opts.destinations.is_empty() {
+                        make_room(
+                            &mut store,
+                            batch.len() as u64,
+                            &opts,
+                            &status,
+                            &mut evict_log,
+                        );
+                    }
+                    commit(
+                        &mut store,
+                        &mut batch,
+                        &mut acks,
+                        &committed,
+                        &mut stats,
+                        &status,
+                        &opts.destinations,
+                    );
                 }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
@@ -98,12 +296,110 @@ pub fn spawn(
         .expect("spawning the store writer thread")
 }
 
+/// Applies the outbox policy before `incoming` readings are committed.
+fn make_room(
+    store: &mut Store,
+    incoming: u64,
+    opts: &WriterOptions,
+    status: &OutboxStatus,
+    evict_log: &mut crate::acquisition::LogLimiter,
+) {
+    let cfg = &opts.outbox;
+    let check = |store: &Store| -> Option<(OutboxUsage, &'static str)> {
+        let u = match store.outbox_usage(&opts.destinations) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!("cannot measure the outbox: {e}");
+                return None;
+            }
+        };
+        status.publish(&u);
+        match over_bound(cfg, store, &u, incoming) {
+            Ok(Some(bound)) => Some((u, bound)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("cannot check the outbox bounds: {e}");
+                None
+            }
+        }
+    };
+    let Some((u, bound)) = check(store) else {
+        status.full.store(false, Ordering::Relaxed);
+        return;
+    };
+    status.full_events.fetch_add(1, Ordering::Relaxed);
+    status.full.store(true, Ordering::Relaxed);
+    match cfg.when_full {
+        OutboxFullPolicy::EvictOldest => {
+            match evict_for(cfg, store, &u, incoming) {
+                Ok(n) => {
+                    let total = status.evicted.fetch_add(n, Ordering::Relaxed) + n;
+                    if let Some(suppressed) = evict_log.allow() {
+                        tracing::error!(
+                            bound,
+                            evicted = n,
+                            evicted_total = total,
+                            undelivered = u.rows,
+                            suppressed,
+                            "outbox full: deleted the oldest undelivered readings to make room (storage.outbox.when_full = \"evict_oldest\"); they will never reach the outputs"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!("outbox full but eviction failed: {e}"),
+            }
+            status.full.store(false, Ordering::Relaxed);
+        }
+        OutboxFullPolicy::Stop => {
+            if opts.shutdown.is_cancelled() {
+                // Shutting down: what was taken from the sources is committed beyond the bound.
+                tracing::debug!(bound, "outbox full during shutdown: committing anyway");
+                status.full.store(false, Ordering::Relaxed);
+                return;
+            }
+            let started = Instant::now();
+            tracing::warn!(
+                bound,
+                undelivered = u.rows,
+                undelivered_bytes = u.bytes,
+                "outbox full: not taking new readings until outputs deliver (storage.outbox.when_full = \"stop\"); sources are held back"
+            );
+            let mut shutdown_logged = false;
+            loop {
+                if opts.shutdown.is_cancelled() {
+                    if !shutdown_logged {
+                        tracing::warn!(
+                            "shutting down with a full outbox: committing the readings already taken beyond the bound"
+                        );
+                    }
+                    shutdown_logged = true;
+                    break;
+                }
+                std::thread::sleep(opts.full_recheck);
+                if check(store).is_none() {
+                    break;
+                }
+            }
+            let ms = started.elapsed().as_millis() as u64;
+            status.stalled_ms.fetch_add(ms, Ordering::Relaxed);
+            status.full.store(false, Ordering::Relaxed);
+            if !shutdown_logged {
+                tracing::info!(
+                    held_back_ms = ms,
+                    "outbox below its bounds again: taking readings"
+                );
+            }
+        }
+    }
+}
+
 fn commit(
     store: &mut Store,
     batch: &mut Vec<Reading>,
     acks: &mut Vec<oneshot::Sender<()>>,
     committed: &watch::Sender<i64>,
     stats: &mut WriterStats,
+    status: &OutboxStatus,
+    destinations: &[String],
 ) {
     // A failing disk must not lose the batch: retry with a pause, logging each failure.
     let mut delay = Duration::from_millis(100);
@@ -113,6 +409,15 @@ fn commit(
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
                 batch.clear();
+                // The status is current before anyone hears of the commit.
+                if destinations.is_empty() {
+                    status.last_id.store(last, Ordering::Relaxed);
+                } else {
+                    match store.outbox_usage(destinations) {
+                        Ok(u) => status.publish(&u),
+                        Err(e) => tracing::warn!("cannot measure the outbox: {e}"),
+                    }
+                }
                 for a in acks.drain(..) {
                     let _ = a.send(());
                 }
@@ -121,6 +426,7 @@ fn commit(
             }
             Err(e) => {
                 stats.errors += 1;
+                status.commit_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     readings = batch.len(),
                     "commit failed, retrying in {delay:?}: {e}"
@@ -150,10 +456,8 @@ mod tests {
             rx,
             ctx,
             WriterOptions {
-                max_batch: 7,
                 retention: Duration::from_secs(3600),
-                destinations: vec![],
-                prune_every: Duration::from_secs(3600),
+                ..WriterOptions::new(7, vec![])
             },
         );
         let (ack_tx, ack_rx) = oneshot::channel();

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The command that installs the servers this harness needs (named in every "binary missing" panic).
-pub const APT_INSTALL: &str = "apt-get install -y mosquitto influxdb";
+pub const APT_INSTALL: &str = "apt-get install -y mosquitto influxdb socat";
 
 /// Loopback host every server binds to.
 pub const HOST: &str = "127.0.0.1";
@@ -976,4 +976,52 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// A pair of connected pseudo-terminals made by `socat`: what one end writes the other reads, as
+/// on an RS-485 line between the gateway and its meters.
+pub struct PtyPair {
+    pub a: PathBuf,
+    pub b: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl PtyPair {
+    pub fn start() -> PtyPair {
+        let socat = find_binary("socat");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = dir.path().join("ttyA");
+        let b = dir.path().join("ttyB");
+        let child = Command::new(socat)
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting socat");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(a.exists() && b.exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "socat made no pty pair within 10 s"
+            );
+            sleep(Duration::from_millis(20));
+        }
+        PtyPair {
+            a,
+            b,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_and_reap(&mut c);
+        }
+    }
 }

@@ -3,29 +3,35 @@
 use crate::config::{ValueType, WordOrder};
 
 /// Reassembles the big-endian byte sequence A B C D … of a value from registers as they came off
-/// the wire, undoing the device's word and byte order.
-fn ordered_bytes(regs: &[u16], order: WordOrder) -> Vec<u8> {
-    let mut words: Vec<u16> = regs.to_vec();
-    if matches!(order, WordOrder::CDAB | WordOrder::DCBA) {
-        words.reverse();
-    }
+/// the wire, undoing the device's word and byte order. Returns the bytes and how many are used.
+fn ordered_bytes(regs: &[u16], order: WordOrder) -> ([u8; 8], usize) {
+    let mut out = [0u8; 8];
+    let n = regs.len().min(4);
+    let reverse = matches!(order, WordOrder::CDAB | WordOrder::DCBA);
     let swap = matches!(order, WordOrder::BADC | WordOrder::DCBA);
-    words
-        .iter()
-        .flat_map(|w| {
-            let b = w.to_be_bytes();
-            if swap {
-                [b[1], b[0]]
-            } else {
-                b
-            }
-        })
-        .collect()
+    for i in 0..n {
+        let w = if reverse { regs[n - 1 - i] } else { regs[i] };
+        let [hi, lo] = w.to_be_bytes();
+        let (a, b) = if swap { (lo, hi) } else { (hi, lo) };
+        out[2 * i] = a;
+        out[2 * i + 1] = b;
+    }
+    (out, 2 * n)
 }
 
 /// Decodes one value from exactly `value_type.registers()` registers. Returns the raw number
 /// before scale and offset; floats may be NaN (the caller turns those into bad readings).
 pub fn decode(regs: &[u16], value_type: ValueType, order: WordOrder) -> Result<f64, String> {
+    decode_raw(regs, value_type, order).map(|(v, _)| v)
+}
+
+/// Like [`decode`], also returning the register contents as one unsigned number in A-B-C-D
+/// order (for "not available" sentinels and bit fields).
+pub fn decode_raw(
+    regs: &[u16],
+    value_type: ValueType,
+    order: WordOrder,
+) -> Result<(f64, u64), String> {
     let n = usize::from(value_type.registers());
     if regs.len() != n {
         return Err(format!(
@@ -33,29 +39,38 @@ pub fn decode(regs: &[u16], value_type: ValueType, order: WordOrder) -> Result<f
             regs.len()
         ));
     }
-    let b = ordered_bytes(regs, order);
+    if value_type == ValueType::I32F32 {
+        let int = decode_raw(&regs[..2], ValueType::I32, order)?;
+        let frac = decode_raw(&regs[2..], ValueType::F32, order)?;
+        return Ok((int.0 + frac.0, (int.1 << 32) | frac.1));
+    }
+    let (b, len) = ordered_bytes(regs, order);
+    let bits = b[..len]
+        .iter()
+        .fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
     let v = match value_type {
         ValueType::U16 => f64::from(u16::from_be_bytes([b[0], b[1]])),
         ValueType::I16 => f64::from(i16::from_be_bytes([b[0], b[1]])),
         ValueType::U32 => f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         ValueType::I32 => f64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
         ValueType::F32 => f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-        ValueType::U64 => u64::from_be_bytes(eight(&b)) as f64,
-        ValueType::I64 => i64::from_be_bytes(eight(&b)) as f64,
-        ValueType::F64 => f64::from_be_bytes(eight(&b)),
+        ValueType::U64 => u64::from_be_bytes(b) as f64,
+        ValueType::I64 => i64::from_be_bytes(b) as f64,
+        ValueType::F64 => f64::from_be_bytes(b),
+        ValueType::I32F32 => f64::NAN, // composite: decoded from its halves above
     };
-    Ok(v)
-}
-
-fn eight(b: &[u8]) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&b[..8]);
-    out
+    Ok((v, bits))
 }
 
 /// Encodes a value into registers in the given order: the inverse of [`decode`], used by the
 /// simulated meters of the demo and by tests.
 pub fn encode(value: f64, value_type: ValueType, order: WordOrder) -> Vec<u16> {
+    if value_type == ValueType::I32F32 {
+        let int = value.trunc();
+        let mut out = encode(int, ValueType::I32, order);
+        out.extend(encode(value - int, ValueType::F32, order));
+        return out;
+    }
     let be: Vec<u8> = match value_type {
         ValueType::U16 => (value.round().clamp(0.0, u16::MAX as f64) as u16)
             .to_be_bytes()
@@ -73,6 +88,7 @@ pub fn encode(value: f64, value_type: ValueType, order: WordOrder) -> Vec<u16> {
         ValueType::U64 => (value.round().max(0.0) as u64).to_be_bytes().to_vec(),
         ValueType::I64 => (value.round() as i64).to_be_bytes().to_vec(),
         ValueType::F64 => value.to_be_bytes().to_vec(),
+        ValueType::I32F32 => Vec::new(),
     };
     let swap = matches!(order, WordOrder::BADC | WordOrder::DCBA);
     let mut words: Vec<u16> = be
@@ -163,6 +179,7 @@ mod tests {
             (ValueType::U64, 9_007_199_254_740_000.0),
             (ValueType::I64, -9_007_199_254_740_000.0),
             (ValueType::F64, 123456.789012345),
+            (ValueType::I32F32, -1234567.5),
         ];
         for order in ORDERS {
             for (t, v) in types {
@@ -171,6 +188,30 @@ mod tests {
                 assert_eq!(decode(&regs, t, order).unwrap(), v, "{t:?} {order:?}");
             }
         }
+    }
+
+    #[test]
+    fn tuf2000_integer_plus_fraction_low_word_first() {
+        // TUF-2000 LONG 12345 and REAL4 0.625, both low word first (CDAB).
+        let mut regs = vec![12345u16, 0];
+        regs.extend([0x0000, 0x3F20]); // 0.625 = 0x3F20_0000
+        assert_eq!(
+            decode(&regs, ValueType::I32F32, WordOrder::CDAB).unwrap(),
+            12345.625
+        );
+        // The manual's example word pair 806B 4212 decodes to 36.625 (low word first).
+        assert_eq!(
+            decode(&[0x806B, 0x4212], ValueType::F32, WordOrder::CDAB).unwrap(),
+            36.625_408_172_607_42
+        );
+    }
+
+    #[test]
+    fn raw_bits_expose_sentinels() {
+        let (_, bits) = decode_raw(&[0xFFFF, 0xFFFF], ValueType::U32, WordOrder::ABCD).unwrap();
+        assert_eq!(bits, 0xFFFF_FFFF);
+        let (_, bits) = decode_raw(&[0xFFFF, 0x7FFF], ValueType::I32, WordOrder::CDAB).unwrap();
+        assert_eq!(bits, 0x7FFF_FFFF);
     }
 
     #[test]

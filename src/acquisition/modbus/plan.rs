@@ -13,17 +13,61 @@ pub struct Block {
     pub points: Vec<usize>,
 }
 
-/// Greedy merge over points sorted by table and address: a point joins the current block when it
+/// The register span of one value to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub kind: RegisterKind,
+    pub register: u16,
+    pub registers: u16,
+}
+
+impl From<&PointConfig> for Span {
+    fn from(p: &PointConfig) -> Self {
+        Span {
+            kind: p.kind,
+            register: p.register,
+            registers: p.value_type.registers(),
+        }
+    }
+}
+
+/// Limits of one device for planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most registers per request (1..=125).
+    pub max_registers: u16,
+    /// Longest hole of unconfigured registers a request may read across.
+    pub max_gap: u16,
+    /// Requests must ask for an even number of registers.
+    pub even: bool,
+}
+
+/// Plans the points of one device; see [`plan_spans`].
+pub fn plan(points: &[PointConfig], limits: Limits) -> Vec<Block> {
+    let spans: Vec<Span> = points.iter().map(Span::from).collect();
+    plan_spans(&spans, limits)
+}
+
+/// Greedy merge over spans sorted by table and address: a span joins the current block when it
 /// is in the same table, the block stays within `max_registers`, and the hole between them is at
-/// most `max_gap` registers. Overlapping points share registers.
-pub fn plan(points: &[PointConfig], max_registers: u16, max_gap: u16) -> Vec<Block> {
-    let mut order: Vec<usize> = (0..points.len()).collect();
-    order.sort_by_key(|&i| (points[i].kind, points[i].register));
+/// most `max_gap` registers. Overlapping spans share registers. With `even`, a block of odd
+/// length is extended by one register (the limit is then taken as the largest even number
+/// within it). Greedy is optimal here: blocks are runs of consecutive sorted spans, and taking
+/// each run as long as allowed never needs more runs than any other split.
+pub fn plan_spans(spans: &[Span], limits: Limits) -> Vec<Block> {
+    let max_registers = if limits.even {
+        (limits.max_registers & !1).max(2)
+    } else {
+        limits.max_registers.max(1)
+    };
+    let max_gap = limits.max_gap;
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| (spans[i].kind, spans[i].register));
     let mut blocks: Vec<Block> = Vec::new();
     for i in order {
-        let p = &points[i];
+        let p = &spans[i];
         let start = u32::from(p.register);
-        let end = start + u32::from(p.value_type.registers()); // exclusive
+        let end = start + u32::from(p.registers); // exclusive
         if let Some(b) = blocks.last_mut() {
             let b_end = u32::from(b.start) + u32::from(b.count);
             let fits = b.kind == p.kind
@@ -42,14 +86,31 @@ pub fn plan(points: &[PointConfig], max_registers: u16, max_gap: u16) -> Vec<Blo
             points: vec![i],
         });
     }
+    if limits.even {
+        for b in &mut blocks {
+            if b.count % 2 == 1 && b.start.checked_add(b.count).is_some() {
+                b.count += 1;
+            }
+        }
+    }
     blocks
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::config::{ValueType, WordOrder};
     use crate::readings::Quantity;
+
+    fn lim(max_registers: u16, max_gap: u16) -> Limits {
+        Limits {
+            max_registers,
+            max_gap,
+            even: false,
+        }
+    }
 
     fn pt(register: u16, value_type: ValueType, kind: RegisterKind) -> PointConfig {
         PointConfig {
@@ -60,6 +121,99 @@ mod tests {
             order: WordOrder::ABCD,
             scale: 1.0,
             offset: 0.0,
+            interval: None,
+            bit: None,
+            not_available: vec![],
+            multiply_by: vec![],
+        }
+    }
+
+    /// A register list as the property test generates it.
+    fn spans_strategy() -> impl Strategy<Value = Vec<Span>> {
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                0u16..400,
+                prop::sample::select(vec![1u16, 2, 4]),
+            ),
+            1..40,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(input, register, registers)| Span {
+                    kind: if input {
+                        RegisterKind::Input
+                    } else {
+                        RegisterKind::Holding
+                    },
+                    register,
+                    registers,
+                })
+                .collect()
+        })
+    }
+
+    /// The reference greedy merge the planner must never do worse than: one request per run of
+    /// spans that are adjacent or overlapping (no hole), each run cut at max_registers.
+    fn naive_greedy(spans: &[Span], max_registers: u16) -> usize {
+        let mut sorted = spans.to_vec();
+        sorted.sort_by_key(|s| (s.kind, s.register));
+        let mut n = 0;
+        let mut cur: Option<(RegisterKind, u32, u32)> = None;
+        for s in sorted {
+            let (a, b) = (
+                u32::from(s.register),
+                u32::from(s.register) + u32::from(s.registers),
+            );
+            match cur {
+                Some((k, start, end))
+                    if k == s.kind
+                        && a <= end
+                        && b.max(end) - start <= u32::from(max_registers) =>
+                {
+                    cur = Some((k, start, b.max(end)));
+                }
+                _ => {
+                    n += 1;
+                    cur = Some((s.kind, a, b));
+                }
+            }
+        }
+        n
+    }
+
+    proptest! {
+        #[test]
+        fn planner_properties(spans in spans_strategy(), max_registers in 4u16..=125, max_gap in 0u16..20, even in any::<bool>()) {
+            let limits = Limits { max_registers, max_gap, even };
+            let blocks = plan_spans(&spans, limits);
+            let mut seen = vec![0; spans.len()];
+            for b in &blocks {
+                prop_assert!(b.count <= max_registers, "{b:?} over the limit {max_registers}");
+                if even {
+                    prop_assert_eq!(b.count % 2, 0);
+                }
+                for &i in &b.points {
+                    seen[i] += 1;
+                    let s = spans[i];
+                    prop_assert_eq!(s.kind, b.kind);
+                    prop_assert!(s.register >= b.start);
+                    prop_assert!(u32::from(s.register) + u32::from(s.registers) <= u32::from(b.start) + u32::from(b.count));
+                }
+            }
+            // every configured register is covered by exactly one request
+            prop_assert!(seen.iter().all(|&n| n == 1), "{:?}", seen);
+            // requests of one table never overlap (padding for even reads may add one register)
+            for (x, a) in blocks.iter().enumerate().filter(|_| !even) {
+                for b in &blocks[x + 1..] {
+                    if a.kind == b.kind {
+                        prop_assert!(a.start + a.count <= b.start || b.start + b.count <= a.start, "{a:?} overlaps {b:?}");
+                    }
+                }
+            }
+            if !even {
+                prop_assert!(blocks.len() <= naive_greedy(&spans, max_registers));
+            }
         }
     }
 
@@ -68,7 +222,7 @@ mod tests {
         let pts: Vec<_> = (0..15)
             .map(|i| pt(i * 2, ValueType::F32, RegisterKind::Input))
             .collect();
-        let b = plan(&pts, 125, 0);
+        let b = plan(&pts, lim(125, 0));
         assert_eq!(b.len(), 1);
         assert_eq!((b[0].start, b[0].count), (0, 30));
         assert_eq!(b[0].points.len(), 15);
@@ -82,12 +236,12 @@ mod tests {
             pt(0, ValueType::U16, RegisterKind::Input),
             pt(120, ValueType::F32, RegisterKind::Input),
         ];
-        assert_eq!(plan(&pts, 125, 0).len(), 4);
-        let merged = plan(&pts, 125, 2);
+        assert_eq!(plan(&pts, lim(125, 0)).len(), 4);
+        let merged = plan(&pts, lim(125, 2));
         assert_eq!(merged.len(), 3);
         assert_eq!((merged[0].start, merged[0].count), (0, 6));
         // max_registers 100 keeps input 0 and input 120 apart even with a big gap allowance
-        let b = plan(&pts, 100, 200);
+        let b = plan(&pts, lim(100, 200));
         assert!(b.iter().all(|b| b.count <= 100), "{b:?}");
         assert_eq!(
             b.iter().filter(|b| b.kind == RegisterKind::Input).count(),
@@ -101,7 +255,7 @@ mod tests {
             .iter()
             .map(|&r| pt(r, ValueType::U16, RegisterKind::Holding))
             .collect();
-        let blocks = plan(&pts, 10, 5);
+        let blocks = plan(&pts, lim(10, 5));
         let mut seen = vec![0; pts.len()];
         for b in &blocks {
             assert!(b.count <= 10);

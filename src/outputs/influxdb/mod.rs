@@ -1,20 +1,37 @@
 //! InfluxDB output: drains the store's reading outbox to one InfluxDB destination through the v1
-//! (`/write`) or v2 (`/api/v2/write`) HTTP write API, one batch in flight at a time so order is
-//! kept. The destination's cursor in the store advances only after a 2xx answer; every other
-//! outcome leaves the readings in the store to be sent again, except a batch the server rejects
-//! as malformed (400), which is recorded in the quarantine table (InfluxDB has already kept the
-//! batch's valid lines) so it cannot block the queue.
+//! (`/write`) or v2 (`/api/v2/write`) HTTP write API, one request in flight at a time so order is
+//! kept. The destination's cursor in the store advances only after every line of a batch was
+//! confirmed (2xx) or quarantined.
 //!
-//! Schema: measurement `reading` (configurable), tags `site`, `park`, `device`, `quantity`,
-//! `unit`, `carrier`, `line`, `model`; fields `value` (float, absent when bad), `quality`
-//! (`good`/`bad`/`estimated`) and `reason`; timestamp = acquisition time in ms. A replay writes
-//! the same series and timestamp again and so overwrites instead of duplicating.
+//! What each answer leads to:
+//! - 2xx: the batch is delivered, the cursor advances.
+//! - 429 and 503: wait as long as `Retry-After` says (seconds or an HTTP date), else exponential
+//!   backoff with jitter, then send the same lines again.
+//! - other 5xx, 408, timeouts, connection errors: backoff, then send again.
+//! - 413: the batch is split in halves (and later batches are smaller); a single point too
+//!   large for the server is quarantined.
+//! - 400/422 (parse error, partial write): the server kept the valid lines. The lines its answer
+//!   names (InfluxDB 1.x quotes them, 2.x/3.x give line numbers) are sent one by one, the others
+//!   in ranges; a range rejected again without a usable hint is bisected. A single line that is
+//!   still rejected is quarantined in the store (kept with the server's answer, visible with
+//!   `energy-gateway quarantine list`), every other line is delivered. Resending is safe because
+//!   a point's series and timestamp are stable: a replay overwrites, it does not duplicate.
+//! - 401, 403, 404 and other 4xx (credentials, missing database or bucket): nothing is dropped;
+//!   the error is logged and counted and the same lines are tried again every
+//!   `setup_retry_interval`.
+//!
+//! Points that cannot be encoded at all (timestamp outside InfluxDB's range, unknown series) are
+//! quarantined without being sent.
+//!
+//! Schema: see [`schema`].
 
 pub mod line_protocol;
+pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,42 +39,244 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, InfluxApi, InfluxConfig, Synchronous};
-use crate::readings::Quantity;
-use crate::storage::{Store, StoredReading};
+use crate::readings::{Quality, Quantity, Reading};
+use crate::storage::{OutboxRow, Store};
+use schema::TagMapping;
+
+/// Longest `Retry-After` honoured; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Live counters of one destination.
 #[derive(Debug, Default)]
 pub struct OutputStatus {
+    /// Points the destination confirmed (replays after a crash or during a bisection count again).
     pub points_sent: AtomicU64,
+    /// Write requests sent.
+    pub requests: AtomicU64,
+    /// Requests that did not succeed (retried, split, bisected or refused).
     pub requests_failed: AtomicU64,
+    /// Points quarantined (rejected for good) since start.
+    pub quarantined: AtomicU64,
+    /// Batches split because the destination found them too large (413).
+    pub splits: AtomicU64,
+    /// The destination's confirmed cursor (highest reading id delivered or quarantined).
     pub cursor: AtomicI64,
+    /// True while the destination refuses the gateway (401/403/404...): data waits in the store.
+    pub refused: AtomicBool,
+    /// HTTP status of the last answer (0 for a transport error or none yet).
+    pub last_status: AtomicU64,
+    /// The last error, for status displays.
+    pub last_error: Mutex<Option<String>>,
 }
 
-/// What an attempt to write a batch came to.
+impl OutputStatus {
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// The last error, if the last request failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What an attempt to write some lines came to.
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Written,
     /// Retry after the given delay (or the usual backoff when `None`).
     Retry(Option<Duration>, String),
-    /// Setup problem (credentials, missing database): keep the data, retry slowly.
-    Setup(String),
-    /// The batch is too large: send smaller batches.
-    TooLarge,
-    /// The server refused the batch's content for good.
-    Rejected(u16, String),
+    /// The destination refuses the gateway (credentials, missing database): keep the data,
+    /// retry slowly.
+    Setup(u16, String),
+    /// The body is too large: send smaller batches.
+    TooLarge(String),
+    /// The server refused (some of) the lines' content for good: status, message, raw body.
+    Rejected(u16, String, String),
+}
+
+/// Sorts an HTTP answer (status, `Retry-After`, body) into an [`Outcome`].
+fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome {
+    let text: String = server_message(&body).chars().take(4000).collect();
+    match status {
+        200..=299 => Outcome::Written,
+        413 => Outcome::TooLarge(text),
+        429 | 503 => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
+        408 => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
+        400 | 422 if !is_refusal(&text) => Outcome::Rejected(status, text, body),
+        400..=499 => Outcome::Setup(status, text),
+        _ => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
+    }
+}
+
+/// A 400 that is about the request's credentials or target rather than its lines.
+fn is_refusal(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "authoriz",
+        "unauthor",
+        "token",
+        "permission",
+        "organization not found",
+        "bucket not found",
+        "database not found",
+    ]
+    .iter()
+    .any(|m| t.contains(m))
+}
+
+/// The human part of an error body: the `error` (1.x) or `message` (2.x/3.x) of a JSON body,
+/// else the body itself, trimmed.
+fn server_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        for k in ["error", "message"] {
+            if let Some(s) = v.get(k).and_then(|s| s.as_str()) {
+                return s.trim().to_string();
+            }
+        }
+    }
+    body.trim().to_string()
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (IMF-fixdate, RFC 850 or asctime).
+pub fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(v)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(v, "%A, %d-%b-%y %H:%M:%S GMT")
+                .map(|d| d.and_utc())
+        })
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(v, "%a %b %e %H:%M:%S %Y").map(|d| d.and_utc())
+        })
+        .ok()?;
+    let wait = (date - now).to_std().unwrap_or(Duration::ZERO);
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// Indices (0-based, within `lines`) of the lines an error answer names: by 1-based line number
+/// (`line 3`, `"line": 3`, `"line_number": 3`) or by content (`unable to parse '<line>'`).
+fn hinted_lines(text: &str, lines: &[&str]) -> Vec<usize> {
+    let mut by_number: Vec<usize> = Vec::new();
+    let mut by_content: Vec<String> = Vec::new();
+    // A JSON body: look at the message and the structured fields.
+    let mut texts = vec![text.to_string()];
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        for k in ["message", "error"] {
+            if let Some(s) = v.get(k).and_then(|s| s.as_str()) {
+                texts.push(s.to_string());
+            }
+        }
+        if let Some(n) = v.get("line").and_then(|n| n.as_u64()) {
+            by_number.push(n as usize);
+        }
+        if let Some(items) = v.get("data").and_then(|d| d.as_array()) {
+            for it in items {
+                if let Some(n) = it.get("line_number").and_then(|n| n.as_u64()) {
+                    by_number.push(n as usize);
+                }
+                if let Some(l) = it.get("original_line").and_then(|l| l.as_str()) {
+                    by_content.push(l.to_string());
+                }
+            }
+        }
+    }
+    for t in &texts {
+        // "line 12" (followed by anything but more digits)
+        let lower = t.to_ascii_lowercase();
+        let mut rest = lower.as_str();
+        while let Some(i) = rest.find("line ") {
+            rest = &rest[i + 5..];
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(n) = digits.parse::<usize>() {
+                by_number.push(n);
+            }
+        }
+        // unable to parse '<line>': ...
+        let mut rest = t.as_str();
+        while let Some(i) = rest.find("unable to parse '") {
+            rest = &rest[i + 17..];
+            if let Some(end) = rest.find("': ") {
+                by_content.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for n in by_number {
+        if n >= 1 && n <= lines.len() {
+            out.push(n - 1);
+        }
+    }
+    if !by_content.is_empty() {
+        for (i, l) in lines.iter().enumerate() {
+            let l = l.trim_end_matches('\n');
+            if by_content.iter().any(|c| c == l) {
+                out.push(i);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// One encoded line of a batch.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    id: i64,
+    start: usize,
+    end: usize,
+}
+
+/// A batch ready to send: the body and where each reading's line is in it.
+#[derive(Debug, Default)]
+struct Batch {
+    body: String,
+    lines: Vec<Line>,
+    /// Highest outbox id the batch covers (also when its last rows could not be encoded).
+    last_id: i64,
+}
+
+impl Batch {
+    fn text(&self, a: usize, b: usize) -> &str {
+        &self.body[self.lines[a].start..self.lines[b - 1].end]
+    }
+}
+
+/// How a delivery attempt ended.
+enum Delivery {
+    Done,
+    /// Told to stop (shutdown while waiting to retry): the batch stays in the store.
+    Stopped,
 }
 
 /// One InfluxDB destination.
 pub struct InfluxOutput {
     name: String,
+    dest: String,
     cfg: InfluxConfig,
     client: reqwest::Client,
     url: reqwest::Url,
     auth: Auth,
     store: Arc<Mutex<Store>>,
-    series: HashMap<(String, Quantity), String>,
+    /// series id → series key (None: the series cannot be written)
+    series: HashMap<i64, Option<Arc<str>>>,
+    mapping: TagMapping,
+    site_tags: Vec<(&'static str, String)>,
     device_tags: HashMap<String, Vec<(&'static str, String)>>,
     status: Arc<OutputStatus>,
+    batch_size: usize,
+    backoff: Backoff,
+    quarantine_log: crate::acquisition::LogLimiter,
+    retry_log: crate::acquisition::LogLimiter,
 }
 
 #[derive(Debug, Clone)]
@@ -81,29 +300,7 @@ impl InfluxOutput {
             .get(name)
             .ok_or_else(|| anyhow::anyhow!("no output named {name}"))?
             .clone();
-        let mut url = reqwest::Url::parse(&cfg.url)?;
-        {
-            let mut path = url.path().trim_end_matches('/').to_string();
-            path.push_str(match cfg.api {
-                InfluxApi::V1 => "/write",
-                InfluxApi::V2 => "/api/v2/write",
-            });
-            url.set_path(&path);
-            let mut q = url.query_pairs_mut();
-            match cfg.api {
-                InfluxApi::V1 => {
-                    q.append_pair("db", cfg.database.as_deref().unwrap_or_default());
-                    if let Some(rp) = &cfg.retention_policy {
-                        q.append_pair("rp", rp);
-                    }
-                }
-                InfluxApi::V2 => {
-                    q.append_pair("org", cfg.org.as_deref().unwrap_or_default());
-                    q.append_pair("bucket", cfg.bucket.as_deref().unwrap_or_default());
-                }
-            }
-            q.append_pair("precision", "ms");
-        }
+        let url = write_url(&cfg)?;
         let secret = |s: &Option<crate::config::Secret>| -> anyhow::Result<Option<String>> {
             s.as_ref()
                 .map(|s| {
@@ -123,12 +320,15 @@ impl InfluxOutput {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .build()?;
         let store = Store::open(&store_path, Synchronous::Normal)?;
+        let mut site_tags: Vec<(&'static str, String)> = vec![("site", config.site.id.clone())];
+        if let Some(p) = &config.site.park {
+            site_tags.push(("park", p.clone()));
+        }
         let mut device_tags = HashMap::new();
         for d in &config.devices {
-            let mut tags: Vec<(&'static str, String)> =
-                vec![("site", config.site.id.clone()), ("device", d.id.clone())];
+            let mut tags = site_tags.clone();
+            tags.push(("device", d.id.clone()));
             for (k, v) in [
-                ("park", &config.site.park),
                 ("carrier", &d.carrier),
                 ("line", &d.line),
                 ("model", &d.model),
@@ -139,16 +339,24 @@ impl InfluxOutput {
             }
             device_tags.insert(d.id.clone(), tags);
         }
+        let backoff = Backoff::with_limits(cfg.backoff_initial, cfg.backoff_max);
         Ok(InfluxOutput {
             name: name.to_string(),
+            dest: Self::destination(name),
+            mapping: TagMapping::new(&cfg),
+            batch_size: cfg.batch_size.max(1),
             cfg,
             client,
             url,
             auth,
             store: Arc::new(Mutex::new(store)),
             series: HashMap::new(),
+            site_tags,
             device_tags,
             status,
+            backoff,
+            quarantine_log: crate::acquisition::LogLimiter::new(Duration::from_secs(10)),
+            retry_log: crate::acquisition::LogLimiter::new(Duration::from_secs(60)),
         })
     }
 
@@ -157,24 +365,9 @@ impl InfluxOutput {
         format!("influxdb.{name}")
     }
 
-    fn series_for(&mut self, device: &str, quantity: Quantity) -> &str {
-        let key = (device.to_string(), quantity);
-        if !self.series.contains_key(&key) {
-            let mut tags: Vec<(&str, &str)> = self
-                .device_tags
-                .get(device)
-                .map(|t| t.iter().map(|(k, v)| (*k, v.as_str())).collect())
-                .unwrap_or_else(|| vec![("device", device)]);
-            tags.push(("quantity", quantity.as_str()));
-            tags.push(("unit", quantity.unit()));
-            let s = line_protocol::series_key(&self.cfg.measurement, &tags);
-            self.series.insert(key.clone(), s);
-        }
-        &self.series[&key]
-    }
-
-    async fn load(&self, after: i64, limit: usize) -> anyhow::Result<Vec<StoredReading>> {
-        self.store_op(move |s| s.readings_after(after, limit)).await
+    /// The write URL (with the query string; the password is never part of it).
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
     }
 
     async fn store_op<T: Send + 'static>(
@@ -191,12 +384,127 @@ impl InfluxOutput {
         .await?
     }
 
-    async fn send(&self, body: String) -> Outcome {
+    /// Series key of a series id, looked up once and cached.
+    async fn series_key(&mut self, series_id: i64) -> anyhow::Result<Option<Arc<str>>> {
+        if let Some(k) = self.series.get(&series_id) {
+            return Ok(k.clone());
+        }
+        let names = self.store_op(move |s| s.series(series_id)).await?;
+        let key = names.and_then(|(device, quantity)| {
+            let q = quantity.parse::<Quantity>().ok()?;
+            let mut tags: Vec<(&str, &str)> = match self.device_tags.get(&device) {
+                Some(t) => t.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+                None => {
+                    let mut t: Vec<(&str, &str)> = self
+                        .site_tags
+                        .iter()
+                        .map(|(k, v)| (*k, v.as_str()))
+                        .collect();
+                    t.push(("device", device.as_str()));
+                    t
+                }
+            };
+            tags.push(("quantity", q.as_str()));
+            tags.push(("unit", q.unit()));
+            self.mapping.series_key(&tags).ok().map(Arc::from)
+        });
+        self.series.insert(series_id, key.clone());
+        Ok(key)
+    }
+
+    /// Encodes rows into a batch; rows that cannot be encoded are quarantined.
+    async fn encode(&mut self, rows: Vec<OutboxRow>) -> anyhow::Result<Batch> {
+        let mut batch = Batch {
+            body: String::with_capacity(rows.len() * 160),
+            lines: Vec::with_capacity(rows.len()),
+            last_id: rows.last().map(|r| r.id).unwrap_or(0),
+        };
+        let precision = self.cfg.precision;
+        let mut reading = Reading {
+            device: String::new(),
+            quantity: Quantity::ActivePower,
+            value: None,
+            ts_ms: 0,
+            quality: Quality::Good,
+        };
+        for row in rows {
+            let Some(series) = self.series_key(row.series_id).await? else {
+                let why = format!(
+                    "series {} cannot be written (unknown device or quantity)",
+                    row.series_id
+                );
+                self.quarantine(
+                    row.id,
+                    None,
+                    &why,
+                    &format!("series_id={} ts_ms={}", row.series_id, row.ts_ms),
+                )
+                .await?;
+                continue;
+            };
+            reading.value = row.value;
+            reading.ts_ms = row.ts_ms;
+            reading.quality = row.quality;
+            let start = batch.body.len();
+            match line_protocol::push_reading(&mut batch.body, &series, &reading, precision) {
+                Ok(()) => batch.lines.push(Line {
+                    id: row.id,
+                    start,
+                    end: batch.body.len(),
+                }),
+                Err(e) => {
+                    batch.body.truncate(start);
+                    let desc = format!("{series} ts_ms={} value={:?}", row.ts_ms, row.value);
+                    self.quarantine(row.id, None, &e.to_string(), &desc).await?;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn quarantine(
+        &mut self,
+        reading_id: i64,
+        status: Option<u16>,
+        error: &str,
+        line: &str,
+    ) -> anyhow::Result<()> {
+        let (d, e, l) = (self.dest.clone(), error.to_string(), line.to_string());
+        self.store_op(move |s| s.quarantine_line(&d, reading_id, status, &e, &l))
+            .await?;
+        let total = self.status.quarantined.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(suppressed) = self.quarantine_log.allow() {
+            tracing::error!(
+                output = %self.dest,
+                reading_id,
+                status = status.unwrap_or(0),
+                quarantined_total = total,
+                suppressed,
+                "point rejected for good and quarantined (see `energy-gateway quarantine list`): {error}"
+            );
+        }
+        Ok(())
+    }
+
+    async fn send(&self, body: &str) -> Outcome {
+        self.status.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self
             .client
             .post(self.url.clone())
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body(body);
+            .header("Content-Type", "text/plain; charset=utf-8");
+        req = if self.cfg.gzip {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            let gz = enc.write_all(body.as_bytes()).and_then(|_| enc.finish());
+            match gz {
+                Ok(bytes) => req.header("Content-Encoding", "gzip").body(bytes),
+                Err(e) => return Outcome::Retry(None, format!("gzip failed: {e}")),
+            }
+        } else {
+            req.body(body.to_string())
+        };
         req = match &self.auth {
             Auth::None => req,
             Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
@@ -204,25 +512,166 @@ impl InfluxOutput {
         };
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(None, format!("request failed: {e}")),
+            Err(e) => {
+                self.status.last_status.store(0, Ordering::Relaxed);
+                return Outcome::Retry(None, format!("request failed: {e}"));
+            }
         };
         let status = resp.status().as_u16();
+        self.status
+            .last_status
+            .store(u64::from(status), Ordering::Relaxed);
         let retry_after = resp
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.chars().take(500).collect();
-        match status {
-            200..=299 => Outcome::Written,
-            413 => Outcome::TooLarge,
-            429 | 503 => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
-            401 | 403 | 404 => Outcome::Setup(format!("HTTP {status}: {text}")),
-            400..=499 => Outcome::Rejected(status, text),
-            _ => Outcome::Retry(retry_after, format!("HTTP {status}: {text}")),
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) if (200..300).contains(&status) => {
+                tracing::debug!(output = %self.dest, "cannot read the body of a {status} answer: {e}");
+                String::new()
+            }
+            Err(e) => return Outcome::Retry(None, format!("HTTP {status}, body unreadable: {e}")),
+        };
+        if (200..300).contains(&status) && !text.trim().is_empty() && status != 200 {
+            tracing::warn!(output = %self.dest, "destination accepted the write (HTTP {status}) but said: {}", server_message(&text));
         }
+        classify(status, retry_after, text)
+    }
+
+    /// Sleeps for `d`; returns true when the output must stop now (draining: undelivered data
+    /// stays in the store for the next start).
+    async fn pause(&self, d: Duration, stop: &CancellationToken, draining: bool) -> bool {
+        if draining {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(d) => false,
+        }
+    }
+
+    /// Delivers every line of `batch`: confirmed by the destination or quarantined.
+    async fn deliver(
+        &mut self,
+        batch: &Batch,
+        stop: &CancellationToken,
+        draining: bool,
+    ) -> anyhow::Result<Delivery> {
+        let mut todo: VecDeque<(usize, usize)> = VecDeque::new();
+        todo.push_back((0, batch.lines.len()));
+        let mut bisecting = false;
+        while let Some((a, b)) = todo.pop_front() {
+            if a >= b {
+                continue;
+            }
+            let outcome = self.send(batch.text(a, b)).await;
+            if outcome != Outcome::Written {
+                self.status.requests_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            match outcome {
+                Outcome::Written => {
+                    self.status
+                        .points_sent
+                        .fetch_add((b - a) as u64, Ordering::Relaxed);
+                    self.status.refused.store(false, Ordering::Relaxed);
+                    self.status.set_error(None);
+                    self.backoff.reset();
+                    self.retry_log.reset();
+                }
+                Outcome::TooLarge(text) => {
+                    self.status.set_error(Some(format!("HTTP 413: {text}")));
+                    if b - a == 1 {
+                        let l = batch.lines[a];
+                        self.quarantine(
+                            l.id,
+                            Some(413),
+                            &format!("the point is larger than the destination accepts: {text}"),
+                            batch.text(a, b).trim_end(),
+                        )
+                        .await?;
+                    } else {
+                        let mid = a + (b - a) / 2;
+                        if a == 0 && b == batch.lines.len() {
+                            // The whole batch was too large: later batches are half as large.
+                            // (A split part being too large says more about its points.)
+                            self.batch_size = self.batch_size.min(((b - a) / 2).max(1));
+                        }
+                        self.status.splits.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(output = %self.dest, lines = b - a, batch_size = self.batch_size, "destination says the request is too large (HTTP 413); splitting it and sending smaller batches");
+                        todo.push_front((mid, b));
+                        todo.push_front((a, mid));
+                    }
+                }
+                Outcome::Rejected(status, text, body) => {
+                    self.status
+                        .set_error(Some(format!("HTTP {status}: {text}")));
+                    if b - a == 1 {
+                        let l = batch.lines[a];
+                        self.quarantine(l.id, Some(status), &text, batch.text(a, b).trim_end())
+                            .await?;
+                        continue;
+                    }
+                    if !bisecting {
+                        bisecting = true;
+                        tracing::warn!(output = %self.dest, lines = b - a, "destination rejected part of a batch (HTTP {status}); it kept the valid lines, finding the rejected ones: {text}");
+                    }
+                    let texts: Vec<&str> = (a..b).map(|i| batch.text(i, i + 1)).collect();
+                    let hints: Vec<usize> = hinted_lines(&body, &texts)
+                        .into_iter()
+                        .map(|i| a + i)
+                        .collect();
+                    if !hints.is_empty() && hints.len() < b - a {
+                        // The named lines one by one, the ranges between them as they are.
+                        let mut parts = Vec::new();
+                        let mut from = a;
+                        for h in hints {
+                            parts.push((from, h));
+                            parts.push((h, h + 1));
+                            from = h + 1;
+                        }
+                        parts.push((from, b));
+                        for p in parts.into_iter().rev() {
+                            if p.0 < p.1 {
+                                todo.push_front(p);
+                            }
+                        }
+                    } else {
+                        let mid = a + (b - a) / 2;
+                        todo.push_front((mid, b));
+                        todo.push_front((a, mid));
+                    }
+                }
+                Outcome::Retry(after, why) => {
+                    self.status.set_error(Some(why.clone()));
+                    let delay = after.unwrap_or_else(|| self.backoff.next_delay());
+                    if let Some(suppressed) = self.retry_log.allow() {
+                        tracing::warn!(output = %self.dest, suppressed, "write failed, data kept, retrying in {delay:?}: {why}");
+                    }
+                    todo.push_front((a, b));
+                    if self.pause(delay, stop, draining).await {
+                        return Ok(Delivery::Stopped);
+                    }
+                }
+                Outcome::Setup(status, why) => {
+                    self.status.refused.store(true, Ordering::Relaxed);
+                    self.status.set_error(Some(format!("HTTP {status}: {why}")));
+                    let delay = self.cfg.setup_retry_interval.mul_f64(self.backoff.jitter());
+                    if let Some(suppressed) = self.retry_log.allow() {
+                        tracing::error!(output = %self.dest, status, suppressed, "destination refuses writes (check credentials and that the database/bucket exists); data is kept, retrying in {delay:?}: {why}");
+                    }
+                    todo.push_front((a, b));
+                    if self.pause(delay, stop, draining).await {
+                        return Ok(Delivery::Stopped);
+                    }
+                }
+            }
+        }
+        if bisecting {
+            tracing::info!(output = %self.dest, "partially rejected batch settled: valid lines delivered, rejected ones quarantined");
+        }
+        Ok(Delivery::Done)
     }
 
     /// Delivers readings until `stop` is cancelled; then keeps sending for at most
@@ -233,49 +682,55 @@ impl InfluxOutput {
         stop: CancellationToken,
         drain_deadline: Duration,
     ) {
-        let dest = Self::destination(&self.name);
-        let mut backoff = Backoff::new();
-        let mut batch_size = self.cfg.batch_size.max(1);
-        let mut log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
+        let dest = self.dest.clone();
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut partial_since: Option<tokio::time::Instant> = None;
+        let mut cursor: Option<i64> = None;
+        let mut successes_since_split = 0u32;
         tracing::info!(output = %dest, url = %redact(&self.url), "influxdb output started");
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
                 drain_until = Some(tokio::time::Instant::now() + drain_deadline);
             }
+            let draining = drain_until.is_some();
             if drain_until.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 break;
             }
-            let cursor = match self
-                .store_op({
+            let from = match cursor {
+                Some(c) => c,
+                None => {
                     let d = dest.clone();
-                    move |s| s.cursor(&d)
-                })
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(output = %dest, "cannot read cursor: {e}");
-                    if sleep_or(backoff.next_delay(), &stop, drain_until).await {
-                        break;
+                    match self.store_op(move |s| s.cursor(&d)).await {
+                        Ok(c) => {
+                            cursor = Some(c);
+                            self.status.cursor.store(c, Ordering::Relaxed);
+                            c
+                        }
+                        Err(e) => {
+                            tracing::error!(output = %dest, "cannot read cursor: {e}");
+                            let delay = self.backoff.next_delay();
+                            if self.pause(delay, &stop, draining).await && draining {
+                                break;
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
-            self.status.cursor.store(cursor, Ordering::Relaxed);
-            let rows = match self.load(cursor, batch_size).await {
+            let limit = self.batch_size;
+            let rows = match self.store_op(move |s| s.outbox_after(from, limit)).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(output = %dest, "cannot read outbox: {e}");
-                    if sleep_or(backoff.next_delay(), &stop, drain_until).await {
+                    let delay = self.backoff.next_delay();
+                    if self.pause(delay, &stop, draining).await && draining {
                         break;
                     }
                     continue;
                 }
             };
             if rows.is_empty() {
-                if drain_until.is_some() {
+                if draining {
                     break; // everything delivered
                 }
                 // Wait for the next commit.
@@ -285,7 +740,7 @@ impl InfluxOutput {
                 }
                 continue;
             }
-            if rows.len() < batch_size && drain_until.is_none() {
+            if rows.len() < limit && !draining {
                 // A partial batch waits until it fills or until flush_interval has passed since
                 // it was first seen.
                 let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
@@ -299,87 +754,95 @@ impl InfluxOutput {
                 }
             }
             partial_since = None;
-            let first = rows.first().map(|r| r.id).unwrap_or(0);
-            let last = rows.last().map(|r| r.id).unwrap_or(0);
-            let mut body = String::with_capacity(rows.len() * 120);
-            for r in &rows {
-                let series = self
-                    .series_for(&r.reading.device, r.reading.quantity)
-                    .to_string();
-                line_protocol::push_reading(&mut body, &series, &r.reading);
-            }
-            match self.send(body).await {
-                Outcome::Written => {
-                    let d = dest.clone();
-                    if let Err(e) = self.store_op(move |s| s.advance_cursor(&d, last)).await {
-                        tracing::error!(output = %dest, "cannot advance cursor: {e}");
+            let batch = match self.encode(rows).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(output = %dest, "cannot prepare a batch: {e}");
+                    let delay = self.backoff.next_delay();
+                    if self.pause(delay, &stop, draining).await && draining {
+                        break;
                     }
-                    self.status
-                        .points_sent
-                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                    self.status.cursor.store(last, Ordering::Relaxed);
-                    backoff.reset();
-                    log.reset();
-                    batch_size = self.cfg.batch_size.max(1);
+                    continue;
                 }
-                Outcome::TooLarge => {
-                    batch_size = (rows.len() / 2).max(1);
-                    tracing::warn!(output = %dest, batch_size, "destination says the batch is too large; sending smaller batches");
-                }
-                Outcome::Rejected(status, text) => {
-                    tracing::error!(output = %dest, first_id = first, last_id = last, "destination rejected the batch (HTTP {status}); quarantined: {text}");
+            };
+            let split_before = self.status.splits.load(Ordering::Relaxed);
+            let delivered = if batch.lines.is_empty() {
+                Ok(Delivery::Done)
+            } else {
+                self.deliver(&batch, &stop, draining).await
+            };
+            match delivered {
+                Ok(Delivery::Done) => {
                     let d = dest.clone();
-                    let t = text.clone();
-                    if let Err(e) = self
-                        .store_op(move |s| {
-                            s.quarantine(&d, first, last, Some(status), &t)?;
-                            s.advance_cursor(&d, last)
-                        })
-                        .await
+                    let last = batch.last_id;
+                    match self.store_op(move |s| s.advance_cursor(&d, last)).await {
+                        Ok(()) => {
+                            cursor = Some(last);
+                            self.status.cursor.store(last, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            // The batch will be sent again (an idempotent replay).
+                            tracing::error!(output = %dest, "cannot advance cursor: {e}");
+                            cursor = None;
+                        }
+                    }
+                    // After a split, grow back towards the configured size.
+                    if self.status.splits.load(Ordering::Relaxed) == split_before
+                        && self.batch_size < self.cfg.batch_size
                     {
-                        tracing::error!(output = %dest, "cannot quarantine: {e}");
+                        successes_since_split += 1;
+                        if successes_since_split >= 10 {
+                            successes_since_split = 0;
+                            self.batch_size = (self.batch_size * 2).min(self.cfg.batch_size);
+                        }
                     }
                 }
-                Outcome::Retry(after, why) => {
-                    self.status.requests_failed.fetch_add(1, Ordering::Relaxed);
-                    let delay = after.unwrap_or_else(|| backoff.next_delay());
-                    if let Some(suppressed) = log.allow() {
-                        tracing::warn!(output = %dest, suppressed, "write failed, retrying in {delay:?}: {why}");
-                    }
-                    if sleep_or(delay, &stop, drain_until).await {
+                Ok(Delivery::Stopped) => {
+                    if draining {
                         break;
                     }
                 }
-                Outcome::Setup(why) => {
-                    self.status.requests_failed.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff.next_delay().max(Duration::from_secs(30));
-                    if let Some(suppressed) = log.allow() {
-                        tracing::error!(output = %dest, suppressed, "destination refuses writes (check credentials and that the database/bucket exists); data is kept, retrying in {delay:?}: {why}");
-                    }
-                    if sleep_or(delay, &stop, drain_until).await {
+                Err(e) => {
+                    tracing::error!(output = %dest, "delivery interrupted, the batch will be sent again: {e}");
+                    let delay = self.backoff.next_delay();
+                    if self.pause(delay, &stop, draining).await && draining {
                         break;
                     }
                 }
             }
         }
-        tracing::info!(output = %dest, "influxdb output stopped");
+        tracing::info!(output = %dest, name = %self.name, "influxdb output stopped");
     }
 }
 
-/// Sleeps for `d`; returns true when the output should stop now (draining and past its deadline,
-/// or told to stop while waiting to retry: undelivered data stays in the store).
-async fn sleep_or(
-    d: Duration,
-    stop: &CancellationToken,
-    drain_until: Option<tokio::time::Instant>,
-) -> bool {
-    if drain_until.is_some() {
-        return true; // no retries while shutting down: the data waits in the store
+/// The write URL of a destination: `/write?db=&rp=&precision=` (v1) or
+/// `/api/v2/write?org=&bucket=&precision=` (v2), below the configured base path.
+pub fn write_url(cfg: &InfluxConfig) -> anyhow::Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&cfg.url)?;
+    let mut path = url.path().trim_end_matches('/').to_string();
+    path.push_str(match cfg.api {
+        InfluxApi::V1 => "/write",
+        InfluxApi::V2 => "/api/v2/write",
+    });
+    url.set_path(&path);
+    {
+        let mut q = url.query_pairs_mut();
+        match cfg.api {
+            InfluxApi::V1 => {
+                q.append_pair("db", cfg.database.as_deref().unwrap_or_default());
+                if let Some(rp) = &cfg.retention_policy {
+                    q.append_pair("rp", rp);
+                }
+                q.append_pair("precision", line_protocol::precision_v1(cfg.precision));
+            }
+            InfluxApi::V2 => {
+                q.append_pair("org", cfg.org.as_deref().unwrap_or_default());
+                q.append_pair("bucket", cfg.bucket.as_deref().unwrap_or_default());
+                q.append_pair("precision", line_protocol::precision_v2(cfg.precision));
+            }
+        }
     }
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => false,
-    }
+    Ok(url)
 }
 
 fn redact(url: &reqwest::Url) -> String {
@@ -389,32 +852,53 @@ fn redact(url: &reqwest::Url) -> String {
     u.to_string()
 }
 
-/// Exponential backoff from 1 s to 60 s with ±20 % jitter.
+/// Exponential backoff (doubling from `initial` up to `max`) with ±20 % jitter.
 #[derive(Debug)]
 pub struct Backoff {
+    initial: Duration,
+    max: Duration,
     next: Duration,
+    rng: u64,
 }
 
 impl Backoff {
+    /// 1 s doubling up to 60 s.
     pub fn new() -> Self {
+        Self::with_limits(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    pub fn with_limits(initial: Duration, max: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9_7F4A_7C15)
+            ^ u64::from(std::process::id()).rotate_left(32);
         Backoff {
-            next: Duration::from_secs(1),
+            initial,
+            max: max.max(initial),
+            next: initial,
+            rng: seed | 1,
         }
+    }
+
+    /// A factor in 0.8..1.2.
+    pub fn jitter(&mut self) -> f64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        0.8 + 0.4 * ((r >> 11) as f64 / (1u64 << 53) as f64)
     }
 
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(60));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
-        base.mul_f64(jitter)
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(self.jitter())
     }
 
     pub fn reset(&mut self) {
-        self.next = Duration::from_secs(1);
+        self.next = self.initial;
     }
 }
 
@@ -440,5 +924,126 @@ mod tests {
         assert!(capped <= Duration::from_secs(72) && capped >= Duration::from_secs(48));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(1200));
+        // The jitter varies.
+        let js: Vec<f64> = (0..20).map(|_| b.jitter()).collect();
+        assert!(js.iter().all(|j| (0.8..1.2).contains(j)));
+        assert!(js.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = chrono::DateTime::parse_from_rfc2822("Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:10 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:05 2015", now),
+            Some(Duration::from_secs(5))
+        );
+        // In the past: retry now. Absurdly far: capped.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn status_codes_map_to_outcomes() {
+        assert_eq!(classify(204, None, String::new()), Outcome::Written);
+        assert!(matches!(
+            classify(413, None, String::new()),
+            Outcome::TooLarge(_)
+        ));
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(3)), String::new()),
+            Outcome::Retry(Some(d), _) if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            classify(503, None, String::new()),
+            Outcome::Retry(None, _)
+        ));
+        assert!(matches!(
+            classify(500, None, String::new()),
+            Outcome::Retry(None, _)
+        ));
+        assert!(matches!(
+            classify(401, None, String::new()),
+            Outcome::Setup(401, _)
+        ));
+        assert!(matches!(
+            classify(404, None, String::new()),
+            Outcome::Setup(404, _)
+        ));
+        assert!(matches!(
+            classify(400, None, "{\"error\":\"unable to parse 'x': bad\"}".into()),
+            Outcome::Rejected(400, _, _)
+        ));
+        assert!(matches!(
+            classify(
+                400,
+                None,
+                "{\"code\":\"unauthorized\",\"message\":\"bad token\"}".into()
+            ),
+            Outcome::Setup(400, _)
+        ));
+    }
+
+    #[test]
+    fn hints_by_line_number_and_by_content() {
+        let lines = ["a v=1 1\n", "b v=2 2\n", "c v= 3\n", "d v=4 4\n"];
+        // InfluxDB 1.x quotes the lines it could not parse.
+        let v1 =
+            r#"{"error":"partial write: unable to parse 'c v= 3': missing field value dropped=0"}"#;
+        assert_eq!(hinted_lines(v1, &lines), vec![2]);
+        // 2.x/3.x-style line numbers (1-based).
+        let v2 = r#"{"code":"invalid","line":2,"message":"failed to parse line protocol: errors encountered on line(s):\nerror parsing line 2 (1-based): Invalid\nerror parsing line 4 (1-based): bad"}"#;
+        assert_eq!(hinted_lines(v2, &lines), vec![1, 3]);
+        // A type conflict names no line.
+        let conflict = r#"{"error":"partial write: field type conflict: input field \"v\" on measurement \"x\" is type string, already exists as type float dropped=1"}"#;
+        assert_eq!(hinted_lines(conflict, &lines), Vec::<usize>::new());
+        // InfluxDB 3 `data` array.
+        let v3 = r#"{"error":"partial write of line protocol occurred","data":[{"original_line":"d v=4 4","line_number":4,"error_message":"bad"}]}"#;
+        assert_eq!(hinted_lines(v3, &lines), vec![3]);
+        // Out-of-range numbers are ignored.
+        assert_eq!(hinted_lines("line 9: nope", &lines), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn urls_for_both_apis() {
+        let cfg = |extra: &str| {
+            let toml = format!(
+                "[site]\nid = \"s\"\n[outputs.influxdb.o]\nurl = \"http://127.0.0.1:8086/base/\"\n{extra}"
+            );
+            crate::config::load_str(&toml).unwrap().outputs.influxdb["o"].clone()
+        };
+        let v1 = write_url(&cfg(
+            "database = \"energy\"\nretention_policy = \"one year\"\nprecision = \"us\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            v1.as_str(),
+            "http://127.0.0.1:8086/base/write?db=energy&rp=one+year&precision=u"
+        );
+        let v2 = write_url(&cfg(
+            "api = \"v2\"\norg = \"park\"\nbucket = \"e\"\ntoken = \"t\"\nprecision = \"us\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            v2.as_str(),
+            "http://127.0.0.1:8086/base/api/v2/write?org=park&bucket=e&precision=us"
+        );
     }
 }

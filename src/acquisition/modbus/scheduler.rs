@@ -1,0 +1,465 @@
+//! The poll scheduler. One [`Poller`] owns one link: a Modbus TCP connection to one device, or a
+//! shared line (RTU serial port, RTU over TCP) with all the devices on it, polled one request at
+//! a time with the RTU inter-frame gap and the configured pause between requests.
+//!
+//! Each device's points are split into groups by poll interval (power every second, counters
+//! every minute, ratios hourly and at start-up); every group is planned into as few requests as
+//! the device's limits allow and polled when due. A device that fails `degraded_after` times in a
+//! row is degraded: retried with exponential backoff (up to `max_backoff`) instead of every
+//! interval, so a dead meter costs its bus at most one timeout per retry and never shifts the
+//! schedule of the others. After a timeout or transport error the link is dropped and opened
+//! again before the next request (a late answer would otherwise be taken for the next one).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::slave::SlaveContext;
+use tokio_modbus::Slave;
+use tokio_util::sync::CancellationToken;
+
+use super::decode::decode_raw;
+use super::link::Link;
+use super::plan::{plan_spans, Block, Limits, Span};
+use crate::acquisition::{DeviceStatus, LogLimiter, SourceBatch};
+use crate::config::{DeviceConfig, ModbusConfig, RegisterKind};
+use crate::readings::{now_ms, Reading};
+
+/// What one planned span stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Point(usize),
+    Ratio(usize),
+}
+
+/// Points (or ratios) polled at one interval, planned into requests.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub interval: Duration,
+    pub sources: Vec<Source>,
+    pub blocks: Vec<Block>,
+    next_due: Instant,
+}
+
+/// Splits a device's points and ratios into interval groups (ratio groups first, so ratios are
+/// known before the points that use them) and plans each group's requests.
+pub fn plan_groups(device: &DeviceConfig, modbus: &ModbusConfig) -> Vec<Group> {
+    let limits = Limits {
+        max_registers: modbus.max_registers(),
+        max_gap: modbus.gap(),
+        even: modbus.even(),
+    };
+    let mut groups: Vec<(bool, Duration, Vec<Source>, Vec<Span>)> = Vec::new();
+    let mut add = |ratio: bool, interval: Duration, src: Source, span: Span| match groups
+        .iter_mut()
+        .find(|g| g.0 == ratio && g.1 == interval)
+    {
+        Some(g) => {
+            g.2.push(src);
+            g.3.push(span);
+        }
+        None => groups.push((ratio, interval, vec![src], vec![span])),
+    };
+    for (i, r) in device.ratios.iter().enumerate() {
+        let span = Span {
+            kind: r.kind,
+            register: r.register,
+            registers: r.value_type.registers(),
+        };
+        add(true, r.interval, Source::Ratio(i), span);
+    }
+    for (i, p) in device.points.iter().enumerate() {
+        add(
+            false,
+            p.interval.unwrap_or(modbus.interval),
+            Source::Point(i),
+            Span::from(p),
+        );
+    }
+    groups.sort_by_key(|g| (!g.0, g.1));
+    let now = Instant::now();
+    groups
+        .into_iter()
+        .map(|(_, interval, sources, spans)| Group {
+            interval,
+            blocks: plan_spans(&spans, limits),
+            sources,
+            next_due: now,
+        })
+        .collect()
+}
+
+/// Requests one pass over every group of a device takes.
+pub fn requests_per_cycle(groups: &[Group]) -> usize {
+    groups.iter().map(|g| g.blocks.len()).sum()
+}
+
+/// One device on a poller's link.
+pub struct Target {
+    pub device: Arc<DeviceConfig>,
+    pub modbus: ModbusConfig,
+    pub status: Arc<DeviceStatus>,
+}
+
+struct DeviceState {
+    t: Target,
+    groups: Vec<Group>,
+    ratios: HashMap<String, f64>,
+    failures_in_row: u32,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    log: LogLimiter,
+}
+
+impl DeviceState {
+    fn next_time(&self) -> Instant {
+        let due = self
+            .groups
+            .iter()
+            .map(|g| g.next_due)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        match self.retry_at {
+            Some(r) => r.max(due),
+            None => due,
+        }
+    }
+}
+
+/// Why a device's poll ended early.
+struct PollFailure {
+    error: String,
+    drop_link: bool,
+}
+
+/// Polls every device on one link until cancelled.
+pub struct Poller {
+    link: Link,
+    pause: Duration,
+    devices: Vec<DeviceState>,
+    ctx: Option<Context>,
+    tx: mpsc::Sender<SourceBatch>,
+    last_frame: Option<Instant>,
+}
+
+impl Poller {
+    pub fn new(
+        link: Link,
+        pause: Duration,
+        targets: Vec<Target>,
+        tx: mpsc::Sender<SourceBatch>,
+    ) -> Self {
+        let devices = targets
+            .into_iter()
+            .map(|t| DeviceState {
+                groups: plan_groups(&t.device, &t.modbus),
+                backoff: t.modbus.interval,
+                t,
+                ratios: HashMap::new(),
+                failures_in_row: 0,
+                retry_at: None,
+                log: LogLimiter::new(Duration::from_secs(60)),
+            })
+            .collect();
+        Poller {
+            link,
+            pause,
+            devices,
+            ctx: None,
+            tx,
+            last_frame: None,
+        }
+    }
+
+    /// Requests per full cycle, by device id.
+    pub fn requests_per_cycle(&self) -> Vec<(String, usize)> {
+        self.devices
+            .iter()
+            .map(|d| (d.t.device.id.clone(), requests_per_cycle(&d.groups)))
+            .collect()
+    }
+
+    /// Polls every group of device `di` once, now; `Err` when the device did not answer. Used by
+    /// `energy-gateway probe`.
+    pub async fn poll_once(&mut self, di: usize) -> Result<Vec<Reading>, String> {
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for g in &mut self.devices[di].groups {
+            g.next_due = now;
+        }
+        match self.poll_groups(di, now, &mut out).await {
+            Ok(()) => Ok(out),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        tracing::info!(link = %self.link.describe(), devices = self.devices.len(), "polling");
+        loop {
+            let Some((di, when)) = self
+                .devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d.next_time()))
+                .min_by_key(|(_, t)| *t)
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(when) => {}
+            }
+            let readings = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = self.poll_device(di) => r,
+            };
+            if !readings.is_empty() && self.tx.send(SourceBatch::new(readings)).await.is_err() {
+                break; // pipeline shut down
+            }
+        }
+        tracing::debug!(link = %self.link.describe(), "poller stopped");
+    }
+
+    /// Polls the due groups of device `di`; returns what it read (also after a failure).
+    async fn poll_device(&mut self, di: usize) -> Vec<Reading> {
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let result = self.poll_groups(di, now, &mut out).await;
+        let d = &mut self.devices[di];
+        // Every due group moves to its next slot, failed or not: the schedule never drifts.
+        for g in d.groups.iter_mut().filter(|g| g.next_due <= now) {
+            while g.next_due <= now {
+                g.next_due += g.interval;
+            }
+        }
+        let id = &d.t.device.id;
+        match result {
+            Ok(()) => {
+                if !d.t.status.is_online() {
+                    tracing::info!(device = %id, link = %self.link.describe(), "device online");
+                    d.log.reset();
+                }
+                d.t.status.record_success();
+                d.failures_in_row = 0;
+                d.retry_at = None;
+                d.backoff = d.t.modbus.interval;
+            }
+            Err(f) => {
+                if f.drop_link {
+                    self.ctx = None;
+                }
+                d.failures_in_row += 1;
+                let n = d.t.status.record_failure();
+                if let Some(suppressed) = d.log.allow() {
+                    tracing::warn!(device = %id, link = %self.link.describe(), consecutive_failures = n, suppressed, "poll failed: {}", f.error);
+                }
+                if d.failures_in_row >= d.t.modbus.degraded_after {
+                    d.backoff = (d.backoff * 2)
+                        .min(d.t.modbus.max_backoff)
+                        .max(d.t.modbus.interval);
+                    d.retry_at = Some(Instant::now() + d.backoff);
+                    if d.failures_in_row == d.t.modbus.degraded_after {
+                        tracing::warn!(device = %id, retry_in = ?d.backoff, "device degraded after {} failures in a row; retrying with backoff", d.failures_in_row);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn poll_groups(
+        &mut self,
+        di: usize,
+        now: Instant,
+        out: &mut Vec<Reading>,
+    ) -> Result<(), PollFailure> {
+        let (unit, limit) = {
+            let m = &self.devices[di].t.modbus;
+            (m.unit, m.timeout)
+        };
+        if self.ctx.is_none() {
+            let ctx = self
+                .link
+                .connect(unit, limit)
+                .await
+                .map_err(|e| PollFailure {
+                    error: format!("connect: {e}"),
+                    drop_link: true,
+                })?;
+            self.ctx = Some(ctx);
+        }
+        let gap = self.link.inter_frame_gap() + self.pause;
+        let is_rtu = self.link.is_rtu();
+        let n_groups = self.devices[di].groups.len();
+        for gi in 0..n_groups {
+            if self.devices[di].groups[gi].next_due > now {
+                continue;
+            }
+            let n_blocks = self.devices[di].groups[gi].blocks.len();
+            for bi in 0..n_blocks {
+                let block = self.devices[di].groups[gi].blocks[bi].clone();
+                if is_rtu || !self.pause.is_zero() {
+                    if let Some(last) = self.last_frame {
+                        sleep_until(last + gap).await;
+                    }
+                }
+                let Some(ctx) = self.ctx.as_mut() else {
+                    return Err(PollFailure {
+                        error: "link closed".into(),
+                        drop_link: true,
+                    });
+                };
+                ctx.set_slave(Slave(unit));
+                let ts = now_ms();
+                let started = Instant::now();
+                let req = async {
+                    match block.kind {
+                        RegisterKind::Holding => {
+                            ctx.read_holding_registers(block.start, block.count).await
+                        }
+                        RegisterKind::Input => {
+                            ctx.read_input_registers(block.start, block.count).await
+                        }
+                    }
+                };
+                let res = timeout(limit, req).await;
+                self.last_frame = Some(Instant::now());
+                let d = &mut self.devices[di];
+                d.t.status.record_request(started.elapsed());
+                match res {
+                    Ok(Ok(Ok(regs))) if regs.len() == usize::from(block.count) => {
+                        decode_block(d, gi, &block, &regs, ts, out);
+                    }
+                    Ok(Ok(Ok(regs))) => {
+                        return Err(PollFailure {
+                            error: format!(
+                                "short answer: asked {} registers at {}, got {}",
+                                block.count,
+                                block.start,
+                                regs.len()
+                            ),
+                            drop_link: true,
+                        })
+                    }
+                    Ok(Ok(Err(exception))) => {
+                        d.t.status.record_exception(u8::from(exception));
+                        let reason =
+                            format!("modbus exception {:#04x}: {exception}", u8::from(exception));
+                        for &si in &block.points {
+                            if let Source::Point(pi) = d.groups[gi].sources[si] {
+                                out.push(Reading::bad(
+                                    &d.t.device.id,
+                                    d.t.device.points[pi].quantity,
+                                    ts,
+                                    &reason,
+                                ));
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        return Err(PollFailure {
+                            error: format!("transport: {e}"),
+                            drop_link: true,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(PollFailure {
+                            error: format!(
+                                "read {:?} {}+{}: no answer within {limit:?}",
+                                block.kind, block.start, block.count
+                            ),
+                            drop_link: true,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one block's registers into readings (points) or ratio values.
+fn decode_block(
+    d: &mut DeviceState,
+    gi: usize,
+    block: &Block,
+    regs: &[u16],
+    ts: i64,
+    out: &mut Vec<Reading>,
+) {
+    for &si in &block.points {
+        match d.groups[gi].sources[si] {
+            Source::Ratio(ri) => {
+                let r = &d.t.device.ratios[ri];
+                let off = usize::from(r.register - block.start);
+                let n = usize::from(r.value_type.registers());
+                match decode_raw(&regs[off..off + n], r.value_type, r.order) {
+                    Ok((v, _)) if (v * r.scale).is_finite() && v * r.scale > 0.0 => {
+                        d.ratios.insert(r.name.clone(), v * r.scale);
+                    }
+                    Ok((v, _)) => {
+                        tracing::warn!(device = %d.t.device.id, ratio = %r.name, "implausible ratio {v}; keeping the previous one");
+                    }
+                    Err(e) => tracing::warn!(device = %d.t.device.id, ratio = %r.name, "{e}"),
+                }
+            }
+            Source::Point(pi) => {
+                let p = &d.t.device.points[pi];
+                let off = usize::from(p.register - block.start);
+                let n = usize::from(p.value_type.registers());
+                out.push(decode_point(
+                    &d.t.device.id,
+                    p,
+                    &regs[off..off + n],
+                    &d.ratios,
+                    ts,
+                ));
+            }
+        }
+    }
+}
+
+/// One point's reading from its registers: sentinels and NaN give bad readings, bit fields give
+/// 0/1, then scale, offset and ratios apply.
+pub fn decode_point(
+    device: &str,
+    p: &crate::config::PointConfig,
+    regs: &[u16],
+    ratios: &HashMap<String, f64>,
+    ts: i64,
+) -> Reading {
+    let (raw, bits) = match decode_raw(regs, p.value_type, p.order) {
+        Ok(v) => v,
+        Err(e) => return Reading::bad(device, p.quantity, ts, e),
+    };
+    if p.not_available.contains(&bits) {
+        return Reading::bad(
+            device,
+            p.quantity,
+            ts,
+            format!("meter reports not available ({bits:#x})"),
+        );
+    }
+    let raw = match p.bit {
+        Some(b) => ((bits >> b) & 1) as f64,
+        None => raw,
+    };
+    let mut v = raw * p.scale + p.offset;
+    for name in &p.multiply_by {
+        match ratios.get(name) {
+            Some(r) => v *= r,
+            None => {
+                return Reading::bad(
+                    device,
+                    p.quantity,
+                    ts,
+                    format!("ratio `{name}` not read from the meter yet"),
+                )
+            }
+        }
+    }
+    Reading::new(device, p.quantity, v, ts)
+}

@@ -1,0 +1,102 @@
+//! MQTT connection settings shared by the subscriber (readings in) and the publisher (status,
+//! alerts, indicators out): broker URL, stable client id, credentials, TLS with rustls (custom
+//! CA, optional client certificate), and reconnect backoff.
+
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use crate::config::MqttConfig;
+
+/// Client options for one of the gateway's two connections. `role` is appended to the client id
+/// (`""` for the subscriber, `"-pub"` for the publisher).
+pub fn options(cfg: &MqttConfig, site: &str, role: &str) -> Result<MqttOptions, String> {
+    let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("mqtt.url: {e}"))?;
+    let tls = match url.scheme() {
+        "mqtt" => false,
+        "mqtts" => true,
+        other => return Err(format!("mqtt.url: scheme {other} is not mqtt or mqtts")),
+    };
+    let host = url
+        .host_str()
+        .ok_or("mqtt.url: no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+    let id = format!(
+        "{}{role}",
+        cfg.client_id
+            .clone()
+            .unwrap_or_else(|| format!("energy-gateway-{site}"))
+    );
+    let mut o = MqttOptions::new(id, host, port);
+    o.set_keep_alive(cfg.keep_alive);
+    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some(user) = &cfg.username {
+        let pass = match &cfg.password {
+            Some(p) => p.resolve().map_err(|e| format!("mqtt.password: {e}"))?,
+            None => String::new(),
+        };
+        o.set_credentials(user.clone(), pass);
+    }
+    if tls {
+        crate::install_crypto_provider();
+        let read = |key: &str, p: &Option<std::path::PathBuf>| -> Result<Option<Vec<u8>>, String> {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read(p)
+                        .map_err(|e| format!("mqtt.{key}: cannot read {}: {e}", p.display()))
+                })
+                .transpose()
+        };
+        let ca = read("ca_file", &cfg.ca_file)?.ok_or("mqtt.ca_file: required with mqtts://")?;
+        let client_auth = match (
+            read("client_cert_file", &cfg.client_cert_file)?,
+            read("client_key_file", &cfg.client_key_file)?,
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// Exponential backoff with ±20 % jitter between reconnects (rumqttc retries at once otherwise).
+#[derive(Debug)]
+pub struct Reconnect {
+    next: Duration,
+    max: Duration,
+}
+
+impl Reconnect {
+    pub fn new(max: Duration) -> Self {
+        Reconnect {
+            next: Duration::from_secs(1),
+            max: max.max(Duration::from_secs(1)),
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        base.mul_f64(0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0)
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Duration::from_secs(1);
+    }
+}
+
+/// `{site}` in a configured topic is the site id.
+pub fn topic(template: &str, site: &str) -> String {
+    template.replace("{site}", site)
+}

@@ -1,0 +1,225 @@
+//! MQTT acquisition: subscribe to topic filters and turn messages into readings.
+//!
+//! The session is persistent (clean session off, stable client id, QoS 1), so messages
+//! published while the gateway restarts are delivered when it comes back. Acknowledgements are
+//! manual: a message is acknowledged to the broker only after its readings are committed to the
+//! local store, so a crash between receipt and commit makes the broker deliver it again.
+//! Malformed messages are counted per subscription and topic, logged at a limited rate, and
+//! acknowledged (so they are not redelivered forever); they never stall other topics.
+
+pub mod connection;
+pub mod payload;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{LogLimiter, SourceBatch};
+use crate::config::Config;
+use crate::readings::now_ms;
+
+/// Most distinct topics tracked in the per-topic error counters.
+const MAX_TRACKED_TOPICS: usize = 1000;
+
+/// Counters of the MQTT source.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    pub connected: std::sync::atomic::AtomicBool,
+    pub connects: AtomicU64,
+    pub messages: AtomicU64,
+    pub readings: AtomicU64,
+    pub bad_messages: AtomicU64,
+    /// Problems by topic (at most MAX_TRACKED_TOPICS topics; the rest under "(other)").
+    pub bad_by_topic: Mutex<HashMap<String, u64>>,
+}
+
+impl MqttStats {
+    fn count_bad(&self, topic: &str) {
+        self.bad_messages.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.bad_by_topic.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if m.len() < MAX_TRACKED_TOPICS || m.contains_key(topic) {
+            topic.to_string()
+        } else {
+            "(other)".to_string()
+        };
+        *m.entry(key).or_default() += 1;
+    }
+}
+
+/// Subscribes and forwards readings until cancelled.
+pub struct MqttSource {
+    config: Arc<Config>,
+    tx: mpsc::Sender<SourceBatch>,
+    stats: Arc<MqttStats>,
+}
+
+impl MqttSource {
+    pub fn new(config: Arc<Config>, tx: mpsc::Sender<SourceBatch>, stats: Arc<MqttStats>) -> Self {
+        MqttSource { config, tx, stats }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let Some(mcfg) = self.config.mqtt.clone() else {
+            return;
+        };
+        if mcfg.subscriptions.is_empty() {
+            return;
+        }
+        let mut opts = match connection::options(&mcfg, &self.config.site.id, "") {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("mqtt source not started: {e}");
+                return;
+            }
+        };
+        opts.set_clean_session(false);
+        opts.set_manual_acks(true);
+        let tz: chrono_tz::Tz = self
+            .config
+            .site
+            .timezone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai);
+        let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let mut backoff = connection::Reconnect::new(mcfg.max_backoff);
+        let mut conn_log = LogLimiter::new(Duration::from_secs(60));
+        let mut bad_log = LogLimiter::new(Duration::from_secs(60));
+        let mut acks: JoinSet<()> = JoinSet::new();
+        tracing::info!(url = %mcfg.url, subscriptions = mcfg.subscriptions.len(), "mqtt source starting");
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = eventloop.poll() => ev,
+                Some(_) = acks.join_next(), if !acks.is_empty() => continue,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    backoff.reset();
+                    conn_log.reset();
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "mqtt source connected"
+                    );
+                    for s in &mcfg.subscriptions {
+                        if let Err(e) = client.try_subscribe(s.topic.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(topic = %s.topic, "cannot subscribe: {e}");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    self.handle(&client, p, tz, &mut acks, &mut bad_log).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    let delay = backoff.next_delay();
+                    if let Some(suppressed) = conn_log.allow() {
+                        tracing::warn!(url = %mcfg.url, suppressed, "mqtt source disconnected, retrying in {delay:?}: {e}");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        // Shutdown: wait for the commits of what was received, send those acknowledgements, then
+        // leave. Whatever is not acknowledged is delivered again by the broker next time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !acks.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = acks.join_next() => {}
+                _ = eventloop.poll() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let _ = client.try_disconnect();
+        let flush_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            tokio::select! {
+                r = eventloop.poll() => {
+                    if matches!(r, Err(_) | Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(flush_until) => break,
+            }
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+        tracing::debug!("mqtt source stopped");
+    }
+
+    async fn handle(
+        &self,
+        client: &AsyncClient,
+        p: Publish,
+        tz: chrono_tz::Tz,
+        acks: &mut JoinSet<()>,
+        bad_log: &mut LogLimiter,
+    ) {
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let Some(mcfg) = self.config.mqtt.as_ref() else {
+            return;
+        };
+        let topic = p.topic.clone();
+        let sub = mcfg
+            .subscriptions
+            .iter()
+            .find(|s| rumqttc::matches(&topic, &s.topic));
+        let parsed = match sub {
+            Some(s) => payload::parse(s, &topic, &p.payload, now_ms(), tz, |d| {
+                self.config.device(d).is_some()
+            }),
+            None => payload::Parsed {
+                readings: vec![],
+                errors: vec![payload::PayloadError::UnknownDevice(format!(
+                    "no subscription matches {topic}"
+                ))],
+            },
+        };
+        if !parsed.errors.is_empty() {
+            self.stats.count_bad(&topic);
+            if let Some(suppressed) = bad_log.allow() {
+                tracing::warn!(topic = %topic, suppressed, "bad mqtt message: {}", parsed.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
+            }
+        }
+        if parsed.readings.is_empty() {
+            // Acknowledged from a task of its own: awaiting the client's request queue here, in
+            // the loop that drains it, could deadlock, and a dropped ack would stall the session.
+            let client = client.clone();
+            acks.spawn(async move {
+                let _ = client.ack(&p).await;
+            });
+            return;
+        }
+        self.stats
+            .readings
+            .fetch_add(parsed.readings.len() as u64, Ordering::Relaxed);
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self
+            .tx
+            .send(SourceBatch {
+                readings: parsed.readings,
+                ack: Some(ack_tx),
+            })
+            .await
+            .is_err()
+        {
+            return; // shutting down: not acknowledged, the broker delivers it again
+        }
+        let client = client.clone();
+        acks.spawn(async move {
+            if ack_rx.await.is_ok() {
+                let _ = client.ack(&p).await;
+            }
+        });
+    }
+}

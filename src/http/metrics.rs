@@ -1,0 +1,412 @@
+//! `GET /metrics`: OpenMetrics text (which Prometheus scrapes as is), built on each scrape from
+//! the live counters of the running pipeline.
+//!
+//! Counters restart from zero when a configuration reload starts a new pipeline; Prometheus'
+//! `rate()` and `increase()` handle such resets. Every name starts with `energy_gateway_`:
+//!
+//! | metric | labels | what |
+//! | --- | --- | --- |
+//! | `build_info` | `version` | 1 |
+//! | `uptime_seconds` | | since the process started |
+//! | `pipeline_running` | | 1 while a pipeline runs (0 during a reload) |
+//! | `config_reloads_total`, `config_reload_failures_total` | | SIGHUP reloads |
+//! | `device_online` | `device` | 1 when the last poll succeeded |
+//! | `device_polls_total` | `device` | requests sent |
+//! | `device_errors_total` | `device` | failed polls (timeouts, transport errors) |
+//! | `device_exceptions_total` | `device` | Modbus exception answers |
+//! | `device_consecutive_failures` | `device` | |
+//! | `device_round_trip_seconds` | `device` | round trip of the last request |
+//! | `device_last_success_timestamp_seconds` | `device` | |
+//! | `readings_total`, `bad_readings_total` | | readings processed |
+//! | `readings_per_second` | | over the last 10 s |
+//! | `last_committed_reading_id` | | |
+//! | `store_commit_latency_seconds` | | histogram: hand-over to the writer → committed |
+//! | `store_commit_errors_total` | | |
+//! | `outbox_rows`, `outbox_bytes`, `outbox_full` | | undelivered part of the store |
+//! | `outbox_full_events_total`, `outbox_evicted_total` | | |
+//! | `output_outbox_depth` | `destination` | readings the destination has not confirmed |
+//! | `output_outbox_age_seconds` | `destination` | age of the oldest of them |
+//! | `output_points_sent_total`, `output_requests_total`, `output_request_failures_total`, `output_quarantined_total` | `destination` | |
+//! | `output_refused` | `destination` | 1 while the destination refuses the gateway |
+//! | `alerts_firing` | | rules firing |
+//! | `alert_firing` | `rule`, `device`, `severity` | 1 per firing rule |
+//! | `alert_events_total` | | pending/firing/resolved transitions |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{ApiError, GatewayView, Shared};
+use crate::pipeline::LATENCY_BUCKETS;
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A histogram whose counts are already known (kept by the pipeline in atomics).
+#[derive(Debug)]
+struct FixedHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, observations in this bucket only)
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for FixedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    reg.register(name, help, c);
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: f64) {
+    let g = FloatGauge::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn counter_family(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let f = Family::<Labels, Counter>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn gauge_family(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) {
+    let f = Family::<Labels, FloatGauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    reg.register(name, help, f);
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let gw = shared.gateway();
+    let backlogs = match &gw {
+        Some(gw) => super::api::backlogs(&shared, gw)
+            .await
+            .map_err(ApiError::internal)?,
+        None => Vec::new(),
+    };
+    let text = render(&shared, gw.as_deref(), &backlogs).map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+fn device_label(id: &str) -> Labels {
+    vec![("device", id.to_string())]
+}
+
+fn dest_label(d: &str) -> Labels {
+    vec![("destination", d.to_string())]
+}
+
+/// The metrics text of the current state.
+pub fn render(
+    shared: &Shared,
+    gw: Option<&GatewayView>,
+    backlogs: &[super::api::Backlog],
+) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    reg.register(
+        "energy_gateway_build",
+        "Version of the running binary",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
+    );
+    gauge(
+        &mut reg,
+        "energy_gateway_uptime_seconds",
+        "Seconds since the process started",
+        shared.uptime().as_secs_f64(),
+    );
+    gauge(
+        &mut reg,
+        "energy_gateway_pipeline_running",
+        "1 while a pipeline runs (0 while starting, reloading or stopping)",
+        if gw.is_some() { 1.0 } else { 0.0 },
+    );
+    let reload = shared.reload_state();
+    counter(
+        &mut reg,
+        "energy_gateway_config_reloads",
+        "Configuration reloads asked for with SIGHUP",
+        reload.reloads,
+    );
+    counter(
+        &mut reg,
+        "energy_gateway_config_reload_failures",
+        "Reloads whose configuration was rejected or could not start",
+        reload.failures,
+    );
+
+    if let Some(gw) = gw {
+        let snaps: Vec<(String, crate::acquisition::DeviceStatusSnapshot)> = gw
+            .devices
+            .iter()
+            .map(|(id, s)| (id.clone(), s.snapshot()))
+            .collect();
+        gauge_family(
+            &mut reg,
+            "energy_gateway_device_online",
+            "1 when the device's last poll succeeded",
+            snaps
+                .iter()
+                .map(|(d, s)| (device_label(d), if s.online { 1.0 } else { 0.0 })),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_device_polls",
+            "Requests sent to the device",
+            snaps.iter().map(|(d, s)| (device_label(d), s.requests)),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_device_errors",
+            "Failed polls of the device (timeouts, transport errors)",
+            snaps.iter().map(|(d, s)| (device_label(d), s.failures)),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_device_exceptions",
+            "Modbus exception answers from the device",
+            snaps.iter().map(|(d, s)| (device_label(d), s.exceptions)),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_device_consecutive_failures",
+            "Failed polls in a row",
+            snaps
+                .iter()
+                .map(|(d, s)| (device_label(d), f64::from(s.consecutive_failures))),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_device_round_trip_seconds",
+            "Round trip of the device's last request",
+            snaps
+                .iter()
+                .map(|(d, s)| (device_label(d), s.last_round_trip_ms / 1000.0)),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_device_last_success_timestamp_seconds",
+            "When the device last answered (Unix time)",
+            snaps.iter().filter_map(|(d, s)| {
+                s.last_success_ms
+                    .map(|ms| (device_label(d), ms as f64 / 1000.0))
+            }),
+        );
+
+        let p = &gw.processing;
+        counter(
+            &mut reg,
+            "energy_gateway_readings",
+            "Readings processed",
+            p.readings.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_bad_readings",
+            "Readings without a usable value (timeouts, NaN, sentinels)",
+            p.bad_readings.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_readings_per_second",
+            "Readings processed per second over the last 10 s",
+            shared.readings_per_second().unwrap_or(0.0),
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_last_committed_reading_id",
+            "Highest reading id committed to the store",
+            gw.committed_id() as f64,
+        );
+        let lat = &p.commit_latency;
+        reg.register(
+            "energy_gateway_store_commit_latency_seconds",
+            "Time from handing readings to the store writer until they are committed (sampled once a second)",
+            FixedHistogram {
+                sum: lat.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+                count: lat.count.load(Ordering::Relaxed),
+                buckets: LATENCY_BUCKETS
+                    .iter()
+                    .zip(&lat.buckets)
+                    .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+                    .collect(),
+            },
+        );
+
+        let ob = gw.outbox.snapshot();
+        counter(
+            &mut reg,
+            "energy_gateway_store_commit_errors",
+            "Failed store commits (each retried)",
+            ob.commit_errors,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_outbox_rows",
+            "Readings some enabled output has not confirmed",
+            ob.rows as f64,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_outbox_bytes",
+            "Estimated bytes of the undelivered readings",
+            ob.bytes as f64,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_outbox_full",
+            "1 while an outbox bound is reached",
+            if ob.full { 1.0 } else { 0.0 },
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_outbox_full_events",
+            "Times the outbox became full",
+            ob.full_events,
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_outbox_evicted",
+            "Readings deleted undelivered to make room (storage.outbox.when_full = evict_oldest)",
+            ob.evicted,
+        );
+
+        gauge_family(
+            &mut reg,
+            "energy_gateway_output_outbox_depth",
+            "Committed readings the destination has not confirmed",
+            backlogs
+                .iter()
+                .map(|b| (dest_label(&b.destination), b.depth as f64)),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_output_outbox_age_seconds",
+            "Age of the oldest reading the destination has not confirmed (0 when none waits)",
+            backlogs
+                .iter()
+                .map(|b| (dest_label(&b.destination), b.age_seconds)),
+        );
+        let outs: Vec<(&String, &Arc<crate::outputs::influxdb::OutputStatus>)> =
+            gw.outputs.iter().collect();
+        counter_family(
+            &mut reg,
+            "energy_gateway_output_points_sent",
+            "Points the destination confirmed",
+            outs.iter()
+                .map(|(d, s)| (dest_label(d), s.points_sent.load(Ordering::Relaxed))),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_output_requests",
+            "Write requests sent to the destination",
+            outs.iter()
+                .map(|(d, s)| (dest_label(d), s.requests.load(Ordering::Relaxed))),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_output_request_failures",
+            "Write requests that did not succeed",
+            outs.iter()
+                .map(|(d, s)| (dest_label(d), s.requests_failed.load(Ordering::Relaxed))),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_output_quarantined",
+            "Points the destination rejected for good",
+            outs.iter()
+                .map(|(d, s)| (dest_label(d), s.quarantined.load(Ordering::Relaxed))),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_output_refused",
+            "1 while the destination refuses the gateway (credentials, missing database)",
+            outs.iter().map(|(d, s)| {
+                (
+                    dest_label(d),
+                    if s.refused.load(Ordering::Relaxed) {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                )
+            }),
+        );
+
+        let active = gw
+            .active_alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        gauge(
+            &mut reg,
+            "energy_gateway_alerts_firing",
+            "Alert rules firing",
+            active.len() as f64,
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_alert_firing",
+            "1 per firing alert rule",
+            active.values().map(|e| {
+                (
+                    vec![
+                        ("rule", e.rule.clone()),
+                        ("device", e.device.clone()),
+                        ("severity", e.severity.to_string()),
+                    ],
+                    1.0,
+                )
+            }),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_alert_events",
+            "Alert transitions (pending, firing, resolved)",
+            p.alert_events.load(Ordering::Relaxed),
+        );
+    }
+
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    Ok(out)
+}

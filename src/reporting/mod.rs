@@ -1,0 +1,772 @@
+//! Report assembly: the machine-readable account of one site for one period (month, quarter or
+//! year), built from the store by [`crate::accounting`]. Every field is documented in
+//! `docs/report-json.md`. Formats: [`json`] (more to come: csv, html, md).
+
+pub mod cli;
+pub mod json;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::accounting::balance::{balance, BalanceLine};
+use crate::accounting::calendar::{rfc3339, Month, Period, Resolution};
+use crate::accounting::carbon::{carbon, Carbon, CarbonLine, Scope2};
+use crate::accounting::grades::{products, ProductLine};
+use crate::accounting::ledger::{
+    bucket_quality, buckets, ledger, load_range, max_demand, months_bounds,
+    purchased_electricity_intervals, quality, tou_kwh, CarrierLine, Inputs, Ledger, NonFossil,
+    Plan, RangeData, SeriesQuality,
+};
+use crate::accounting::store::{AccountRow, AccountingStore, IntervalRow};
+use crate::accounting::targets::{annual_change_pct, change_pct, path_change_pct};
+use crate::config::Config;
+use crate::readings::Quantity;
+
+/// Report format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "json" => Ok(Format::Json),
+            other => Err(format!("unknown format \"{other}\"; available: json")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CarrierOut {
+    pub carrier: String,
+    pub name: String,
+    pub quantity: f64,
+    pub unit: String,
+    pub purchased: f64,
+    pub generated: f64,
+    pub exported: f64,
+    pub manual: f64,
+    pub factor_kgce_per_unit: f64,
+    pub factor_row: String,
+    pub factor_basis: crate::accounting::factors::Basis,
+    pub factor_sources: Vec<String>,
+    pub factor_site_source: Option<String>,
+    pub factor_note: Option<String>,
+    pub tce: f64,
+    pub equal_value_kgce_per_unit: f64,
+    pub equal_value_tce: f64,
+    pub feedstock_quantity: f64,
+    pub feedstock_tce: f64,
+}
+
+impl From<&CarrierLine> for CarrierOut {
+    fn from(c: &CarrierLine) -> Self {
+        CarrierOut {
+            carrier: c.carrier.clone(),
+            name: c.factor.name.clone(),
+            quantity: c.quantity,
+            unit: c.unit.clone(),
+            purchased: c.purchased,
+            generated: c.generated,
+            exported: c.exported,
+            manual: c.manual,
+            factor_kgce_per_unit: c.factor.kgce_per_unit,
+            factor_row: c.factor.row.clone(),
+            factor_basis: c.factor.basis,
+            factor_sources: c.factor.sources.clone(),
+            factor_site_source: c.factor.site_source.clone(),
+            factor_note: c.factor.note.clone(),
+            tce: c.tce,
+            equal_value_kgce_per_unit: c.equal_value_kgce_per_unit,
+            equal_value_tce: c.equal_value_tce,
+            feedstock_quantity: c.feedstock_quantity,
+            feedstock_tce: c.feedstock_tce,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElectricityOut {
+    pub purchased_kwh: f64,
+    pub generated_kwh: f64,
+    pub exported_kwh: f64,
+    pub manual_kwh: f64,
+    pub consumed_kwh: f64,
+    pub equal_value_kgce_per_kwh: f64,
+    pub equal_value_origin: &'static str,
+    pub equal_value_sources: Vec<String>,
+    pub equal_value_site_source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BaselineOut {
+    pub year: i32,
+    pub intensity_tce_per_10k_cny: Option<f64>,
+    /// "configured", "computed" or "missing".
+    pub origin: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetOut {
+    pub base_year: i32,
+    pub target_year: i32,
+    pub target_change_pct: f64,
+    pub annual_change_pct: f64,
+    /// The cumulative change the path allows in the period's year.
+    pub path_change_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CarbonOut {
+    pub scope1_tco2: f64,
+    pub scope2_tco2: f64,
+    pub total_tco2: f64,
+    pub scope1: Vec<CarbonLine>,
+    pub scope2: Scope2,
+    pub missing_factors: Vec<String>,
+    pub electricity_tco2_per_kwh: Option<f64>,
+    pub intensity_tco2_per_10k_cny: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthOut {
+    pub period: String,
+    pub comprehensive_energy_tce: f64,
+    pub comprehensive_energy_equal_value_tce: f64,
+    pub feedstock_tce: f64,
+    pub non_fossil_tce: f64,
+    pub assessment_energy_tce: f64,
+    pub value_added_10k_cny: Option<f64>,
+    pub intensity_tce_per_10k_cny: Option<f64>,
+    pub total_tco2: f64,
+    pub max_demand_kw: Option<f64>,
+    pub completeness_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventOut {
+    pub device: String,
+    pub quantity: Quantity,
+    pub time: String,
+    pub kind: &'static str,
+    pub from_value: Option<f64>,
+    pub to_value: Option<f64>,
+    pub counted: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataQuality {
+    pub completeness_pct: f64,
+    pub expected_intervals: usize,
+    pub measured_intervals: usize,
+    pub estimated_intervals: usize,
+    pub missing_intervals: usize,
+    pub series: Vec<SeriesQuality>,
+    pub counter_events: Vec<EventOut>,
+    pub notes: Vec<String>,
+}
+
+/// The account of one site for one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub site: String,
+    pub period: String,
+    pub period_kind: &'static str,
+    pub timezone: String,
+    pub from: String,
+    pub to: String,
+    pub factor_table: String,
+    pub factor_file: Option<String>,
+    pub carriers: Vec<CarrierOut>,
+    pub comprehensive_energy_tce: f64,
+    pub comprehensive_energy_equal_value_tce: f64,
+    pub exported_tce: f64,
+    pub feedstock_tce: f64,
+    pub non_fossil_tce: f64,
+    pub non_fossil: NonFossil,
+    pub assessment_energy_tce: f64,
+    pub assessment_energy_equal_value_tce: f64,
+    pub electricity: ElectricityOut,
+    pub value_added_10k_cny: Option<f64>,
+    pub value_added_comparable_10k_cny: Option<f64>,
+    pub value_added_missing_months: Vec<String>,
+    pub intensity_tce_per_10k_cny: Option<f64>,
+    pub intensity_gross_tce_per_10k_cny: Option<f64>,
+    pub intensity_comparable_tce_per_10k_cny: Option<f64>,
+    pub intensity_ytd_tce_per_10k_cny: Option<f64>,
+    pub intensity_yoy_change_pct: Option<f64>,
+    /// "comparable" or "current": the prices of the intensity compared with the baseline.
+    pub intensity_basis: &'static str,
+    pub baseline: BaselineOut,
+    pub change_vs_baseline_pct: Option<f64>,
+    pub target: TargetOut,
+    pub on_track: Option<bool>,
+    pub products: Vec<ProductLine>,
+    pub carbon: CarbonOut,
+    pub max_demand_kw: Option<f64>,
+    pub max_demand_at: Option<String>,
+    pub tou_kwh: Option<BTreeMap<&'static str, f64>>,
+    pub balance: Vec<BalanceLine>,
+    pub months: Vec<MonthOut>,
+    pub data_quality: DataQuality,
+    pub sources: BTreeMap<String, String>,
+}
+
+/// Value added of some months: (current, comparable when every month has it, missing months).
+fn value_added(inputs: &Inputs, months: &[Month]) -> (Option<f64>, Option<f64>, Vec<String>) {
+    let missing: Vec<String> = months
+        .iter()
+        .filter(|m| !inputs.value_added.contains_key(m))
+        .map(|m| m.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return (None, None, missing);
+    }
+    let current = months
+        .iter()
+        .filter_map(|m| inputs.value_added.get(m))
+        .fold(0.0, |a, v| a + v.current);
+    let comparable = months
+        .iter()
+        .map(|m| inputs.value_added.get(m).and_then(|v| v.comparable))
+        .sum::<Option<f64>>();
+    (Some(current), comparable, missing)
+}
+
+fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
+    b.filter(|b| *b > 0.0).map(|b| a / b)
+}
+
+/// Intensity (tce/10⁴ CNY) of a ledger at comparable prices when available, else current.
+fn intensity(l: &Ledger, inputs: &Inputs, months: &[Month]) -> Option<(f64, &'static str)> {
+    let (cur, comp, _) = value_added(inputs, months);
+    match (ratio(l.assessment_tce, comp), ratio(l.assessment_tce, cur)) {
+        (Some(i), _) => Some((i, "comparable")),
+        (None, Some(i)) => Some((i, "current")),
+        _ => None,
+    }
+}
+
+fn overall_completeness(q: &[SeriesQuality]) -> (f64, usize, usize, usize, usize) {
+    let e: usize = q.iter().map(|s| s.expected_intervals).sum();
+    let m: usize = q.iter().map(|s| s.measured_intervals).sum();
+    let est: usize = q.iter().map(|s| s.estimated_intervals).sum();
+    let miss: usize = q.iter().map(|s| s.missing_intervals).sum();
+    let pct = if e == 0 {
+        0.0
+    } else {
+        m as f64 / e as f64 * 100.0
+    };
+    (pct, e, m, est, miss)
+}
+
+/// A ledger of other months (YTD, last year, base year), with its data completeness.
+fn other_ledger(
+    plan: &Plan,
+    store: &AccountingStore,
+    inputs: &Inputs,
+    months: &[Month],
+) -> Result<(Ledger, f64)> {
+    let (from, to) = months_bounds(plan.tz, months);
+    let data = load_range(plan, store, from, to)?;
+    let l = ledger(plan, &data, inputs, months);
+    let (pct, ..) = overall_completeness(&quality(plan, &data, from, to));
+    Ok((l, pct))
+}
+
+/// Builds the report of `period`. With `write`, the intervals, accounts and counter events are
+/// also written to the store.
+pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
+    let plan = Plan::build(cfg)?;
+    let mut store = AccountingStore::open(&cfg.store_path())?;
+    let inputs = Inputs::load(&store)?;
+    let tz = plan.tz;
+    let months = period.months();
+    let (from, to) = period.bounds(tz);
+    let data = load_range(&plan, &store, from, to)?;
+    let l = ledger(&plan, &data, &inputs, &months);
+    let year = period.year();
+    let c = carbon(&plan, &l, year);
+    let prods = products(&plan, &data, &inputs, &l, &c, &months);
+    let bal = balance(&plan, &l);
+    let q = quality(&plan, &data, from, to);
+    let (completeness, expected, measured, estimated, missing) = overall_completeness(&q);
+    let intervals = purchased_electricity_intervals(&plan, &data, from, to);
+    let demand = max_demand(&intervals);
+    let tou = tou_kwh(&plan, &intervals);
+    let mut notes = Vec::new();
+    let mut tags: Vec<String> = Vec::new();
+
+    // Value added and intensity.
+    let (va, va_comp, va_missing) = value_added(&inputs, &months);
+    if !va_missing.is_empty() {
+        notes.push(format!(
+            "value added missing for {}: import it with `energy-gateway import value-added`",
+            va_missing.join(", ")
+        ));
+    }
+    let this = intensity(&l, &inputs, &months);
+    let ytd_months = period.year_to_date();
+    let ytd = if ytd_months == months {
+        ratio(l.assessment_tce, va)
+    } else {
+        let (yl, _) = other_ledger(&plan, &store, &inputs, &ytd_months)?;
+        let (cur, _, _) = value_added(&inputs, &ytd_months);
+        ratio(yl.assessment_tce, cur)
+    };
+    let ytd = ytd.filter(|_| value_added(&inputs, &ytd_months).2.is_empty());
+    // Year on year, at comparable prices where both years have them.
+    let prev = period.previous_year();
+    let prev_months = prev.months();
+    let yoy = match this {
+        None => None,
+        Some((i, basis)) => {
+            let (pl, pct) = other_ledger(&plan, &store, &inputs, &prev_months)?;
+            let (pcur, pcomp, _) = value_added(&inputs, &prev_months);
+            let prev_i = match basis {
+                "comparable" => ratio(pl.assessment_tce, pcomp),
+                _ => ratio(pl.assessment_tce, pcur),
+            };
+            match prev_i {
+                Some(p) if pct > 0.0 => Some(change_pct(i, p)),
+                Some(_) => {
+                    notes.push(format!("no meter data for {prev}: no year-on-year change"));
+                    None
+                }
+                None => None,
+            }
+        }
+    };
+    // Baseline.
+    let t = &plan.cfg.target;
+    let baseline = match t.base_intensity_tce_per_10k_cny {
+        Some(b) => BaselineOut {
+            year: t.base_year,
+            intensity_tce_per_10k_cny: Some(b),
+            origin: "configured",
+        },
+        None => {
+            let base_months = Period::Year(t.base_year).months();
+            let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
+            match intensity(&bl, &inputs, &base_months).filter(|_| pct > 0.0) {
+                Some((b, _)) => {
+                    if pct < 100.0 {
+                        notes.push(format!(
+                            "base year {} computed from the store with {pct:.1} % of its intervals measured",
+                            t.base_year
+                        ));
+                    }
+                    BaselineOut {
+                        year: t.base_year,
+                        intensity_tce_per_10k_cny: Some(b),
+                        origin: "computed",
+                    }
+                }
+                None => {
+                    notes.push(format!(
+                        "no base-year intensity: set accounting.target.base_intensity_tce_per_10k_cny or import {} readings and value added",
+                        t.base_year
+                    ));
+                    BaselineOut {
+                        year: t.base_year,
+                        intensity_tce_per_10k_cny: None,
+                        origin: "missing",
+                    }
+                }
+            }
+        }
+    };
+    let change = this
+        .zip(baseline.intensity_tce_per_10k_cny)
+        .map(|((i, _), b)| change_pct(i, b));
+    let path = path_change_pct(t, year);
+    let on_track = change.map(|c| c <= path);
+    if change.is_some() {
+        tags.push("S24".into());
+    }
+
+    // Notes from the ledgers.
+    if l.non_fossil.capped {
+        notes.push(format!(
+            "non-fossil electricity ({} kWh) exceeds the electricity consumed; {} kWh deducted",
+            l.non_fossil.total_kwh, l.non_fossil.deducted_kwh
+        ));
+    }
+    if let Some(n) = &l.equal_value.note {
+        notes.push(n.clone());
+    }
+    for cl in &l.carriers {
+        if cl.factor.verify {
+            notes.push(format!(
+                "factor {} of {} is marked verify in the table: {}",
+                cl.factor.row,
+                cl.carrier,
+                cl.factor.note.clone().unwrap_or_default()
+            ));
+        }
+        if cl.quantity < 0.0 {
+            notes.push(format!(
+                "{} exported exceeds {} bought: a net deduction",
+                cl.carrier, cl.carrier
+            ));
+        }
+    }
+    if let Some(g) = &c.scope2.grid_factor {
+        notes.extend(g.notes.iter().cloned());
+        tags.extend(g.sources.iter().cloned());
+    }
+    if !c.missing_factors.is_empty() {
+        notes.push(format!(
+            "no emission factor for {}: left out of the CO2 totals (set [[accounting.emission_factors]])",
+            c.missing_factors.join(", ")
+        ));
+    }
+    for p in &prods {
+        if !p.output_missing_months.is_empty() {
+            notes.push(format!(
+                "product {}: no production for {} (import it or set production_device)",
+                p.id,
+                p.output_missing_months.join(", ")
+            ));
+        }
+        if let Some(lim) = &p.limit {
+            tags.extend(lim.sources.iter().cloned());
+        }
+    }
+    for b in bal.iter().filter(|b| b.flagged) {
+        notes.push(format!(
+            "sub-meter balance: {} differs from the sum of its children by {} {} ({}), beyond {} %",
+            b.parent,
+            b.difference,
+            b.unit,
+            b.difference_pct
+                .map(|p| format!("{p:.2} %"))
+                .unwrap_or_else(|| "parent measured nothing".into()),
+            b.tolerance_pct
+        ));
+    }
+    for cl in &l.carriers {
+        tags.extend(cl.factor.sources.iter().cloned());
+    }
+    tags.extend(l.equal_value.sources.iter().cloned());
+    for line in c.scope1.iter().chain(&c.scope2.heat) {
+        tags.extend(line.sources.iter().cloned());
+    }
+    if l.non_fossil.total_kwh > 0.0 {
+        tags.push("S33".into());
+    }
+    if l.non_fossil.green_certificates > 0 {
+        if let Some(k) = plan.tables.kwh_per_green_certificate() {
+            tags.extend(k.sources.iter().cloned());
+        }
+    }
+
+    // Months of a quarter or year.
+    let mut month_outs = Vec::new();
+    let mut month_ledgers = Vec::new();
+    if months.len() > 1 {
+        for m in &months {
+            let ml = ledger(&plan, &data, &inputs, &[*m]);
+            let mc = carbon(&plan, &ml, year);
+            let (a, b) = m.bounds(tz);
+            let (mva, _, _) = value_added(&inputs, &[*m]);
+            let (mpct, ..) = overall_completeness(&quality(&plan, &data, a, b));
+            let md = max_demand(&purchased_electricity_intervals(&plan, &data, a, b));
+            month_outs.push(MonthOut {
+                period: m.to_string(),
+                comprehensive_energy_tce: ml.gross_tce,
+                comprehensive_energy_equal_value_tce: ml.gross_equal_value_tce,
+                feedstock_tce: ml.feedstock_tce,
+                non_fossil_tce: ml.non_fossil.tce,
+                assessment_energy_tce: ml.assessment_tce,
+                value_added_10k_cny: mva,
+                intensity_tce_per_10k_cny: ratio(ml.assessment_tce, mva),
+                total_tco2: mc.total_tco2,
+                max_demand_kw: md.map(|d| d.0),
+                completeness_pct: mpct,
+            });
+            month_ledgers.push((*m, ml, mc));
+        }
+    }
+
+    let events: Vec<EventOut> = plan
+        .series
+        .iter()
+        .zip(&data.events)
+        .flat_map(|(s, ev)| {
+            ev.iter().map(move |e| EventOut {
+                device: s.device.clone(),
+                quantity: s.quantity,
+                time: rfc3339(tz, e.ts_ms),
+                kind: e.kind.as_str(),
+                from_value: e.from_value,
+                to_value: e.to_value,
+                counted: e.counted,
+                detail: e.detail.clone(),
+            })
+        })
+        .collect();
+
+    tags.sort();
+    tags.dedup();
+    let report = Report {
+        site: plan.site.clone(),
+        period: period.to_string(),
+        period_kind: period.kind(),
+        timezone: tz.name().to_string(),
+        from: rfc3339(tz, from),
+        to: rfc3339(tz, to),
+        factor_table: plan.tables.edition.clone(),
+        factor_file: plan.tables.override_file.clone(),
+        carriers: l.carriers.iter().map(CarrierOut::from).collect(),
+        comprehensive_energy_tce: l.gross_tce,
+        comprehensive_energy_equal_value_tce: l.gross_equal_value_tce,
+        exported_tce: l.exported_tce,
+        feedstock_tce: l.feedstock_tce,
+        non_fossil_tce: l.non_fossil.tce,
+        non_fossil: l.non_fossil.clone(),
+        assessment_energy_tce: l.assessment_tce,
+        assessment_energy_equal_value_tce: l.assessment_equal_value_tce,
+        electricity: ElectricityOut {
+            purchased_kwh: l.electricity.purchased_kwh,
+            generated_kwh: l.electricity.generated_kwh,
+            exported_kwh: l.electricity.exported_kwh,
+            manual_kwh: l.electricity.manual_kwh,
+            consumed_kwh: l.electricity.consumed_kwh,
+            equal_value_kgce_per_kwh: l.equal_value.kgce_per_kwh,
+            equal_value_origin: l.equal_value.origin,
+            equal_value_sources: l.equal_value.sources.clone(),
+            equal_value_site_source: l.equal_value.site_source.clone(),
+        },
+        value_added_10k_cny: va,
+        value_added_comparable_10k_cny: va_comp,
+        value_added_missing_months: va_missing,
+        intensity_tce_per_10k_cny: ratio(l.assessment_tce, va),
+        intensity_gross_tce_per_10k_cny: ratio(l.gross_tce, va),
+        intensity_comparable_tce_per_10k_cny: ratio(l.assessment_tce, va_comp),
+        intensity_ytd_tce_per_10k_cny: ytd,
+        intensity_yoy_change_pct: yoy,
+        intensity_basis: this.map(|(_, b)| b).unwrap_or("current"),
+        baseline,
+        change_vs_baseline_pct: change,
+        target: TargetOut {
+            base_year: t.base_year,
+            target_year: t.target_year,
+            target_change_pct: t.target_change_pct,
+            annual_change_pct: annual_change_pct(t),
+            path_change_pct: path,
+        },
+        on_track,
+        products: prods,
+        carbon: CarbonOut {
+            scope1_tco2: c.scope1_tco2,
+            scope2_tco2: c.scope2_tco2,
+            total_tco2: c.total_tco2,
+            scope1: c.scope1.clone(),
+            scope2: c.scope2.clone(),
+            missing_factors: c.missing_factors.clone(),
+            electricity_tco2_per_kwh: c.electricity_tco2_per_kwh,
+            intensity_tco2_per_10k_cny: ratio(c.total_tco2, va),
+        },
+        max_demand_kw: demand.map(|d| d.0),
+        max_demand_at: demand.map(|d| rfc3339(tz, d.1)),
+        tou_kwh: tou,
+        balance: bal,
+        months: month_outs,
+        data_quality: DataQuality {
+            completeness_pct: completeness,
+            expected_intervals: expected,
+            measured_intervals: measured,
+            estimated_intervals: estimated,
+            missing_intervals: missing,
+            series: q,
+            counter_events: events,
+            notes,
+        },
+        sources: plan.tables.cite(&tags),
+    };
+
+    if write {
+        write_outputs(
+            &plan,
+            &mut store,
+            &data,
+            &report,
+            &l,
+            &c,
+            &month_ledgers,
+            &inputs,
+        )?;
+    }
+    Ok(report)
+}
+
+fn account_rows(
+    period: &str,
+    kind: &'static str,
+    (start, end): (i64, i64),
+    l: &Ledger,
+    c: &Carbon,
+    va: Option<f64>,
+    extra: &[(String, f64, String)],
+) -> Vec<AccountRow> {
+    let mut fields: Vec<(String, f64, String)> = vec![
+        ("comprehensive_energy_tce".into(), l.gross_tce, "tce".into()),
+        (
+            "comprehensive_energy_equal_value_tce".into(),
+            l.gross_equal_value_tce,
+            "tce".into(),
+        ),
+        ("feedstock_tce".into(), l.feedstock_tce, "tce".into()),
+        ("non_fossil_tce".into(), l.non_fossil.tce, "tce".into()),
+        (
+            "assessment_energy_tce".into(),
+            l.assessment_tce,
+            "tce".into(),
+        ),
+        ("scope1_tco2".into(), c.scope1_tco2, "tCO2".into()),
+        ("scope2_tco2".into(), c.scope2_tco2, "tCO2".into()),
+        ("total_tco2".into(), c.total_tco2, "tCO2".into()),
+    ];
+    for cl in &l.carriers {
+        fields.push((
+            format!("carrier.{}.quantity", cl.carrier),
+            cl.quantity,
+            cl.unit.clone(),
+        ));
+        fields.push((format!("carrier.{}.tce", cl.carrier), cl.tce, "tce".into()));
+    }
+    if let Some(v) = va {
+        fields.push(("value_added_10k_cny".into(), v, "10k CNY".into()));
+        if v > 0.0 {
+            fields.push((
+                "intensity_tce_per_10k_cny".into(),
+                l.assessment_tce / v,
+                "tce/10k CNY".into(),
+            ));
+        }
+    }
+    fields.extend(extra.iter().cloned());
+    fields
+        .into_iter()
+        .filter(|(_, v, _)| v.is_finite())
+        .map(|(field, value, unit)| AccountRow {
+            period: period.to_string(),
+            kind,
+            start_ms: start,
+            end_ms: end,
+            field,
+            value,
+            unit,
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    plan: &Plan,
+    store: &mut AccountingStore,
+    data: &RangeData,
+    r: &Report,
+    l: &Ledger,
+    c: &Carbon,
+    months: &[(Month, Ledger, Carbon)],
+    inputs: &Inputs,
+) -> Result<()> {
+    let (from, to) = (data.from_ms, data.to_ms);
+    let mut intervals = Vec::new();
+    for (s, sl) in plan.series.iter().zip(&data.slots) {
+        for i in sl.index_range(from, to) {
+            let a = &sl.acc[i];
+            if !a.is_covered() {
+                continue;
+            }
+            intervals.push(IntervalRow {
+                device: &s.device,
+                quantity: s.quantity,
+                carrier: &s.carrier,
+                unit: &s.unit,
+                resolution: "15m",
+                start_ms: sl.slot_start(i),
+                value: a.amount,
+                quality: bucket_quality(std::slice::from_ref(a)),
+            });
+        }
+        for (res, name) in [(Resolution::Hour, "1h"), (Resolution::Day, "1d")] {
+            for (start, value, quality) in buckets(plan.tz, sl, res, from, to) {
+                intervals.push(IntervalRow {
+                    device: &s.device,
+                    quantity: s.quantity,
+                    carrier: &s.carrier,
+                    unit: &s.unit,
+                    resolution: name,
+                    start_ms: start,
+                    value,
+                    quality,
+                });
+            }
+        }
+    }
+    let mut extra = vec![(
+        "completeness_pct".to_string(),
+        r.data_quality.completeness_pct,
+        "%".to_string(),
+    )];
+    if let Some(d) = r.max_demand_kw {
+        extra.push(("max_demand_kw".into(), d, "kW".into()));
+    }
+    if let Some(t) = &r.tou_kwh {
+        for (b, v) in t {
+            extra.push((format!("tou.{b}_kwh"), *v, "kWh".into()));
+        }
+    }
+    for p in &r.products {
+        if let Some(o) = p.output {
+            extra.push((format!("product.{}.output", p.id), o, p.unit.clone()));
+        }
+        if let Some(u) = p.unit_energy {
+            extra.push((
+                format!("product.{}.unit_energy", p.id),
+                u,
+                p.unit_energy_unit.clone(),
+            ));
+        }
+    }
+    let mut accounts = account_rows(
+        &r.period,
+        r.period_kind,
+        (from, to),
+        l,
+        c,
+        r.value_added_10k_cny,
+        &extra,
+    );
+    for (m, ml, mc) in months {
+        let (mva, _, _) = value_added(inputs, &[*m]);
+        accounts.extend(account_rows(
+            &m.to_string(),
+            "month",
+            m.bounds(plan.tz),
+            ml,
+            mc,
+            mva,
+            &[],
+        ));
+    }
+    let events: Vec<(String, Quantity, crate::accounting::counters::CounterEvent)> = plan
+        .series
+        .iter()
+        .zip(&data.events)
+        .flat_map(|(s, ev)| {
+            ev.iter()
+                .map(move |e| (s.device.clone(), s.quantity, e.clone()))
+        })
+        .collect();
+    store.write_outputs(&intervals, &accounts, &events)?;
+    Ok(())
+}

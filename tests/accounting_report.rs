@@ -1,0 +1,523 @@
+//! The accounting commands through the real binary: `import` then `report --format json` on the
+//! data-driven cases in `tests/testcases/accounting_*` (inputs + `expected_report.json`), the
+//! worked example's numbers asserted by hand, idempotent re-import, clear errors for bad input,
+//! and `counter replace`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn gateway(data_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("EGW__") {
+            c.env_remove(k);
+        }
+    }
+    c.env("EGW__STORAGE__DATA_DIR", data_dir);
+    c
+}
+
+fn run(data_dir: &Path, args: &[&str]) -> Output {
+    gateway(data_dir)
+        .args(args)
+        .output()
+        .expect("running energy-gateway")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn case_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testcases")
+        .join(name)
+}
+
+/// Imports the case's inputs (readings.csv, value_added.csv, production.csv, consumption.csv,
+/// whichever exist) and returns the JSON report of `period`.
+fn import_and_report(dir: &Path, data: &Path, period: &str) -> Value {
+    let config = dir.join("config.toml");
+    let config = config.to_str().unwrap();
+    for (file, kind) in [
+        ("readings.csv", "readings"),
+        ("value_added.csv", "value-added"),
+        ("production.csv", "production"),
+        ("consumption.csv", "consumption"),
+    ] {
+        let f = dir.join(file);
+        if f.exists() {
+            ok(&run(
+                data,
+                &["import", kind, f.to_str().unwrap(), "--config", config],
+            ));
+        }
+    }
+    let out = ok(&run(
+        data,
+        &[
+            "report", "--config", config, "--period", period, "--format", "json",
+        ],
+    ));
+    serde_json::from_str(&out).expect("report is JSON")
+}
+
+/// Numbers equal to 1e-9 relative; everything else exactly; the same keys on both sides.
+fn assert_json_close(actual: &Value, expected: &Value, path: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            let (a, e) = (a.as_f64().unwrap(), e.as_f64().unwrap());
+            assert!(
+                (a - e).abs() <= 1e-9 * e.abs().max(1e-12),
+                "{path}: {a} != {e}"
+            );
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            let ak: Vec<&String> = a.keys().collect();
+            let ek: Vec<&String> = e.keys().collect();
+            assert_eq!(ak, ek, "{path}: keys differ");
+            for (k, v) in e {
+                assert_json_close(&a[k], v, &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{path}: lengths differ");
+            for (i, (x, y)) in a.iter().zip(e).enumerate() {
+                assert_json_close(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{path}"),
+    }
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = match k.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[k],
+        };
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+fn assert_close(v: &Value, path: &str, expected: f64) {
+    let a = num(v, path);
+    assert!(
+        (a - expected).abs() <= 1e-9 * expected.abs().max(1e-12),
+        "{path} = {a}, expected {expected}"
+    );
+}
+
+#[test]
+fn every_accounting_testcase_reproduces_its_expected_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testcases");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("accounting_") {
+            continue;
+        }
+        cases += 1;
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("expected_report.json")).unwrap(),
+        )
+        .unwrap();
+        let period = expected["period"].as_str().unwrap().to_string();
+        let data = tempfile::tempdir().unwrap();
+        let actual = import_and_report(&dir, data.path(), &period);
+        assert_json_close(&actual, &expected, &name);
+    }
+    assert!(cases >= 1, "no accounting_* case found");
+}
+
+/// The worked example of `tests/testcases/accounting_ceramic_month/README.md`, number by
+/// number, computed by hand from the shipped factor tables.
+#[test]
+fn ceramic_tile_month_worked_example() {
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(
+        &case_dir("accounting_ceramic_month"),
+        data.path(),
+        "2026-10",
+    );
+
+    // Electricity: purchased 31 × (36 × 500 + 28 × 400 + 28 × 450 + 4 × 450) + 250 = 1 351 850;
+    // exported 31 × 12 × 25 = 9 300; PV 31 × 8 × 500 = 124 000;
+    // consumed 1 351 850 + 124 000 − 9 300 = 1 466 550 kWh.
+    assert_close(&r, "electricity.purchased_kwh", 1_351_850.0);
+    assert_close(&r, "electricity.exported_kwh", 9_300.0);
+    assert_close(&r, "electricity.generated_kwh", 124_000.0);
+    assert_close(&r, "carriers.0.quantity", 1_466_550.0);
+    // 1 466 550 kWh × 0.1229 kgce/kWh = 180.238995 tce
+    assert_close(&r, "carriers.0.tce", 180.238995);
+    // Natural gas 31 × 24 × 500 = 372 000 m³ × 1.2143 kgce/m³ = 451.7196 tce
+    assert_close(&r, "carriers.1.quantity", 372_000.0);
+    assert_close(&r, "carriers.1.tce", 451.7196);
+    // Gross 180.238995 + 451.7196 = 631.958595 tce
+    assert_close(&r, "comprehensive_energy_tce", 631.958595);
+    // 等价值 0.300 kgce/kWh: 439.965 + 451.7196 = 891.6846 tce
+    assert_close(&r, "comprehensive_energy_equal_value_tce", 891.6846);
+    // Non-fossil: (124 000 − 9 300) + 100 000 + 50 × 1 000 = 264 700 kWh × 0.1229 = 32.53163 tce
+    assert_close(&r, "non_fossil.total_kwh", 264_700.0);
+    assert_close(&r, "non_fossil_tce", 32.53163);
+    assert_close(&r, "feedstock_tce", 0.0);
+    // Assessment 631.958595 − 0 − 32.53163 = 599.426965 tce
+    assert_close(&r, "assessment_energy_tce", 599.426965);
+    // Intensity 599.426965 / 2 000 = 0.2997134825 tce/10⁴ CNY; comparable / 1 900.
+    assert_close(&r, "value_added_10k_cny", 2_000.0);
+    assert_close(&r, "intensity_tce_per_10k_cny", 0.2997134825);
+    assert_close(
+        &r,
+        "intensity_comparable_tce_per_10k_cny",
+        599.426965 / 1_900.0,
+    );
+    // vs base 0.40: (599.426965 / 1 900 / 0.40 − 1) × 100 = −21.128030921052…%
+    assert_close(
+        &r,
+        "change_vs_baseline_pct",
+        (599.426965 / 1_900.0 / 0.40 - 1.0) * 100.0,
+    );
+    // Path 2026: (0.87^(4/5) − 1) × 100 = −10.5428 %: on track.
+    assert_close(
+        &r,
+        "target.path_change_pct",
+        (0.87f64.powf(0.8) - 1.0) * 100.0,
+    );
+    assert_eq!(r["on_track"], Value::Bool(true));
+    // Unit energy 631 958.595 kgce / 130 000 m² = 4.86122 kgce/m²: GB 21252-2023 E ≤ 0.2 %
+    // grade 2 (4.5 < x ≤ 5.5).
+    assert_close(&r, "products.0.unit_energy", 631_958.595 / 130_000.0);
+    assert_eq!(r["products"][0]["grade"], "grade_2");
+    assert_eq!(r["products"][0]["limit"]["standard"], "GB 21252-2023");
+    // Scope 1: 372 000 m³ × 389.31/10⁴ × 15.3 × 0.99 × 44/12 / 1000 = 804.334236948 t
+    assert_close(&r, "carbon.scope1_tco2", 804.334236948);
+    // Scope 2: 1 351 850 kWh × 0.2472 t/MWh (2023, 西南, as 重庆 has no 2023 factor) = 334.17732 t
+    assert_close(&r, "carbon.scope2_tco2", 334.17732);
+    assert_eq!(r["carbon"]["scope2"]["grid_factor"]["area"], "southwest");
+    assert_close(&r, "carbon.total_tco2", 1_138.511556948);
+    assert_close(
+        &r,
+        "products.0.co2_kg_per_unit",
+        1_138_511.556948 / 130_000.0,
+    );
+    // Demand: 700 kWh in 15 min = 2 800 kW on 15 October at 10:00.
+    assert_close(&r, "max_demand_kw", 2_800.0);
+    assert_eq!(r["max_demand_at"], "2026-10-15T10:00:00+08:00");
+    // TOU: valley 31 × 18 000, flat 31 × 11 200, peak 31 × 12 600 + 250, sharp 31 × 1 800.
+    assert_close(&r, "tou_kwh.valley", 558_000.0);
+    assert_close(&r, "tou_kwh.flat", 347_200.0);
+    assert_close(&r, "tou_kwh.peak", 390_850.0);
+    assert_close(&r, "tou_kwh.sharp", 55_800.0);
+    // Data quality: 16 of 11 904 intervals estimated (the 4-hour gas gap).
+    assert_close(
+        &r,
+        "data_quality.completeness_pct",
+        11_888.0 / 11_904.0 * 100.0,
+    );
+    assert_close(&r, "data_quality.estimated_intervals", 16.0);
+    let kinds: Vec<&str> = r["data_quality"]["counter_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["spike", "rollover", "gap"]);
+}
+
+#[test]
+fn reimporting_readings_writes_nothing_twice() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = case_dir("accounting_ceramic_month");
+    let config = dir.join("config.toml");
+    let readings = dir.join("readings.csv");
+    let args = [
+        "import",
+        "readings",
+        readings.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let first = ok(&run(data.path(), &args));
+    assert!(
+        first.contains("7443 rows, 7443 written, 0 already in the store"),
+        "{first}"
+    );
+    let second = ok(&run(data.path(), &args));
+    assert!(
+        second.contains("7443 rows, 0 written, 7443 already in the store"),
+        "{second}"
+    );
+}
+
+#[test]
+fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
+    let data = tempfile::tempdir().unwrap();
+    let config = case_dir("accounting_ceramic_month").join("config.toml");
+    let config = config.to_str().unwrap();
+    let f = data.path().join("bad.csv");
+    std::fs::write(
+        &f,
+        "time,device,quantity,value\n\
+         2026-10-01T00:00:00+08:00,main,energy_import,100\n\
+         2026-10-01 00:15,main,energy_import,110\n\
+         2026-10-01T00:30:00+08:00,ghost,energy_import,120\n\
+         2026-10-01T00:45:00+08:00,main,energy_imprt,130\n\
+         2026-10-01T01:00:00+08:00,main,energy_import,abc\n\
+         2026-10-01T01:15:00+08:00,main,energy_import\n",
+    )
+    .unwrap();
+    let out = run(
+        data.path(),
+        &[
+            "import",
+            "readings",
+            f.to_str().unwrap(),
+            "--config",
+            config,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "5 bad rows, nothing imported",
+        "line 3: time \"2026-10-01 00:15\" is not RFC 3339",
+        "line 4: unknown device \"ghost\"",
+        "line 5: unknown quantity `energy_imprt`",
+        "line 6: value \"abc\" is not a number",
+        "line 7: 3 fields, expected 4",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing was written: the report sees no electricity.
+    let out = ok(&run(
+        data.path(),
+        &[
+            "report",
+            "--config",
+            config,
+            "--period",
+            "2026-10",
+            "--no-store",
+        ],
+    ));
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["carriers"].as_array().unwrap().len(), 2);
+    assert_close(&r, "electricity.purchased_kwh", 0.0);
+
+    // Value added and production files.
+    let f = data.path().join("va.csv");
+    std::fs::write(
+        &f,
+        "period,value_added_10k_cny\n2026-13,5\n2026-10,-1\n2026-10,x\n",
+    )
+    .unwrap();
+    let out = run(
+        data.path(),
+        &[
+            "import",
+            "value-added",
+            f.to_str().unwrap(),
+            "--config",
+            config,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2: month in \"2026-13\" must be 01 to 12"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3: value_added_10k_cny -1 is negative"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4: value_added_10k_cny \"x\" is not a number"),
+        "{err}"
+    );
+    let f = data.path().join("p.csv");
+    std::fs::write(&f, "period,product\n").unwrap();
+    let out = run(
+        data.path(),
+        &[
+            "import",
+            "production",
+            f.to_str().unwrap(),
+            "--config",
+            config,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1: expected the header `period,product,quantity`"),
+        "{err}"
+    );
+    std::fs::write(&f, "period,product,quantity\n2026-10,brick,5\n").unwrap();
+    let out = run(
+        data.path(),
+        &[
+            "import",
+            "production",
+            f.to_str().unwrap(),
+            "--config",
+            config,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2: unknown product \"brick\" (configured: tile)"),
+        "{err}"
+    );
+    let out = run(
+        data.path(),
+        &[
+            "import",
+            "production",
+            "/nonexistent/p.csv",
+            "--config",
+            config,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read /nonexistent/p.csv"), "{err}");
+}
+
+#[test]
+fn report_arguments_are_checked() {
+    let data = tempfile::tempdir().unwrap();
+    let config = case_dir("accounting_ceramic_month").join("config.toml");
+    let config = config.to_str().unwrap();
+    let out = run(
+        data.path(),
+        &["report", "--config", config, "--period", "2026-13"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("month in \"2026-13\" must be 01 to 12"));
+    let out = run(
+        data.path(),
+        &[
+            "report", "--config", config, "--period", "2026", "--format", "xml",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown format \"xml\"; available: json")
+    );
+    let help = ok(&run(data.path(), &["--help"]));
+    for cmd in ["import", "report", "counter"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
+
+#[test]
+fn counter_replace_command_recovers_the_energy_of_a_meter_swap() {
+    let data = tempfile::tempdir().unwrap();
+    let config = case_dir("accounting_ceramic_month").join("config.toml");
+    let config = config.to_str().unwrap();
+    let f = data.path().join("r.csv");
+    // The gas meter is replaced at 02:30: old meter 1 000 → 1 500 → 2 000, removed reading
+    // 2 250; the new one starts at 0: 250, 750. Consumption 500 + 500 + 250 + 250 + 500 = 2 000 m³.
+    std::fs::write(
+        &f,
+        "time,device,quantity,value\n\
+         2026-10-01T00:00:00+08:00,gas,gas_volume,1000\n\
+         2026-10-01T01:00:00+08:00,gas,gas_volume,1500\n\
+         2026-10-01T02:00:00+08:00,gas,gas_volume,2000\n\
+         2026-10-01T03:00:00+08:00,gas,gas_volume,250\n\
+         2026-10-01T04:00:00+08:00,gas,gas_volume,750\n",
+    )
+    .unwrap();
+    ok(&run(
+        data.path(),
+        &[
+            "import",
+            "readings",
+            f.to_str().unwrap(),
+            "--config",
+            config,
+        ],
+    ));
+    let out = ok(&run(
+        data.path(),
+        &[
+            "counter",
+            "replace",
+            "--config",
+            config,
+            "--device",
+            "gas",
+            "--quantity",
+            "gas_volume",
+            "--time",
+            "2026-10-01T02:30:00+08:00",
+            "--old-final",
+            "2250",
+            "--new-initial",
+            "0",
+            "--note",
+            "flow computer swap",
+        ],
+    ));
+    assert!(
+        out.contains("gas gas_volume replaced at 2026-10-01T02:30:00+08:00"),
+        "{out}"
+    );
+    let r: Value = serde_json::from_str(&ok(&run(
+        data.path(),
+        &[
+            "report",
+            "--config",
+            config,
+            "--period",
+            "2026-10",
+            "--no-store",
+        ],
+    )))
+    .unwrap();
+    let gas = r["carriers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["carrier"] == "natural_gas")
+        .unwrap();
+    assert!(
+        (gas["quantity"].as_f64().unwrap() - 2_000.0).abs() < 1e-9,
+        "{gas}"
+    );
+    let ev = &r["data_quality"]["counter_events"][0];
+    assert_eq!(ev["kind"], "replacement");
+    // Bad arguments are errors, not panics.
+    let out = run(
+        data.path(),
+        &[
+            "counter",
+            "replace",
+            "--config",
+            config,
+            "--device",
+            "gas",
+            "--quantity",
+            "gas_flow",
+            "--time",
+            "2026-10-01T02:30:00+08:00",
+            "--old-final",
+            "1",
+            "--new-initial",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gas_flow is not a cumulative counter"));
+}
