@@ -111,6 +111,8 @@ pub struct RunningGateway {
     pub mqtt_in: Option<Arc<MqttStats>>,
     /// MQTT output counters (when `[mqtt]` is configured and publishing).
     pub mqtt_out: Option<Arc<MqttOutputStats>>,
+    /// Notifier counters, by notifier id.
+    pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -168,10 +170,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     let processor = tokio::spawn(process(
         src_rx,
         store_tx,
-        AlertEngine::new(config.alerts.clone()),
+        alert_engine(&config, &store_path, &active_alerts),
         latest.clone(),
         processing.clone(),
         active_alerts.clone(),
+        OutboxFill {
+            status: outbox.clone(),
+            bounds: config.storage.outbox.clone(),
+        },
     ));
 
     let cancel_sources = CancellationToken::new();
@@ -218,6 +224,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         }
     }
     drop(mqtt_src_tx);
+    let mut notifiers = BTreeMap::new();
+    for n in config.notifiers.iter().filter(|n| n.enabled) {
+        let stats = Arc::new(crate::alerting::notify::NotifierStats::default());
+        let notifier = crate::alerting::notify::Notifier::new(
+            config.clone(),
+            n.clone(),
+            &store_path,
+            stats.clone(),
+        )
+        .with_context(|| format!("starting notifier {}", n.id))?;
+        output_tasks.push(tokio::spawn(notifier.run(stop_outputs.clone())));
+        notifiers.insert(n.id.clone(), stats);
+    }
     for (name, o) in &config.outputs.influxdb {
         if !o.enabled {
             continue;
@@ -252,6 +271,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         requests_per_cycle,
         mqtt_in,
         mqtt_out,
+        notifiers,
         cancel_sources,
         writer_shutdown,
         stop_outputs,
@@ -346,6 +366,114 @@ async fn log_device_status(devices: DeviceRegistry, every: Duration, cancel: Can
 
 /// The processing stage: enforces the reading invariants, evaluates alerts, keeps the latest
 /// values, and hands everything to the store writer.
+/// How full the outbox is, for the outbox alert rule.
+struct OutboxFill {
+    status: Arc<OutboxStatus>,
+    bounds: crate::config::OutboxConfig,
+}
+
+impl OutboxFill {
+    /// Percent of the tightest configured bound, or None when the outbox is unbounded.
+    fn pct(&self) -> Option<f64> {
+        let s = self.status.snapshot();
+        let mut pct: Option<f64> = None;
+        if self.bounds.max_rows > 0 {
+            pct = Some(s.rows as f64 / self.bounds.max_rows as f64 * 100.0);
+        }
+        if self.bounds.max_bytes > 0 {
+            let b = s.bytes as f64 / self.bounds.max_bytes as f64 * 100.0;
+            pct = Some(pct.map_or(b, |p| p.max(b)));
+        }
+        pct
+    }
+}
+
+/// The alert engine, restored from the store's alert history: a rule that was firing when the
+/// gateway stopped is firing again, without a new notification.
+fn alert_engine(
+    config: &Config,
+    store_path: &std::path::Path,
+    active: &ActiveAlerts,
+) -> AlertEngine {
+    let mut engine = AlertEngine::new(config.alerts.clone(), crate::readings::now_ms());
+    if engine.is_empty() {
+        return engine;
+    }
+    match crate::alerting::notify::firing_rules(store_path) {
+        Ok(firing) => {
+            let firing: Vec<String> = firing
+                .into_iter()
+                .filter(|r| config.alerts.iter().any(|a| &a.id == r))
+                .collect();
+            if !firing.is_empty() {
+                tracing::info!(rules = ?firing, "alerts still firing from before the restart");
+                if let Ok(events) = Store::open(store_path, config.storage.synchronous)
+                    .and_then(|s| s.alert_events())
+                {
+                    let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+                    for e in events
+                        .into_iter()
+                        .filter(|e| e.state == "firing" && firing.contains(&e.rule))
+                    {
+                        active.insert(e.rule.clone(), e);
+                    }
+                }
+            }
+            engine.restore_firing(&firing);
+        }
+        Err(e) => tracing::warn!("cannot read the alert history to restore firing alerts: {e}"),
+    }
+    engine
+}
+
+/// Records alert transitions: active set, log, store (the durable source of notifications).
+/// Returns false when the store writer is gone.
+async fn record_alerts(
+    events: Vec<crate::storage::AlertEvent>,
+    store: &mpsc::Sender<StoreCommand>,
+    stats: &ProcessingStats,
+    active: &ActiveAlerts,
+    firing: usize,
+) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    stats.alerts_firing.store(firing as u64, Ordering::Relaxed);
+    for e in events {
+        stats.alert_events.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
+            match e.state {
+                "firing" => {
+                    active.insert(e.rule.clone(), e.clone());
+                }
+                "resolved" => {
+                    active.remove(&e.rule);
+                }
+                _ => {}
+            }
+        }
+        match e.state {
+            "firing" => {
+                tracing::warn!(rule = %e.rule, device = %e.device, severity = e.severity, "alert firing: {}", e.message)
+            }
+            "resolved" => {
+                tracing::info!(rule = %e.rule, device = %e.device, "alert resolved: {}", e.message)
+            }
+            _ => {
+                tracing::debug!(rule = %e.rule, device = %e.device, "alert pending: {}", e.message)
+            }
+        }
+        if store.send(StoreCommand::Alert(e)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The processing stage: enforces the reading invariants, evaluates alerts (on readings, and
+/// every second for silence and outbox state), keeps the latest values, and hands everything
+/// to the store writer.
 async fn process(
     mut rx: mpsc::Receiver<SourceBatch>,
     store: mpsc::Sender<StoreCommand>,
@@ -353,13 +481,29 @@ async fn process(
     latest: Arc<Mutex<LatestValues>>,
     stats: Arc<ProcessingStats>,
     active: ActiveAlerts,
+    outbox: OutboxFill,
 ) {
     let mut last_latency_sample: Option<std::time::Instant> = None;
-    while let Some(SourceBatch {
-        readings: mut batch,
-        mut ack,
-    }) = rx.recv().await
-    {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let SourceBatch {
+            readings: mut batch,
+            mut ack,
+        } = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return,
+            },
+            _ = tick.tick(), if !alerts.is_empty() => {
+                let events = alerts.tick(crate::readings::now_ms(), outbox.pct());
+                let firing = alerts.firing().len();
+                if !record_alerts(events, &store, &stats, &active, firing).await {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut events = Vec::new();
         {
             let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -381,39 +525,9 @@ async fn process(
         stats
             .readings
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if !events.is_empty() {
-            stats
-                .alerts_firing
-                .store(alerts.firing().len() as u64, Ordering::Relaxed);
-        }
-        for e in events {
-            stats.alert_events.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
-                match e.state {
-                    "firing" => {
-                        active.insert(e.rule.clone(), e.clone());
-                    }
-                    "resolved" => {
-                        active.remove(&e.rule);
-                    }
-                    _ => {}
-                }
-            }
-            match e.state {
-                "firing" => {
-                    tracing::warn!(rule = %e.rule, device = %e.device, severity = e.severity, "alert firing: {}", e.message)
-                }
-                "resolved" => {
-                    tracing::info!(rule = %e.rule, device = %e.device, "alert resolved: {}", e.message)
-                }
-                _ => {
-                    tracing::debug!(rule = %e.rule, device = %e.device, "alert pending: {}", e.message)
-                }
-            }
-            if store.send(StoreCommand::Alert(e)).await.is_err() {
-                return;
-            }
+        let firing = alerts.firing().len();
+        if !record_alerts(events, &store, &stats, &active, firing).await {
+            return;
         }
         // About once a second, a batch nobody else waits for carries an ack of our own: the
         // time until it is answered is the commit latency.

@@ -58,6 +58,10 @@ pub struct AccountingConfig {
     /// Green certificates (绿证) held, per month.
     #[serde(default)]
     pub green_certificates: Vec<GreenCertificates>,
+    /// `[accounting.indicators]`: inputs of the green-factory and 亩均 indicators of the report
+    /// (see `crate::reporting::indicators`).
+    #[serde(default)]
+    pub indicators: crate::reporting::indicators::IndicatorsConfig,
 }
 
 impl Default for AccountingConfig {
@@ -77,6 +81,7 @@ impl Default for AccountingConfig {
             emission_factors: Vec::new(),
             green_power: Vec::new(),
             green_certificates: Vec::new(),
+            indicators: Default::default(),
         }
     }
 }
@@ -1055,6 +1060,7 @@ pub fn validate(
             }
         }
     }
+    crate::reporting::indicators::validate(&acc.indicators, push);
 }
 
 fn valid_id(s: &str) -> bool {

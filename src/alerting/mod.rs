@@ -1,43 +1,121 @@
-//! Alerting: threshold rules evaluated on every reading as it passes through the pipeline.
+//! Alerting: rules evaluated on every reading as it passes through the pipeline, and on a clock
+//! tick for what the absence of readings says (deadman) and for gateway state (outbox).
 //!
 //! A rule goes inactive → pending (condition holds, `for` not yet elapsed) → firing → resolved.
-//! Times are the readings' acquisition times, so evaluation is deterministic and a burst of
-//! late readings is judged by when they were measured.
+//! Only transitions are emitted, so an alert is never repeated while it fires. Times are the
+//! readings' acquisition times, so evaluation is deterministic. Transitions are recorded in the
+//! store's alert history; on start the engine is restored from it, so a restart neither loses a
+//! firing alert nor fires it again.
+//!
+//! Rule kinds (config `kind`): threshold (above / below / band, optional mean over a window),
+//! rate_of_change, deadman (meter offline), demand (15-min demand projected to the window's end
+//! against the contracted demand), power_factor (mean |PF| over a window), imbalance (parent vs
+//! the sum of its sub-meters), counter (a cumulative counter going backwards or jumping), outbox
+//! (store-and-forward backlog).
 
-use std::collections::HashMap;
+pub mod notify;
 
-use crate::config::AlertRule;
-use crate::readings::{Reading, TimestampMs};
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::{AlertKind, AlertRule};
+use crate::readings::{Quantity, Reading, TimestampMs};
 use crate::storage::AlertEvent;
 
+/// The 15-minute demand window used by tariffs (maximum demand is the highest 15-min average).
+pub const DEMAND_WINDOW_MS: i64 = 15 * 60 * 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
+enum Phase {
     Inactive,
     Pending { since: TimestampMs },
     Firing,
+}
+
+#[derive(Debug, Clone)]
+struct RuleState {
+    phase: Phase,
+    window: VecDeque<(TimestampMs, f64)>,
+    prev: Option<(TimestampMs, f64)>,
+    last_seen: Option<TimestampMs>,
+    slot: TimestampMs,
+    slot_kwh: f64,
+}
+
+impl Default for RuleState {
+    fn default() -> Self {
+        RuleState {
+            phase: Phase::Inactive,
+            window: VecDeque::new(),
+            prev: None,
+            last_seen: None,
+            slot: i64::MIN,
+            slot_kwh: 0.0,
+        }
+    }
+}
+
+/// What one evaluation found.
+struct Verdict {
+    violated: bool,
+    cleared: bool,
+    value: f64,
+    what: String,
 }
 
 /// Evaluates all configured rules.
 #[derive(Debug)]
 pub struct AlertEngine {
     rules: Vec<AlertRule>,
-    state: Vec<State>,
-    by_series: HashMap<(String, crate::readings::Quantity), Vec<usize>>,
+    state: Vec<RuleState>,
+    /// Rules to evaluate for readings of (device, quantity).
+    by_series: HashMap<(String, Quantity), Vec<usize>>,
+    /// Deadman rules by device.
+    by_device: HashMap<String, Vec<usize>>,
+    /// Latest good values (imbalance needs the children's).
+    latest: HashMap<(String, Quantity), (TimestampMs, f64)>,
+    started_ms: TimestampMs,
+}
+
+fn mean_over(w: &mut VecDeque<(TimestampMs, f64)>, ts: TimestampMs, v: f64, span_ms: i64) -> f64 {
+    w.push_back((ts, v));
+    while w.front().is_some_and(|(t, _)| *t < ts - span_ms) {
+        w.pop_front();
+    }
+    w.iter().map(|(_, x)| x).sum::<f64>() / w.len() as f64
 }
 
 impl AlertEngine {
-    pub fn new(rules: Vec<AlertRule>) -> Self {
-        let mut by_series: HashMap<_, Vec<usize>> = HashMap::new();
+    /// `now_ms` is the start time (deadman rules count silence from it).
+    pub fn new(rules: Vec<AlertRule>, now_ms: TimestampMs) -> Self {
+        let mut by_series: HashMap<(String, Quantity), Vec<usize>> = HashMap::new();
+        let mut by_device: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
-            by_series
-                .entry((r.device.clone(), r.quantity))
-                .or_default()
-                .push(i);
+            let Some(device) = r.device.clone() else {
+                continue;
+            };
+            let q = effective_quantity(r);
+            match r.kind {
+                AlertKind::Deadman => by_device.entry(device).or_default().push(i),
+                AlertKind::Outbox => {}
+                AlertKind::Imbalance => {
+                    if let Some(q) = q {
+                        by_series.entry((device, q)).or_default().push(i);
+                    }
+                }
+                _ => {
+                    if let Some(q) = q {
+                        by_series.entry((device, q)).or_default().push(i);
+                    }
+                }
+            }
         }
         AlertEngine {
-            state: vec![State::Inactive; rules.len()],
+            state: vec![RuleState::default(); rules.len()],
             rules,
             by_series,
+            by_device,
+            latest: HashMap::new(),
+            started_ms: now_ms,
         }
     }
 
@@ -46,48 +124,14 @@ impl AlertEngine {
         self.rules.is_empty()
     }
 
-    /// Feeds one reading; returns the transitions it caused.
-    pub fn observe(&mut self, r: &Reading) -> Vec<AlertEvent> {
-        let mut out = Vec::new();
-        let Some(v) = r.good_value() else {
-            return out;
-        };
-        let Some(idx) = self.by_series.get(&(r.device.clone(), r.quantity)) else {
-            return out;
-        };
-        for &i in idx {
-            let rule = &self.rules[i];
-            let violated = rule.above.is_some_and(|a| v > a) || rule.below.is_some_and(|b| v < b);
-            let cleared = !rule.above.is_some_and(|a| v > a - rule.hysteresis)
-                && !rule.below.is_some_and(|b| v < b + rule.hysteresis);
-            let for_ms = rule.for_duration.as_millis() as i64;
-            let next = match self.state[i] {
-                State::Inactive if violated && for_ms == 0 => {
-                    out.push(event(rule, r, v, "firing"));
-                    State::Firing
-                }
-                State::Inactive if violated => {
-                    out.push(event(rule, r, v, "pending"));
-                    State::Pending { since: r.ts_ms }
-                }
-                State::Pending { since } if violated => {
-                    if r.ts_ms - since >= for_ms {
-                        out.push(event(rule, r, v, "firing"));
-                        State::Firing
-                    } else {
-                        State::Pending { since }
-                    }
-                }
-                State::Pending { .. } if !violated => State::Inactive,
-                State::Firing if cleared => {
-                    out.push(event(rule, r, v, "resolved"));
-                    State::Inactive
-                }
-                s => s,
-            };
-            self.state[i] = next;
+    /// Marks the rules that were firing before a restart (from the alert history) as firing, so
+    /// they are neither lost nor fired again.
+    pub fn restore_firing(&mut self, firing: &[String]) {
+        for (r, s) in self.rules.iter().zip(self.state.iter_mut()) {
+            if firing.contains(&r.id) {
+                s.phase = Phase::Firing;
+            }
         }
-        out
     }
 
     /// Ids of the rules currently firing.
@@ -95,34 +139,294 @@ impl AlertEngine {
         self.rules
             .iter()
             .zip(&self.state)
-            .filter(|(_, s)| **s == State::Firing)
+            .filter(|(_, s)| s.phase == Phase::Firing)
             .map(|(r, _)| r.id.as_str())
             .collect()
     }
+
+    /// Feeds one reading; returns the transitions it caused.
+    pub fn observe(&mut self, r: &Reading) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        let Some(v) = r.good_value() else {
+            return out;
+        };
+        self.latest
+            .insert((r.device.clone(), r.quantity), (r.ts_ms, v));
+        // A good reading ends a deadman alert on that device.
+        if let Some(idx) = self.by_device.get(&r.device).cloned() {
+            for i in idx {
+                let rule = &self.rules[i];
+                if rule.quantity.is_some_and(|q| q != r.quantity) {
+                    continue;
+                }
+                self.state[i].last_seen = Some(r.ts_ms);
+                let verdict = Verdict {
+                    violated: false,
+                    cleared: true,
+                    value: 0.0,
+                    what: format!("{} reporting again", r.device),
+                };
+                out.extend(self.step(i, verdict, r.ts_ms));
+            }
+        }
+        // Imbalance rules also listen to their children's readings (latest kept above) but are
+        // evaluated on the parent's.
+        let Some(idx) = self.by_series.get(&(r.device.clone(), r.quantity)).cloned() else {
+            return out;
+        };
+        for i in idx {
+            if let Some(verdict) = self.evaluate(i, r, v) {
+                out.extend(self.step(i, verdict, r.ts_ms));
+            }
+        }
+        out
+    }
+
+    /// Evaluates the clock-driven rules: deadman (silence longer than `timeout`) and outbox
+    /// (`outbox_fill_pct` of the bound, when the outbox is bounded).
+    pub fn tick(&mut self, now_ms: TimestampMs, outbox_fill_pct: Option<f64>) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i];
+            let verdict = match rule.kind {
+                AlertKind::Deadman => {
+                    let timeout = rule.timeout.map(|t| t.as_millis() as i64).unwrap_or(60_000);
+                    let last = self.state[i].last_seen.unwrap_or(self.started_ms);
+                    let silent = now_ms - last;
+                    if silent <= timeout {
+                        continue; // resolution comes with the next good reading
+                    }
+                    Verdict {
+                        violated: true,
+                        cleared: false,
+                        value: silent as f64 / 1000.0,
+                        what: format!(
+                            "no good reading from {} for {} s (limit {} s): meter offline",
+                            rule.device.as_deref().unwrap_or("?"),
+                            silent / 1000,
+                            timeout / 1000
+                        ),
+                    }
+                }
+                AlertKind::Outbox => {
+                    let Some(fill) = outbox_fill_pct else {
+                        continue;
+                    };
+                    let limit = rule.fill_pct.unwrap_or(80.0);
+                    Verdict {
+                        violated: fill > limit,
+                        cleared: fill <= limit - rule.hysteresis,
+                        value: fill,
+                        what: format!("outbox {fill:.1} % full (limit {limit} %): destinations are not confirming"),
+                    }
+                }
+                _ => continue,
+            };
+            out.extend(self.step(i, verdict, now_ms));
+        }
+        out
+    }
+
+    fn evaluate(&mut self, i: usize, r: &Reading, v: f64) -> Option<Verdict> {
+        let rule = &self.rules[i];
+        let st = &mut self.state[i];
+        let unit = r.quantity.unit();
+        let h = rule.hysteresis;
+        match rule.kind {
+            AlertKind::Threshold => {
+                let x = match rule.window {
+                    Some(w) => mean_over(&mut st.window, r.ts_ms, v, w.as_millis() as i64),
+                    None => v,
+                };
+                let mean = if rule.window.is_some() { "mean " } else { "" };
+                Some(Verdict {
+                    violated: rule.above.is_some_and(|a| x > a)
+                        || rule.below.is_some_and(|b| x < b),
+                    cleared: !rule.above.is_some_and(|a| x > a - h)
+                        && !rule.below.is_some_and(|b| x < b + h),
+                    value: x,
+                    what: format!(
+                        "{mean}{} of {} is {x} {unit} ({})",
+                        r.quantity,
+                        r.device,
+                        bounds(rule)
+                    ),
+                })
+            }
+            AlertKind::PowerFactor => {
+                let w = rule
+                    .window
+                    .map(|w| w.as_millis() as i64)
+                    .unwrap_or(DEMAND_WINDOW_MS);
+                let x = mean_over(&mut st.window, r.ts_ms, v.abs(), w);
+                let below = rule.below.unwrap_or(0.90);
+                Some(Verdict {
+                    violated: x < below,
+                    cleared: x >= below + h,
+                    value: x,
+                    what: format!(
+                        "power factor of {} averages {x:.3} over {} min (limit {below})",
+                        r.device,
+                        w / 60_000
+                    ),
+                })
+            }
+            AlertKind::RateOfChange => {
+                let prev = st.prev.replace((r.ts_ms, v));
+                let (pt, pv) = prev?;
+                let minutes = (r.ts_ms - pt) as f64 / 60_000.0;
+                if minutes <= 0.0 {
+                    return None;
+                }
+                let rate = (v - pv).abs() / minutes;
+                let max = rule.max_rate_per_min.unwrap_or(f64::INFINITY);
+                Some(Verdict {
+                    violated: rate > max,
+                    cleared: rate <= max - h,
+                    value: rate,
+                    what: format!(
+                        "{} of {} changes by {rate:.3} {unit}/min (limit {max})",
+                        r.quantity, r.device
+                    ),
+                })
+            }
+            AlertKind::Counter => {
+                let prev = st.prev.replace((r.ts_ms, v));
+                let (pt, pv) = prev?;
+                let minutes = (r.ts_ms - pt) as f64 / 60_000.0;
+                let rate = if minutes > 0.0 {
+                    (v - pv) / minutes
+                } else {
+                    0.0
+                };
+                let (violated, what) = if v < pv {
+                    (true, format!("counter {} of {} went backwards from {pv} to {v} {unit} (reset or meter replaced?)", r.quantity, r.device))
+                } else if rule.max_rate_per_min.is_some_and(|m| rate > m) {
+                    (
+                        true,
+                        format!(
+                            "counter {} of {} jumped by {} {unit} ({rate:.3}/min, limit {})",
+                            r.quantity,
+                            r.device,
+                            v - pv,
+                            rule.max_rate_per_min.unwrap_or(0.0)
+                        ),
+                    )
+                } else {
+                    (
+                        false,
+                        format!(
+                            "counter {} of {} counts normally again",
+                            r.quantity, r.device
+                        ),
+                    )
+                };
+                Some(Verdict {
+                    violated,
+                    cleared: !violated,
+                    value: v,
+                    what,
+                })
+            }
+            AlertKind::Demand => {
+                let slot = r.ts_ms - r.ts_ms.rem_euclid(DEMAND_WINDOW_MS);
+                if slot != st.slot {
+                    st.slot = slot;
+                    st.slot_kwh = 0.0;
+                    // Energy from the slot start to this reading, at the previous power.
+                    if let Some((pt, pv)) = st.prev {
+                        if r.ts_ms - pt < DEMAND_WINDOW_MS {
+                            st.slot_kwh = pv * (r.ts_ms - slot) as f64 / 3_600_000.0;
+                        }
+                    }
+                } else if let Some((pt, pv)) = st.prev {
+                    st.slot_kwh += pv * (r.ts_ms - pt) as f64 / 3_600_000.0;
+                }
+                st.prev = Some((r.ts_ms, v));
+                let remaining_h = (slot + DEMAND_WINDOW_MS - r.ts_ms) as f64 / 3_600_000.0;
+                let projected = (st.slot_kwh + v * remaining_h) / 0.25;
+                let contracted = rule.contracted_kw.unwrap_or(f64::INFINITY);
+                Some(Verdict {
+                    violated: projected > contracted,
+                    cleared: projected <= contracted - h,
+                    value: projected,
+                    what: format!("15-min demand of {} projected to {projected:.1} kW at the window's end (contracted {contracted} kW)", r.device),
+                })
+            }
+            AlertKind::Imbalance => {
+                let w = rule
+                    .window
+                    .map(|w| w.as_millis() as i64)
+                    .unwrap_or(DEMAND_WINDOW_MS);
+                let mut sum = 0.0;
+                for c in &rule.children {
+                    match self.latest.get(&(c.clone(), r.quantity)) {
+                        Some((t, x)) if r.ts_ms - *t <= w => sum += x,
+                        _ => return None, // a child without a recent value: cannot judge
+                    }
+                }
+                if v.abs() < 1e-9 {
+                    return None;
+                }
+                let diff = (v - sum).abs() / v.abs() * 100.0;
+                let tol = rule.tolerance_pct.unwrap_or(10.0);
+                Some(Verdict {
+                    violated: diff > tol,
+                    cleared: diff <= tol - h,
+                    value: diff,
+                    what: format!("{} of {} is {v} {unit} but its sub-meters sum to {sum} {unit}: {diff:.1} % apart (tolerance {tol} %)", r.quantity, r.device),
+                })
+            }
+            AlertKind::Deadman | AlertKind::Outbox => None,
+        }
+    }
+
+    /// Applies a verdict to rule `i`'s lifecycle; returns the transition, if any.
+    fn step(&mut self, i: usize, v: Verdict, ts: TimestampMs) -> Option<AlertEvent> {
+        let rule = &self.rules[i];
+        let for_ms = rule.for_duration.as_millis() as i64;
+        let (next, state) = match self.state[i].phase {
+            Phase::Inactive if v.violated && for_ms == 0 => (Phase::Firing, Some("firing")),
+            Phase::Inactive if v.violated => (Phase::Pending { since: ts }, Some("pending")),
+            Phase::Pending { since } if v.violated && ts - since >= for_ms => {
+                (Phase::Firing, Some("firing"))
+            }
+            Phase::Pending { .. } if !v.violated => (Phase::Inactive, None),
+            Phase::Firing if v.cleared => (Phase::Inactive, Some("resolved")),
+            p => (p, None),
+        };
+        self.state[i].phase = next;
+        let state = state?;
+        Some(AlertEvent {
+            ts_ms: ts,
+            rule: rule.id.clone(),
+            device: rule.device.clone().unwrap_or_default(),
+            quantity: effective_quantity(rule),
+            state,
+            severity: rule.severity.as_str(),
+            value: Some(v.value).filter(|x| x.is_finite()),
+            message: format!("{}: {}", rule.id, v.what),
+        })
+    }
 }
 
-fn event(rule: &AlertRule, r: &Reading, v: f64, state: &'static str) -> AlertEvent {
-    let bound = match (rule.above, rule.below) {
-        (Some(a), Some(b)) => format!("outside {b}..{a}"),
-        (Some(a), None) => format!("above {a}"),
-        (None, Some(b)) => format!("below {b}"),
+/// The quantity a rule watches: its own, or the one its kind implies.
+pub fn effective_quantity(r: &AlertRule) -> Option<Quantity> {
+    match r.kind {
+        AlertKind::Demand => Some(Quantity::ActivePower),
+        AlertKind::PowerFactor => Some(Quantity::PowerFactor),
+        AlertKind::Imbalance => Some(r.quantity.unwrap_or(Quantity::ActivePower)),
+        AlertKind::Outbox => None,
+        _ => r.quantity,
+    }
+}
+
+fn bounds(rule: &AlertRule) -> String {
+    match (rule.above, rule.below) {
+        (Some(a), Some(b)) => format!("allowed {b}..{a}"),
+        (Some(a), None) => format!("limit above {a}"),
+        (None, Some(b)) => format!("limit below {b}"),
         (None, None) => String::new(),
-    };
-    AlertEvent {
-        ts_ms: r.ts_ms,
-        rule: rule.id.clone(),
-        device: r.device.clone(),
-        quantity: r.quantity,
-        state,
-        severity: rule.severity.as_str(),
-        value: Some(v),
-        message: format!(
-            "{} {} of {} is {v} {} (rule: {bound})",
-            rule.id,
-            r.quantity,
-            r.device,
-            r.quantity.unit()
-        ),
     }
 }
 
@@ -132,35 +436,52 @@ mod tests {
 
     use super::*;
     use crate::config::Severity;
-    use crate::readings::Quantity;
 
-    fn rule(above: Option<f64>, below: Option<f64>, for_s: u64, hysteresis: f64) -> AlertRule {
+    fn rule(kind: AlertKind) -> AlertRule {
         AlertRule {
             id: "r".into(),
-            device: "m".into(),
-            quantity: Quantity::ActivePower,
-            above,
-            below,
-            for_duration: Duration::from_secs(for_s),
-            hysteresis,
+            kind,
+            device: Some("m".into()),
+            quantity: Some(Quantity::ActivePower),
+            above: None,
+            below: None,
+            for_duration: Duration::ZERO,
+            hysteresis: 0.0,
+            window: None,
+            timeout: None,
+            max_rate_per_min: None,
+            contracted_kw: None,
+            children: vec![],
+            tolerance_pct: None,
+            fill_pct: None,
             severity: Severity::Critical,
+            labels: Default::default(),
+            notify: vec![],
         }
     }
 
-    fn run(engine: &mut AlertEngine, seq: &[(i64, f64)]) -> Vec<(i64, &'static str)> {
+    /// Feeds (seconds, value) readings of `m`/`q`; returns (seconds, state) transitions.
+    fn run_q(e: &mut AlertEngine, q: Quantity, seq: &[(i64, f64)]) -> Vec<(i64, &'static str)> {
         seq.iter()
             .flat_map(|&(t, v)| {
-                engine
-                    .observe(&Reading::new("m", Quantity::ActivePower, v, t * 1000))
+                e.observe(&Reading::new("m", q, v, t * 1000))
                     .into_iter()
                     .map(|e| (e.ts_ms / 1000, e.state))
             })
             .collect()
     }
 
+    fn run(e: &mut AlertEngine, seq: &[(i64, f64)]) -> Vec<(i64, &'static str)> {
+        run_q(e, Quantity::ActivePower, seq)
+    }
+
     #[test]
-    fn fires_after_for_duration_and_resolves_with_hysteresis() {
-        let mut e = AlertEngine::new(vec![rule(Some(100.0), None, 10, 5.0)]);
+    fn threshold_fires_after_for_duration_and_resolves_with_hysteresis() {
+        let mut r = rule(AlertKind::Threshold);
+        r.above = Some(100.0);
+        r.for_duration = Duration::from_secs(10);
+        r.hysteresis = 5.0;
+        let mut e = AlertEngine::new(vec![r], 0);
         let got = run(
             &mut e,
             &[
@@ -173,8 +494,6 @@ mod tests {
                 (14, 200.0),
             ],
         );
-        // pending at 1 s, firing at 11 s (10 s later), still firing at 97 (within hysteresis),
-        // resolved at 94, pending again at 14.
         assert_eq!(
             got,
             vec![
@@ -187,22 +506,215 @@ mod tests {
     }
 
     #[test]
-    fn pending_that_clears_never_fires() {
-        let mut e = AlertEngine::new(vec![rule(Some(100.0), None, 10, 0.0)]);
-        let got = run(&mut e, &[(0, 150.0), (5, 50.0), (20, 50.0)]);
-        assert_eq!(got, vec![(0, "pending")]);
+    fn threshold_pending_that_clears_never_fires() {
+        let mut r = rule(AlertKind::Threshold);
+        r.above = Some(100.0);
+        r.for_duration = Duration::from_secs(10);
+        let mut e = AlertEngine::new(vec![r], 0);
+        assert_eq!(
+            run(&mut e, &[(0, 150.0), (5, 50.0), (20, 50.0)]),
+            vec![(0, "pending")]
+        );
         assert!(e.firing().is_empty());
     }
 
     #[test]
-    fn outside_band_without_delay_fires_at_once_and_ignores_other_series() {
-        let mut e = AlertEngine::new(vec![rule(Some(55.0), Some(45.0), 0, 0.0)]);
-        assert_eq!(run(&mut e, &[(0, 50.0), (1, 44.0)]), vec![(1, "firing")]);
+    fn threshold_band_and_window_mean() {
+        let mut r = rule(AlertKind::Threshold);
+        r.above = Some(55.0);
+        r.below = Some(45.0);
+        let mut e = AlertEngine::new(vec![r.clone()], 0);
+        assert_eq!(
+            run(&mut e, &[(0, 50.0), (1, 44.0), (2, 50.0)]),
+            vec![(1, "firing"), (2, "resolved")]
+        );
+        // mean over 10 s: one spike of 80 among 50s does not fire; a sustained rise does
+        r.below = None;
+        r.window = Some(Duration::from_secs(10));
+        let mut e = AlertEngine::new(vec![r], 0);
+        let got = run(
+            &mut e,
+            &[
+                (0, 50.0),
+                (2, 50.0),
+                (4, 50.0),
+                (6, 50.0),
+                (8, 50.0),
+                (10, 70.0),
+                (12, 50.0),
+                (14, 60.0),
+                (16, 60.0),
+                (18, 40.0),
+            ],
+        );
+        // means over the last 10 s: the spike at 10 s gives 53.3, at 14 s 330/6 = 55.0 (not above),
+        // at 16 s 340/6 = 56.7 fires, at 18 s 330/6 = 55.0 resolves.
+        assert_eq!(got, vec![(16, "firing"), (18, "resolved")]);
+    }
+
+    #[test]
+    fn rate_of_change() {
+        let mut r = rule(AlertKind::RateOfChange);
+        r.max_rate_per_min = Some(60.0); // kW per minute = 1 kW/s
+        let mut e = AlertEngine::new(vec![r], 0);
+        let got = run(&mut e, &[(0, 100.0), (10, 105.0), (20, 200.0), (30, 205.0)]);
+        // 0.5/s, then 9.5/s (570/min) fires, then 0.5/s resolves
+        assert_eq!(got, vec![(20, "firing"), (30, "resolved")]);
+    }
+
+    #[test]
+    fn deadman_fires_on_silence_and_resolves_on_the_next_reading() {
+        let mut r = rule(AlertKind::Deadman);
+        r.quantity = None;
+        r.timeout = Some(Duration::from_secs(30));
+        let mut e = AlertEngine::new(vec![r], 0);
+        assert!(e.tick(25_000, None).is_empty()); // silence since start: 25 s
+        let ev = e.tick(31_000, None);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].state, "firing");
+        assert_eq!(ev[0].value, Some(31.0));
+        assert!(ev[0].message.contains("offline"));
+        assert!(e.tick(60_000, None).is_empty()); // no repeat while firing
+                                                  // any quantity of the device ends it
+        assert_eq!(
+            run_q(&mut e, Quantity::Frequency, &[(61, 50.0)]),
+            vec![(61, "resolved")]
+        );
+        assert!(e.tick(80_000, None).is_empty());
+        assert_eq!(e.tick(92_000, None)[0].state, "firing");
+    }
+
+    #[test]
+    fn demand_projection_to_the_end_of_the_15_minute_window() {
+        let mut r = rule(AlertKind::Demand);
+        r.contracted_kw = Some(500.0);
+        r.hysteresis = 10.0;
+        let mut e = AlertEngine::new(vec![r], 0);
+        // Window 0..900 s. 400 kW for 300 s (33.33 kWh), then 700 kW at 300 s:
+        // projected = (33.333 + 700 × 600/3600) / 0.25 = (33.333 + 116.667) × 4 = 600 kW > 500.
+        let got = run(&mut e, &[(0, 400.0), (150, 400.0), (300, 700.0)]);
+        assert_eq!(got, vec![(300, "firing")]);
+        // Load drops to 100 kW at 450 s: E = 33.333 + 700 × 150/3600 = 62.5 kWh;
+        // projected = (62.5 + 100 × 450/3600) × 4 = (62.5 + 12.5) × 4 = 300 kW: resolved.
+        let got = run(&mut e, &[(450, 100.0)]);
+        assert_eq!(got, vec![(450, "resolved")]);
+        // The next window starts fresh: 480 kW is below the contract.
+        assert!(run(&mut e, &[(900, 480.0), (1000, 480.0)]).is_empty());
+    }
+
+    #[test]
+    fn demand_projection_value_is_exact() {
+        let mut r = rule(AlertKind::Demand);
+        r.contracted_kw = Some(500.0);
+        let mut e = AlertEngine::new(vec![r], 0);
+        e.observe(&Reading::new("m", Quantity::ActivePower, 400.0, 0));
+        let ev = e.observe(&Reading::new("m", Quantity::ActivePower, 700.0, 300_000));
+        assert!(
+            (ev[0].value.unwrap() - 600.0).abs() < 1e-9,
+            "{:?}",
+            ev[0].value
+        );
+    }
+
+    #[test]
+    fn power_factor_mean_over_window_uses_magnitude() {
+        let mut r = rule(AlertKind::PowerFactor);
+        r.quantity = None;
+        r.window = Some(Duration::from_secs(60));
+        r.hysteresis = 0.01;
+        let mut e = AlertEngine::new(vec![r], 0);
+        // capacitive -0.95 counts as 0.95
+        let got = run_q(
+            &mut e,
+            Quantity::PowerFactor,
+            &[
+                (0, -0.95),
+                (20, 0.86),
+                (40, 0.85),
+                (60, 0.86),
+                (120, 0.95),
+                (140, 0.95),
+            ],
+        );
+        // means over 60 s: .95, .905, .8867 fires, .88, then (60..120) .905 is not yet .91 (the
+        // hysteresis), and (80..140) .95 resolves.
+        assert_eq!(got, vec![(40, "firing"), (140, "resolved")]);
+    }
+
+    #[test]
+    fn imbalance_of_parent_and_children() {
+        let mut r = rule(AlertKind::Imbalance);
+        r.children = vec!["a".into(), "b".into()];
+        r.tolerance_pct = Some(10.0);
+        let mut e = AlertEngine::new(vec![r], 0);
+        let feed = |e: &mut AlertEngine, d: &str, v: f64, t: i64| {
+            e.observe(&Reading::new(d, Quantity::ActivePower, v, t * 1000))
+        };
+        assert!(feed(&mut e, "m", 100.0, 0).is_empty()); // children unknown yet
+        feed(&mut e, "a", 50.0, 1);
+        feed(&mut e, "b", 45.0, 1);
+        assert!(feed(&mut e, "m", 100.0, 2).is_empty()); // 5 % apart
+        feed(&mut e, "b", 20.0, 3);
+        let ev = feed(&mut e, "m", 100.0, 4); // 30 % apart: a CT ratio or wiring mistake
+        assert_eq!(ev[0].state, "firing");
+        assert!((ev[0].value.unwrap() - 30.0).abs() < 1e-9);
+        feed(&mut e, "b", 48.0, 5);
+        assert_eq!(feed(&mut e, "m", 100.0, 6)[0].state, "resolved");
+    }
+
+    #[test]
+    fn counter_backwards_and_jumps() {
+        let mut r = rule(AlertKind::Counter);
+        r.quantity = Some(Quantity::EnergyImport);
+        r.max_rate_per_min = Some(10.0); // kWh per minute (600 kW rated)
+        let mut e = AlertEngine::new(vec![r], 0);
+        let got = run_q(
+            &mut e,
+            Quantity::EnergyImport,
+            &[
+                (0, 1000.0),
+                (60, 1005.0),
+                (120, 12.0),
+                (180, 15.0),
+                (240, 500.0),
+                (300, 505.0),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (120, "firing"),
+                (180, "resolved"),
+                (240, "firing"),
+                (300, "resolved")
+            ]
+        );
+    }
+
+    #[test]
+    fn outbox_fill() {
+        let mut r = rule(AlertKind::Outbox);
+        r.device = None;
+        r.fill_pct = Some(80.0);
+        r.hysteresis = 10.0;
+        let mut e = AlertEngine::new(vec![r], 0);
+        assert!(e.tick(1000, Some(50.0)).is_empty());
+        assert_eq!(e.tick(2000, Some(85.0))[0].state, "firing");
+        assert!(e.tick(3000, Some(75.0)).is_empty()); // inside the hysteresis
+        assert_eq!(e.tick(4000, Some(65.0))[0].state, "resolved");
+        assert!(e.tick(5000, None).is_empty()); // unbounded outbox: nothing to judge
+    }
+
+    #[test]
+    fn restored_firing_rule_is_not_fired_again_and_still_resolves() {
+        let mut r = rule(AlertKind::Threshold);
+        r.above = Some(100.0);
+        let mut e = AlertEngine::new(vec![r], 0);
+        e.restore_firing(&["r".to_string()]);
         assert_eq!(e.firing(), vec!["r"]);
-        let other = Reading::new("other", Quantity::ActivePower, 0.0, 2000);
-        assert!(e.observe(&other).is_empty());
-        let bad = Reading::bad("m", Quantity::ActivePower, 3000, "timeout");
-        assert!(e.observe(&bad).is_empty());
-        assert_eq!(run(&mut e, &[(4, 50.0)]), vec![(4, "resolved")]);
+        assert_eq!(
+            run(&mut e, &[(0, 150.0), (1, 160.0), (2, 50.0)]),
+            vec![(2, "resolved")]
+        );
     }
 }

@@ -91,6 +91,7 @@ const SECTIONS: &[&str] = &[
     "mqtt",
     "devices",
     "alerts",
+    "notifiers",
     "outputs",
     "accounting",
     "http",
@@ -169,6 +170,10 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
         ),
     }
     let (alert_index, alerts) = list(&mut root, "alerts", &mut problems).into_iter().unzip();
+    let notifiers = list(&mut root, "notifiers", &mut problems)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
     let outputs = optional(&mut root, "outputs", &mut problems);
     let accounting = optional(&mut root, "accounting", &mut problems);
     let http = optional(&mut root, "http", &mut problems);
@@ -192,6 +197,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
         mqtt,
         devices,
         alerts,
+        notifiers,
         outputs: outputs.unwrap_or_default(),
         accounting: accounting.unwrap_or_default(),
         http: http.unwrap_or_default(),

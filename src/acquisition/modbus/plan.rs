@@ -60,31 +60,77 @@ pub fn plan_spans(spans: &[Span], limits: Limits) -> Vec<Block> {
     } else {
         limits.max_registers.max(1)
     };
-    let max_gap = limits.max_gap;
+    let max_gap = u32::from(limits.max_gap);
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by_key(|&i| (spans[i].kind, spans[i].register));
-    let mut blocks: Vec<Block> = Vec::new();
+    // Overlapping spans (say bit fields of one register) must come from one request: group them
+    // into clusters first, then merge clusters. A request never overlaps another unless a single
+    // cluster is longer than the limit.
+    let mut clusters: Vec<Block> = Vec::new();
     for i in order {
         let p = &spans[i];
         let start = u32::from(p.register);
         let end = start + u32::from(p.registers); // exclusive
-        if let Some(b) = blocks.last_mut() {
-            let b_end = u32::from(b.start) + u32::from(b.count);
-            let fits = b.kind == p.kind
-                && start <= b_end + u32::from(max_gap)
-                && end.max(b_end) - u32::from(b.start) <= u32::from(max_registers);
-            if fits {
-                b.count = (end.max(b_end) - u32::from(b.start)) as u16;
-                b.points.push(i);
+        if let Some(c) = clusters.last_mut() {
+            let c_end = u32::from(c.start) + u32::from(c.count);
+            if c.kind == p.kind && start < c_end {
+                c.count = (end.max(c_end) - u32::from(c.start)) as u16;
+                c.points.push(i);
                 continue;
             }
         }
-        blocks.push(Block {
+        clusters.push(Block {
             kind: p.kind,
             start: p.register,
             count: (end - start) as u16,
             points: vec![i],
         });
+    }
+    let mut blocks: Vec<Block> = Vec::new();
+    for c in clusters {
+        let start = u32::from(c.start);
+        let end = start + u32::from(c.count);
+        if let Some(b) = blocks.last_mut() {
+            let b_end = u32::from(b.start) + u32::from(b.count);
+            let fits = b.kind == c.kind
+                && start <= b_end + max_gap
+                && end.max(b_end) - u32::from(b.start) <= u32::from(max_registers);
+            if fits {
+                b.count = (end.max(b_end) - u32::from(b.start)) as u16;
+                b.points.extend(c.points);
+                continue;
+            }
+        }
+        if u32::from(c.count) > u32::from(max_registers) {
+            // A cluster longer than a request: split it, each span whole in one request.
+            let mut sub: Vec<Block> = Vec::new();
+            for i in c.points {
+                let p = &spans[i];
+                let (ps, pe) = (
+                    u32::from(p.register),
+                    u32::from(p.register) + u32::from(p.registers),
+                );
+                match sub.last_mut() {
+                    Some(b)
+                        if pe.max(u32::from(b.start) + u32::from(b.count)) - u32::from(b.start)
+                            <= u32::from(max_registers) =>
+                    {
+                        b.count = (pe.max(u32::from(b.start) + u32::from(b.count))
+                            - u32::from(b.start)) as u16;
+                        b.points.push(i);
+                    }
+                    _ => sub.push(Block {
+                        kind: p.kind,
+                        start: p.register,
+                        count: (pe - ps) as u16,
+                        points: vec![i],
+                    }),
+                }
+            }
+            blocks.extend(sub);
+            continue;
+        }
+        blocks.push(c);
     }
     if limits.even {
         for b in &mut blocks {
@@ -203,8 +249,27 @@ mod tests {
             }
             // every configured register is covered by exactly one request
             prop_assert!(seen.iter().all(|&n| n == 1), "{:?}", seen);
-            // requests of one table never overlap (padding for even reads may add one register)
-            for (x, a) in blocks.iter().enumerate().filter(|_| !even) {
+            // requests of one table never overlap (padding for even reads may add one register),
+            // unless overlapping values chain into a run longer than one request may be
+            let longest_cluster = {
+                let mut sorted = spans.clone();
+                sorted.sort_by_key(|s| (s.kind, s.register));
+                let mut longest = 0u32;
+                let mut cur: Option<(RegisterKind, u32, u32)> = None;
+                for s in sorted {
+                    let (a, b) = (u32::from(s.register), u32::from(s.register) + u32::from(s.registers));
+                    cur = match cur {
+                        Some((k, st, e)) if k == s.kind && a < e => Some((k, st, e.max(b))),
+                        _ => Some((s.kind, a, b)),
+                    };
+                    if let Some((_, st, e)) = cur {
+                        longest = longest.max(e - st);
+                    }
+                }
+                longest
+            };
+            let no_overlap_expected = !even && longest_cluster <= u32::from(max_registers);
+            for (x, a) in blocks.iter().enumerate().filter(|_| no_overlap_expected) {
                 for b in &blocks[x + 1..] {
                     if a.kind == b.kind {
                         prop_assert!(a.start + a.count <= b.start || b.start + b.count <= a.start, "{a:?} overlaps {b:?}");

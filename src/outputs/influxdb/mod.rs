@@ -112,20 +112,34 @@ fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome
     }
 }
 
-/// A 400 that is about the request's credentials or target rather than its lines.
+/// A 400 that is about the request's credentials or target rather than its lines: it names no
+/// line-protocol problem and speaks of authorization, tokens, permissions or a missing
+/// organization, bucket or database.
 fn is_refusal(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    [
-        "authoriz",
-        "unauthor",
-        "token",
-        "permission",
-        "organization not found",
-        "bucket not found",
-        "database not found",
+    let about_lines = [
+        "parse",
+        "partial write",
+        "line protocol",
+        "field type conflict",
+        "dropped=",
+        "timestamp",
+        "time outside range",
     ]
     .iter()
-    .any(|m| t.contains(m))
+    .any(|m| t.contains(m));
+    !about_lines
+        && [
+            "authoriz",
+            "unauthor",
+            "token",
+            "permission",
+            "organization not found",
+            "bucket not found",
+            "database not found",
+        ]
+        .iter()
+        .any(|m| t.contains(m))
 }
 
 /// The human part of an error body: the `error` (1.x) or `message` (2.x/3.x) of a JSON body,
@@ -998,6 +1012,15 @@ mod tests {
                 "{\"code\":\"unauthorized\",\"message\":\"bad token\"}".into()
             ),
             Outcome::Setup(400, _)
+        ));
+        // A parse error that happens to mention a token is still about the lines.
+        assert!(matches!(
+            classify(
+                400,
+                None,
+                "{\"error\":\"unable to parse 'x y': unexpected token\"}".into()
+            ),
+            Outcome::Rejected(400, _, _)
         ));
     }
 

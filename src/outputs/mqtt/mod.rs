@@ -182,7 +182,7 @@ impl MqttOutbox {
                     return Ok(vec![]);
                 }
                 let mut st = c.prepare_cached(
-                    "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message FROM alert_events WHERE id > ?1 AND state != 'pending' ORDER BY id LIMIT ?2",
                 )?;
                 let rows = st.query_map(params![after, limit as i64], |r| {
                     let id: i64 = r.get(0)?;
