@@ -69,22 +69,48 @@ enum Command {
     },
     /// The energy and carbon account of one period: a month (2026-10), a quarter (2026-Q3) or a
     /// year (2026). Also writes the intervals and accounts to the store.
+    ///
+    /// With --park: the park report of many factories from a central InfluxDB instead.
     Report {
-        /// Path of the TOML configuration file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        /// Path of the TOML configuration file (not with --park).
+        #[arg(long, short, value_name = "FILE", required_unless_present = "park")]
+        config: Option<PathBuf>,
         /// 2026-10, 2026-Q3 or 2026.
         #[arg(long, value_name = "PERIOD")]
         period: String,
-        /// Output format: json.
+        /// Output format: json, csv, html, md, or lp (line protocol of the accounts, for the
+        /// park's InfluxDB).
         #[arg(long, default_value = "json")]
         format: String,
+        /// Label language: zh (Chinese then English) or en.
+        #[arg(long, default_value = "zh")]
+        lang: String,
+        /// Park report: aggregate the factories' accounts from a central InfluxDB.
+        #[arg(long, conflicts_with = "config")]
+        park: bool,
+        /// Park report source (only influxdb).
+        #[arg(long, default_value = "influxdb", value_parser = ["influxdb"], requires = "park")]
+        source: String,
+        /// Park report: InfluxDB base URL (v1 query API), e.g. http://influx.park.example:8086.
+        #[arg(long, requires = "park", required_if_eq("park", "true"))]
+        url: Option<String>,
+        /// Park report: database.
+        #[arg(long, requires = "park", required_if_eq("park", "true"))]
+        db: Option<String>,
+        /// Park report: only sites with this `park` tag.
+        #[arg(long, requires = "park")]
+        park_tag: Option<String>,
         /// Write to this file instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Do not write intervals, accounts and counter events to the store.
         #[arg(long)]
         no_store: bool,
+    },
+    /// Export data for other systems.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
     },
     /// Meter counters.
     Counter {
@@ -93,6 +119,29 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// 15-minute, daily and monthly energy items per carrier for the 重点用能单位 online
+    /// monitoring platform (three files in --out).
+    Monitoring {
+        /// Path of the TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// 2026-10, 2026-Q3 or 2026.
+        #[arg(long, value_name = "PERIOD")]
+        period: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// json or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Item-code mapping file (default: the shipped config/monitoring/codes.toml).
+        #[arg(long, value_name = "FILE")]
+        codes: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -269,14 +318,49 @@ fn main() -> ExitCode {
             config,
             period,
             format,
+            lang,
+            park,
+            source: _,
+            url,
+            db,
+            park_tag,
             output,
             no_store,
-        } => accounting_command(energy_gateway::reporting::cli::report(
+        } => accounting_command(match (park, config) {
+            (true, _) => energy_gateway::reporting::cli::park_report(
+                url.as_deref().unwrap_or_default(),
+                db.as_deref().unwrap_or_default(),
+                &period,
+                park_tag.as_deref(),
+                &format,
+                &lang,
+                output.as_deref(),
+            ),
+            (false, Some(config)) => energy_gateway::reporting::cli::report(
+                &config,
+                &period,
+                &format,
+                &lang,
+                output.as_deref(),
+                !no_store,
+            ),
+            (false, None) => Err(anyhow::anyhow!("--config is required (or --park)")),
+        }),
+        Command::Export {
+            what:
+                ExportWhat::Monitoring {
+                    config,
+                    period,
+                    out,
+                    format,
+                    codes,
+                },
+        } => accounting_command(energy_gateway::reporting::cli::export_monitoring(
             &config,
             &period,
+            &out,
             &format,
-            output.as_deref(),
-            !no_store,
+            codes.as_deref(),
         )),
         Command::Counter {
             action:

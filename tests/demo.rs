@@ -48,6 +48,14 @@ fn demo_stores_readings_from_every_simulated_meter() {
         .unwrap();
     assert!((230.0..=360.0).contains(&kw), "main active power {kw} kW");
     assert_eq!(store.integrity_check().unwrap(), "ok");
+    // Every simulated register answers: no bad reading anywhere.
+    let bad: Vec<_> = store
+        .readings_after(0, 1_000_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reading.good_value().is_none())
+        .collect();
+    assert!(bad.is_empty(), "bad readings: {:?}", &bad[..bad.len().min(5)]);
 }
 
 #[test]

@@ -417,7 +417,10 @@ fn layout(id: &str) -> RegisterBank {
             b.holding.insert(0x0006, 1); // IrAt CT ratio (primary values already)
             b.holding.insert(0x0007, 10); // UrAt PT ratio ×0.1
         }
-        "kiln" | "press" => RegisterBank::define(&mut b.input, 0x0000, 0x50),
+        "kiln" | "press" => {
+            RegisterBank::define(&mut b.input, 0x0000, 0x50);
+            RegisterBank::define(&mut b.input, 0x00C8, 0x08); // line-to-line voltages
+        }
         _ => RegisterBank::define(&mut b.holding, 0x0000, 0x10),
     }
     b
@@ -457,6 +460,11 @@ fn update(
                 ABCD,
             );
         }
+        for (i, (a, b)) in [(0, 1), (1, 2), (2, 0)].into_iter().enumerate() {
+            let ll = (v[a] + v[b]) / 2.0 * 3f64.sqrt();
+            RegisterBank::put(hr, 0x2000 + 2 * i as u16, ll * 10.0, F32, ABCD);
+            RegisterBank::put(hr, 0x2014 + 2 * i as u16, main_kw / 3.0 * 10_000.0, F32, ABCD);
+        }
         RegisterBank::put(hr, 0x2012, main_kw * 10_000.0, F32, ABCD); // 0.1 W
         let kvar = main_kw * (1.0 - pf * pf).sqrt() / pf;
         RegisterBank::put(hr, 0x201A, kvar * 10_000.0, F32, ABCD); // 0.1 var
@@ -476,6 +484,13 @@ fn update(
                 RegisterBank::put(ir, 2 * i as u16, *vi, F32, ABCD);
                 RegisterBank::put(ir, 0x0006 + 2 * i as u16, phase_current(kw, *vi), F32, ABCD);
             }
+            let kvar = kw * (1.0 - pf * pf).sqrt() / pf;
+            for (i, (a, b)) in [(0, 1), (1, 2), (2, 0)].into_iter().enumerate() {
+                RegisterBank::put(ir, 0x000C + 2 * i as u16, kw / 3.0 * 1000.0, F32, ABCD);
+                RegisterBank::put(ir, 0x00C8 + 2 * i as u16, (v[a] + v[b]) / 2.0 * 3f64.sqrt(), F32, ABCD);
+            }
+            RegisterBank::put(ir, 0x0038, kw / pf * 1000.0, F32, ABCD); // VA
+            RegisterBank::put(ir, 0x003C, kvar * 1000.0, F32, ABCD); // var
             RegisterBank::put(ir, 0x0034, kw * 1000.0, F32, ABCD); // W
             RegisterBank::put(ir, 0x003E, pf, F32, ABCD);
             RegisterBank::put(ir, 0x0046, freq, F32, ABCD);

@@ -579,7 +579,10 @@ mod tests {
                 .find(&format!("\n  {p}:\n"))
                 .unwrap_or_else(|| panic!("{p} not in the spec"));
             let block = &spec[at..at + 400.min(spec.len() - at)];
-            assert!(block.contains("security: []"), "{p} should say security: []");
+            assert!(
+                block.contains("security: []"),
+                "{p} should say security: []"
+            );
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
+use super::labels::Lang;
 use super::{build, json, Format};
 use crate::accounting::calendar::{rfc3339, Period};
 use crate::accounting::import;
@@ -49,28 +50,81 @@ pub fn import(kind: ImportKind, file: &Path, config: &Path) -> Result<String> {
     ))
 }
 
-/// `energy-gateway report --config CONFIG --period P --format F [--output FILE] [--no-store]`
+/// `energy-gateway report --config CONFIG --period P --format F [--lang L] [--output FILE]
+/// [--no-store]`
 pub fn report(
     config: &Path,
     period: &str,
     format: &str,
+    lang: &str,
     output: Option<&Path>,
     store: bool,
 ) -> Result<String> {
     let period: Period = period.parse().map_err(anyhow::Error::msg)?;
     let format: Format = format.parse().map_err(anyhow::Error::msg)?;
+    let lang: Lang = lang.parse().map_err(anyhow::Error::msg)?;
     let cfg = load_config(config)?;
     let r = build(&cfg, period, store)?;
     let text = match format {
         Format::Json => json::render(&r),
+        Format::Csv => super::csv::render(&r, lang),
+        Format::Html => super::html::render(&r, lang),
+        Format::Md => super::markdown::render(&r, lang),
+        Format::Lp => super::park::account_lines(&r, cfg.site.park.as_deref()),
     };
+    write_or_return(text, output, &r.period)
+}
+
+fn write_or_return(text: String, output: Option<&Path>, what: &str) -> Result<String> {
     match output {
         None => Ok(text),
         Some(p) => {
             std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
-            Ok(format!("{}: report {} written\n", p.display(), r.period))
+            Ok(format!("{}: report {what} written\n", p.display()))
         }
     }
+}
+
+/// `energy-gateway report --park --source influxdb --url URL --db DB --period P --format F`
+pub fn park_report(
+    url: &str,
+    db: &str,
+    period: &str,
+    park: Option<&str>,
+    format: &str,
+    lang: &str,
+    output: Option<&Path>,
+) -> Result<String> {
+    let p: Period = period.parse().map_err(anyhow::Error::msg)?;
+    let format: Format = format.parse().map_err(anyhow::Error::msg)?;
+    let lang: Lang = lang.parse().map_err(anyhow::Error::msg)?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(anyhow!(
+            "--url must start with http:// or https://, got \"{url}\""
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = rt.block_on(super::park::fetch(url, db, &p.to_string(), park))?;
+    let text = super::park::render(&report, format, lang)?;
+    write_or_return(text, output, &report.period)
+}
+
+/// `energy-gateway export monitoring --config CONFIG --period P --out DIR [--format json|csv]
+/// [--codes FILE]`
+pub fn export_monitoring(
+    config: &Path,
+    period: &str,
+    out_dir: &Path,
+    format: &str,
+    codes: Option<&Path>,
+) -> Result<String> {
+    let period: Period = period.parse().map_err(anyhow::Error::msg)?;
+    let cfg = load_config(config)?;
+    let paths = super::monitoring::export(&cfg, period, codes, out_dir, format)?;
+    Ok(paths.iter().map(|p| format!("{}\n", p.display())).collect())
 }
 
 /// `energy-gateway counter replace …`

@@ -1,9 +1,20 @@
 //! Report assembly: the machine-readable account of one site for one period (month, quarter or
 //! year), built from the store by [`crate::accounting`]. Every field is documented in
-//! `docs/report-json.md`. Formats: [`json`] (more to come: csv, html, md).
+//! `docs/report-json.md`. Formats: [`json`], [`csv`], [`html`], [`markdown`] (the last three
+//! from the same tables, [`tables`]); the park report is [`park`], the online-monitoring export
+//! [`monitoring`].
 
+pub mod alerts;
 pub mod cli;
+pub mod csv;
+pub mod html;
+pub mod indicators;
 pub mod json;
+pub mod labels;
+pub mod markdown;
+pub mod monitoring;
+pub mod park;
+pub mod tables;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +39,12 @@ use crate::readings::Quantity;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Json,
+    Csv,
+    Html,
+    Md,
+    /// InfluxDB line protocol of the period's accounts (measurement `energy_account`, see
+    /// [`park`]), for a gateway to send to the park's central InfluxDB.
+    Lp,
 }
 
 impl std::str::FromStr for Format {
@@ -35,7 +52,13 @@ impl std::str::FromStr for Format {
     fn from_str(s: &str) -> Result<Format, String> {
         match s {
             "json" => Ok(Format::Json),
-            other => Err(format!("unknown format \"{other}\"; available: json")),
+            "csv" => Ok(Format::Csv),
+            "html" => Ok(Format::Html),
+            "md" | "markdown" => Ok(Format::Md),
+            "lp" => Ok(Format::Lp),
+            other => Err(format!(
+                "unknown format \"{other}\"; available: json, csv, html, md, lp"
+            )),
         }
     }
 }
@@ -214,6 +237,10 @@ pub struct Report {
     pub balance: Vec<BalanceLine>,
     pub months: Vec<MonthOut>,
     pub data_quality: DataQuality,
+    /// Green-factory (GB/T 36132-2025) and 亩均 indicators.
+    pub indicators: indicators::Indicators,
+    /// Alert transitions of the period (store table `alert_events`).
+    pub alerts: alerts::AlertsSummary,
     pub sources: BTreeMap<String, String>,
 }
 
@@ -512,9 +539,11 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
         })
         .collect();
 
+    let alerts_summary = alerts::summary(&cfg.store_path(), tz, from, to)?;
+    tags.extend(["S40", "S55", "S59"].map(String::from));
     tags.sort();
     tags.dedup();
-    let report = Report {
+    let mut report = Report {
         site: plan.site.clone(),
         period: period.to_string(),
         period_kind: period.kind(),
@@ -588,8 +617,17 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
             counter_events: events,
             notes,
         },
+        indicators: indicators::Indicators {
+            output_value_10k_cny: None,
+            land_area_mu: None,
+            green_factory: Vec::new(),
+            mu: Vec::new(),
+            notes: Vec::new(),
+        },
+        alerts: alerts_summary,
         sources: plan.tables.cite(&tags),
     };
+    report.indicators = indicators::compute(&cfg.accounting.indicators, &report, &months);
 
     if write {
         write_outputs(

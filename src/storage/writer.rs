@@ -230,6 +230,9 @@ pub fn spawn_with_status(
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
+            if let Err(e) = store.set_cache_mib(32) {
+                tracing::warn!("{e}");
+            }
             if let Ok(n) = store.evicted_total() {
                 status.evicted.store(n, Ordering::Relaxed);
             }

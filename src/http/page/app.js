@@ -74,8 +74,13 @@ function renderStatus(s) {
   const m = acc.month;
   const bar = $('intensity-bar');
   if (m) {
-    text('intensity', m.intensity_tce_per_10k_cny === null ? num(m.comprehensive_energy_tce, 3) + ' tce'
-      : num(m.intensity_tce_per_10k_cny, 4) + ' tce/10⁴ CNY');
+    if (m.intensity_tce_per_10k_cny === null) {
+      text('intensity', num(m.comprehensive_energy_tce, 3));
+      text('intensity-unit', 'tce so far');
+    } else {
+      text('intensity', num(m.intensity_tce_per_10k_cny, 4));
+      text('intensity-unit', 'tce/10⁴ CNY');
+    }
     const target = m.target_path_intensity_tce_per_10k_cny;
     if (m.intensity_tce_per_10k_cny !== null && target !== null) {
       text('intensity-target', 'target path ' + num(target, 4) + ' (' + num(m.path_change_pct, 1) + ' % vs ' + m.baseline_year + ') · '
@@ -87,9 +92,12 @@ function renderStatus(s) {
       text('intensity-target', m.period + ': ' + (m.intensity_tce_per_10k_cny === null ? 'no intensity yet' : 'no baseline to compare with'));
       bar.style.width = '0';
     }
-    text('month-note', m.notes.length ? m.notes[0] : 'data completeness ' + num(m.completeness_pct, 1) + ' %');
+    const note = m.notes.length ? m.notes[0] : 'data completeness ' + num(m.completeness_pct, 1) + ' %';
+    text('month-note', note);
+    $('month-note').title = m.notes.join('\n');
   } else {
     text('intensity', '…');
+    text('intensity-unit', '');
     text('intensity-target', acc.month_error ? 'accounts: ' + acc.month_error : 'computing…');
   }
   text('alerts-count', String(s.alerts_firing));

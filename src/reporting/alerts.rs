@@ -1,0 +1,118 @@
+//! The alerts summary of a report: the transitions of the store's `alert_events` table (written
+//! by the alerting rules) that fall in the report's period, per rule and device.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::accounting::calendar::rfc3339;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRuleSummary {
+    pub rule: String,
+    pub device: String,
+    /// The highest severity seen ("critical" > "warning" > "info").
+    pub severity: String,
+    pub fired: usize,
+    pub resolved: usize,
+    pub first_fired: Option<String>,
+    pub last_fired: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertsSummary {
+    pub fired: usize,
+    pub resolved: usize,
+    pub rules: Vec<AlertRuleSummary>,
+}
+
+fn rank(s: &str) -> u8 {
+    match s {
+        "critical" => 3,
+        "warning" => 2,
+        "info" => 1,
+        _ => 0,
+    }
+}
+
+/// Reads the transitions in `[from_ms, to_ms)`. A store without the table (accounting only,
+/// never run) has no alerts.
+pub fn summary(store: &Path, tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Result<AlertsSummary> {
+    let mut out = AlertsSummary {
+        fired: 0,
+        resolved: 0,
+        rules: Vec::new(),
+    };
+    if !store.exists() {
+        return Ok(out);
+    }
+    let conn = Connection::open_with_flags(store, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open the store {}", store.display()))?;
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_events'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .context("reading the store's tables")?
+        > 0;
+    if !has {
+        return Ok(out);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT ts_ms, rule, device, state, severity FROM alert_events
+             WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms, id",
+        )
+        .context("querying alert_events")?;
+    let rows = stmt
+        .query_map([from_ms, to_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })
+        .context("querying alert_events")?;
+    let mut by: BTreeMap<(String, String), AlertRuleSummary> = BTreeMap::new();
+    for row in rows {
+        let (ts, rule, device, state, severity) = row.context("reading alert_events")?;
+        let e = by
+            .entry((rule.clone(), device.clone()))
+            .or_insert_with(|| AlertRuleSummary {
+                rule,
+                device,
+                severity: severity.clone(),
+                fired: 0,
+                resolved: 0,
+                first_fired: None,
+                last_fired: None,
+            });
+        if rank(&severity) > rank(&e.severity) {
+            e.severity = severity;
+        }
+        match state.as_str() {
+            "firing" => {
+                e.fired += 1;
+                out.fired += 1;
+                let t = rfc3339(tz, ts);
+                if e.first_fired.is_none() {
+                    e.first_fired = Some(t.clone());
+                }
+                e.last_fired = Some(t);
+            }
+            "resolved" => {
+                e.resolved += 1;
+                out.resolved += 1;
+            }
+            _ => {}
+        }
+    }
+    out.rules = by.into_values().collect();
+    Ok(out)
+}
