@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             retention: config.storage.retention,
             outbox: config.storage.outbox.clone(),
             shutdown: writer_shutdown.clone(),
+            cache_mib: config.storage.cache_mib,
             ..WriterOptions::new(config.storage.max_batch, destinations)
         },
         outbox.clone(),

@@ -55,7 +55,11 @@ fn demo_stores_readings_from_every_simulated_meter() {
         .into_iter()
         .filter(|r| r.reading.good_value().is_none())
         .collect();
-    assert!(bad.is_empty(), "bad readings: {:?}", &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "bad readings: {:?}",
+        &bad[..bad.len().min(5)]
+    );
 }
 
 #[test]

@@ -12,9 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::{self, Synchronous};
-use energy_gateway::demo::simulator::SimulatedFactory;
+use energy_gateway::accounting::store::{AccountRow, AccountingStore, IntervalRow};
+use energy_gateway::config::{self, Synchronous, ValueType, WordOrder};
+use energy_gateway::demo::simulator::{self, BusService, RegisterBank, SimulatedFactory};
 use energy_gateway::outputs::influxdb::{InfluxOutput, OutputStatus};
+use energy_gateway::pipeline;
 use energy_gateway::readings::{now_ms, Quantity, Reading};
 use energy_gateway::storage::Store;
 use tokio::sync::watch;
@@ -513,4 +515,255 @@ async fn a_partial_write_quarantines_only_the_rejected_points() {
     let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
     assert_eq!(first["reading_id"].as_i64(), Some(bad[0]));
     assert_eq!(first["status"].as_u64(), Some(400));
+}
+
+/// A meter whose active power (SDM120 map, input 0x0C, W) the test sets.
+struct Meter {
+    bank: Arc<std::sync::Mutex<RegisterBank>>,
+    addr: String,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Meter {
+    async fn start() -> Meter {
+        let mut bank = RegisterBank::default();
+        RegisterBank::define(&mut bank.input, 0, 0x50);
+        let bank = Arc::new(std::sync::Mutex::new(bank));
+        let service = BusService::default();
+        service.insert(1, bank.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = simulator::serve_tcp(l, service);
+        Meter {
+            bank,
+            addr,
+            _server: server,
+        }
+    }
+
+    fn set_kw(&self, kw: f64) {
+        RegisterBank::put(
+            &mut self.bank.lock().unwrap().input,
+            0x0C,
+            kw * 1000.0,
+            ValueType::F32,
+            WordOrder::ABCD,
+        );
+    }
+}
+
+/// Rows of an InfluxQL answer as column → value maps.
+fn influx_rows(
+    influx: &common::Influxd,
+    q: &str,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let v = influx.query("energy", q);
+    let mut out = Vec::new();
+    for s in v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let cols: Vec<String> = s["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        for row in s["values"].as_array().cloned().unwrap_or_default() {
+            let mut m = serde_json::Map::new();
+            if let Some(tags) = s["tags"].as_object() {
+                m.extend(tags.clone());
+            }
+            for (c, v) in cols.iter().zip(row.as_array().unwrap()) {
+                m.insert(c.clone(), v.clone());
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn stream_cursor(store: &Path, stream: &str) -> (i64, i64) {
+    let c = rusqlite::Connection::open(store).unwrap();
+    c.query_row(
+        "SELECT last_rev, last_id FROM influx_stream_cursors WHERE destination = 'influxdb.local' AND stream = ?1",
+        [stream],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap_or((0, 0))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn accounts(tce: f64) -> Vec<AccountRow> {
+    let row = |field: &str, value: f64, unit: &str| AccountRow {
+        period: "2026-01".into(),
+        kind: "month",
+        start_ms: 1_767_196_800_000, // 2026-01-01T00:00+08:00
+        end_ms: 1_769_875_200_000,
+        field: field.into(),
+        value,
+        unit: unit.into(),
+    };
+    vec![
+        row("comprehensive_energy_tce", tce, "tce"),
+        row("assessment_energy_tce", tce - 1.0, "tce"),
+        row("value_added_10k_cny", 500.0, "10k CNY"),
+        row("total_tco2", 300.0, "tCO2"),
+        row("product.rebar.output", 1000.0, "t"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_energy_accounts_reach_influxdb_once() {
+    let influx = common::Influxd::start();
+    influx.create_database("energy");
+    let meter = Meter::start().await;
+    meter.set_kw(50.0);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[site]\nid = \"plant-a\"\npark = \"park-9\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n\
+         [[devices]]\nid = \"press\"\nmodel = \"eastron-sdm120\"\n[devices.modbus]\naddress = \"{}\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\n\
+         [[alerts]]\nid = \"press-peak\"\ndevice = \"press\"\nquantity = \"active_power\"\nabove = 100.0\nhysteresis = 10.0\nseverity = \"critical\"\n\
+         [outputs.influxdb.local]\nurl = \"{}\"\ndatabase = \"energy\"\ntimeout = \"2s\"\nflush_interval = \"200ms\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n",
+        dir.path().join("data").display(),
+        meter.addr,
+        influx.url
+    );
+    let cfg = config::load_str(&toml).unwrap_or_else(|p| panic!("{p:#?}"));
+    let store_path = cfg.store_path();
+
+    // Accounting output rows, as `energy-gateway report` writes them.
+    let t0 = 1_767_196_800_000;
+    let intervals: Vec<IntervalRow> = (0..2)
+        .map(|i| IntervalRow {
+            device: "press",
+            quantity: Quantity::EnergyImport,
+            carrier: "electricity",
+            unit: "kWh",
+            resolution: "15m",
+            start_ms: t0 + i * 900_000,
+            value: 10.0 + i as f64,
+            quality: "measured",
+        })
+        .collect();
+    let mut acc = AccountingStore::open(&store_path).unwrap();
+    acc.write_outputs(&intervals, &accounts(123.0), &[])
+        .unwrap();
+
+    // The rule fires and resolves while the gateway runs.
+    let gw = pipeline::start(cfg.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    meter.set_kw(150.0);
+    wait_until("firing in InfluxDB", Duration::from_secs(15), || {
+        influx_rows(
+            &influx,
+            "SELECT * FROM \"alert\" WHERE \"state\" = 'firing'",
+        )
+        .len()
+            == 1
+    })
+    .await;
+    meter.set_kw(40.0);
+    wait_until("resolved in InfluxDB", Duration::from_secs(15), || {
+        influx_rows(
+            &influx,
+            "SELECT * FROM \"alert\" WHERE \"state\" = 'resolved'",
+        )
+        .len()
+            == 1
+    })
+    .await;
+    gw.shutdown().await.unwrap();
+
+    let check = |influx: &common::Influxd| {
+        let events = open_store(dir.path()).alert_events().unwrap();
+        assert!(events.len() >= 2, "{events:?}");
+        let alerts = influx_rows(influx, "SELECT * FROM \"alert\" GROUP BY *");
+        assert_eq!(alerts.len(), events.len(), "{alerts:#?}\n{events:#?}");
+        for a in &alerts {
+            assert_eq!(a["site"], "plant-a", "{a:?}");
+            assert_eq!(a["park"], "park-9");
+            assert_eq!(a["rule"], "press-peak");
+            assert_eq!(a["device"], "press");
+            assert_eq!(a["quantity"], "active_power");
+            assert_eq!(a["severity"], "critical");
+            assert!(a["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let firing = alerts.iter().find(|a| a["state"] == "firing").unwrap();
+        assert_eq!(firing["value"], 150.0);
+        let resolved = alerts.iter().find(|a| a["state"] == "resolved").unwrap();
+        assert_eq!(resolved["value"], 40.0);
+        let iv = influx_rows(influx, "SELECT * FROM \"energy_interval\" GROUP BY *");
+        assert_eq!(iv.len(), 2, "{iv:#?}");
+        for (i, r) in iv.iter().enumerate() {
+            assert_eq!(r["value"], 10.0 + i as f64);
+            assert_eq!(r["quality"], "measured");
+            assert_eq!(r["resolution"], "15m");
+            assert_eq!(r["device"], "press");
+            assert_eq!(r["carrier"], "electricity");
+            assert_eq!(r["site"], "plant-a");
+        }
+        // One site point and one product point for the period.
+        let acc = influx_rows(influx, "SELECT * FROM \"energy_account\" GROUP BY *");
+        assert_eq!(acc.len(), 2, "{acc:#?}");
+    };
+    check(&influx);
+    // The park report reads what the gateway wrote.
+    let park =
+        energy_gateway::reporting::park::fetch(&influx.url, "energy", "2026-01", Some("park-9"))
+            .await
+            .unwrap();
+    assert_eq!(park.factories.len(), 1);
+    assert_eq!(park.factories[0].site, "plant-a");
+    assert_eq!(park.factories[0].comprehensive_energy_tce, 123.0);
+    assert_eq!(park.factories[0].value_added_10k_cny, Some(500.0));
+    assert_eq!(park.products.len(), 1);
+    assert_eq!(park.products[0].product, "rebar");
+    assert_eq!(park.products[0].output, Some(1000.0));
+    assert_eq!(park.products[0].unit.as_deref(), Some("t"));
+    let last_alert = open_store(dir.path()).alert_events().unwrap().len() as i64;
+    assert!(stream_cursor(&store_path, "alert").1 >= last_alert);
+
+    // A changed account gets a new rev and is sent again; the cursors of the other streams are
+    // forgotten, so everything is replayed: nothing may be duplicated.
+    acc.write_outputs(&intervals, &accounts(130.0), &[])
+        .unwrap();
+    rusqlite::Connection::open(&store_path)
+        .unwrap()
+        .execute(
+            "DELETE FROM influx_stream_cursors WHERE stream != 'energy_account'",
+            [],
+        )
+        .unwrap();
+    let acc_before = stream_cursor(&store_path, "energy_account");
+    let gw = pipeline::start(cfg.clone()).await.unwrap();
+    wait_until("the replay", Duration::from_secs(15), || {
+        stream_cursor(&store_path, "alert").1 >= last_alert
+            && stream_cursor(&store_path, "energy_interval").0 > 0
+            && stream_cursor(&store_path, "energy_account") > acc_before
+    })
+    .await;
+    gw.shutdown().await.unwrap();
+    check(&influx);
+    let park =
+        energy_gateway::reporting::park::fetch(&influx.url, "energy", "2026-01", Some("park-9"))
+            .await
+            .unwrap();
+    assert_eq!(park.factories.len(), 1);
+    assert_eq!(park.factories[0].comprehensive_energy_tce, 130.0);
+    assert_eq!(park.factories[0].assessment_energy_tce, 129.0);
+    // Only the changed rows were sent again.
+    assert_eq!(
+        influx_rows(&influx, "SELECT count(\"message\") FROM \"alert\"")[0]["count"],
+        last_alert
+    );
+    assert!(open_store(dir.path()).quarantined(None).unwrap().is_empty());
 }

@@ -132,7 +132,7 @@ fn live_page_shows_live_data_in_headless_chromium() {
         let v = gw.get_json("/api/v1/status", 200);
         (v["devices"]["online"] == 5
             && v["site_power_kw"].is_f64()
-            && !v["accounts"]["today"].is_null())
+            && v["accounts"]["today"]["energy_kwh"].is_f64())
         .then_some(v)
     });
     let api_power = st["site_power_kw"].as_f64().unwrap();

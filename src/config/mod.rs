@@ -178,6 +178,10 @@ pub struct StorageConfig {
     /// The most readings committed in one transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// SQLite page cache of the store writer, MiB. Larger keeps more index pages in memory and
+    /// sustains higher ingest rates; smaller keeps the resident memory down on small boxes.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u32,
     /// `[storage.outbox]`: bounds of the undelivered part of the store.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -190,6 +194,7 @@ impl Default for StorageConfig {
             synchronous: Synchronous::default(),
             retention: default_retention(),
             max_batch: default_max_batch(),
+            cache_mib: default_cache_mib(),
             outbox: OutboxConfig::default(),
         }
     }
@@ -246,6 +251,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_retention() -> Duration {
     Duration::from_secs(400 * 86_400)
+}
+fn default_cache_mib() -> u32 {
+    8
 }
 fn default_max_batch() -> usize {
     10_000

@@ -76,6 +76,12 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     }
 
     // [storage], [pipeline]
+    if !(1..=1024).contains(&cfg.storage.cache_mib) {
+        push(
+            "storage.cache_mib".into(),
+            format!("{} is out of range 1..=1024", cfg.storage.cache_mib),
+        );
+    }
     if cfg.storage.max_batch == 0 {
         push("storage.max_batch".into(), "must be at least 1".into());
     }

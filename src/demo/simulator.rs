@@ -463,7 +463,13 @@ fn update(
         for (i, (a, b)) in [(0, 1), (1, 2), (2, 0)].into_iter().enumerate() {
             let ll = (v[a] + v[b]) / 2.0 * 3f64.sqrt();
             RegisterBank::put(hr, 0x2000 + 2 * i as u16, ll * 10.0, F32, ABCD);
-            RegisterBank::put(hr, 0x2014 + 2 * i as u16, main_kw / 3.0 * 10_000.0, F32, ABCD);
+            RegisterBank::put(
+                hr,
+                0x2014 + 2 * i as u16,
+                main_kw / 3.0 * 10_000.0,
+                F32,
+                ABCD,
+            );
         }
         RegisterBank::put(hr, 0x2012, main_kw * 10_000.0, F32, ABCD); // 0.1 W
         let kvar = main_kw * (1.0 - pf * pf).sqrt() / pf;
@@ -487,7 +493,13 @@ fn update(
             let kvar = kw * (1.0 - pf * pf).sqrt() / pf;
             for (i, (a, b)) in [(0, 1), (1, 2), (2, 0)].into_iter().enumerate() {
                 RegisterBank::put(ir, 0x000C + 2 * i as u16, kw / 3.0 * 1000.0, F32, ABCD);
-                RegisterBank::put(ir, 0x00C8 + 2 * i as u16, (v[a] + v[b]) / 2.0 * 3f64.sqrt(), F32, ABCD);
+                RegisterBank::put(
+                    ir,
+                    0x00C8 + 2 * i as u16,
+                    (v[a] + v[b]) / 2.0 * 3f64.sqrt(),
+                    F32,
+                    ABCD,
+                );
             }
             RegisterBank::put(ir, 0x0038, kw / pf * 1000.0, F32, ABCD); // VA
             RegisterBank::put(ir, 0x003C, kvar * 1000.0, F32, ABCD); // var

@@ -25,6 +25,8 @@ use crate::storage::Store;
 const TODAY_TTL: Duration = Duration::from_secs(30);
 /// How long the month's account is reused (it reads the whole month).
 const MONTH_TTL: Duration = Duration::from_secs(300);
+/// How long an incomplete answer (no counter read yet) is reused.
+const INCOMPLETE_TTL: Duration = Duration::from_secs(2);
 
 /// Energy used today (site time zone), from midnight to now.
 #[derive(Debug, Clone, Serialize)]
@@ -119,8 +121,22 @@ impl Cache {
 
 /// The cached figures, starting a refresh of those that are stale.
 pub fn snapshot(shared: &Arc<Shared>, gw: &GatewayView) -> AccountsSnapshot {
-    refresh_if_stale(shared, &gw.config, |c| &c.today, TODAY_TTL, compute_today);
-    refresh_if_stale(shared, &gw.config, |c| &c.month, MONTH_TTL, compute_month);
+    refresh_if_stale(
+        shared,
+        &gw.config,
+        |c| &c.today,
+        TODAY_TTL,
+        compute_today,
+        |t| t.energy_kwh.is_some(),
+    );
+    refresh_if_stale(
+        shared,
+        &gw.config,
+        |c| &c.month,
+        MONTH_TTL,
+        compute_month,
+        |_| true,
+    );
     let c = &shared.summary;
     let t = c.today.lock().unwrap_or_else(|p| p.into_inner());
     let m = c.month.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,6 +154,7 @@ fn refresh_if_stale<T: Send + 'static>(
     slot: fn(&Cache) -> &Mutex<Slot<T>>,
     ttl: Duration,
     compute: fn(&Config) -> anyhow::Result<T>,
+    complete: fn(&T) -> bool,
 ) {
     let generation = shared
         .summary
@@ -168,6 +185,10 @@ fn refresh_if_stale<T: Send + 'static>(
         s.at = Some(Instant::now());
         match r {
             Ok(v) => {
+                // Just after start the counters may not have been read yet: look again soon.
+                if !complete(&v) {
+                    s.at = Instant::now().checked_sub(ttl.saturating_sub(INCOMPLETE_TTL));
+                }
                 s.value = Some(v);
                 s.error = None;
             }

@@ -50,6 +50,8 @@ pub struct WriterOptions {
     /// Cancelled when the pipeline shuts down: a writer held back by a full outbox then commits
     /// what it has already taken (it was taken from the sources and must not be lost).
     pub shutdown: CancellationToken,
+    /// SQLite page cache of the writer's connection, MiB (`[storage] cache_mib`).
+    pub cache_mib: u32,
 }
 
 impl WriterOptions {
@@ -68,6 +70,7 @@ impl WriterOptions {
             },
             full_recheck: Duration::from_millis(200),
             shutdown: CancellationToken::new(),
+            cache_mib: 32,
         }
     }
 }
@@ -230,7 +233,7 @@ pub fn spawn_with_status(
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
-            if let Err(e) = store.set_cache_mib(32) {
+            if let Err(e) = store.set_cache_mib(opts.cache_mib) {
                 tracing::warn!("{e}");
             }
             if let Ok(n) = store.evicted_total() {

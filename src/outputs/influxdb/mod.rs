@@ -23,10 +23,14 @@
 //! Points that cannot be encoded at all (timestamp outside InfluxDB's range, unknown series) are
 //! quarantined without being sent.
 //!
-//! Schema: see [`schema`].
+//! Schema: see [`schema`]. After the readings are drained (whenever less than a full batch of
+//! them waits, at most every `flush_interval`), the same destination also gets the gateway's
+//! other series — alerts, interval energy and energy accounts — each by a cursor of its own and
+//! with the same answer handling: see [`streams`].
 
 pub mod line_protocol;
 pub mod schema;
+pub mod streams;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
@@ -42,6 +46,9 @@ use crate::config::{Config, InfluxApi, InfluxConfig, Synchronous};
 use crate::readings::{Quality, Quantity, Reading};
 use crate::storage::{OutboxRow, Store};
 use schema::TagMapping;
+
+/// The other series are looked at every `flush_interval`, but not more often than this.
+const MIN_STREAMS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Longest `Retry-After` honoured; a longer one is cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -257,6 +264,8 @@ struct Batch {
     lines: Vec<Line>,
     /// Highest outbox id the batch covers (also when its last rows could not be encoded).
     last_id: i64,
+    /// The stream of a batch of other series (`None`: readings); its lines' ids are row ids.
+    stream: Option<streams::Stream>,
 }
 
 impl Batch {
@@ -281,6 +290,8 @@ pub struct InfluxOutput {
     url: reqwest::Url,
     auth: Auth,
     store: Arc<Mutex<Store>>,
+    /// The other series' tables and cursors (own connection).
+    streams: Arc<Mutex<streams::StreamStore>>,
     /// series id → series key (None: the series cannot be written)
     series: HashMap<i64, Option<Arc<str>>>,
     mapping: TagMapping,
@@ -334,6 +345,7 @@ impl InfluxOutput {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .build()?;
         let store = Store::open(&store_path, Synchronous::Normal)?;
+        let stream_store = streams::StreamStore::open(&store_path)?;
         let mut site_tags: Vec<(&'static str, String)> = vec![("site", config.site.id.clone())];
         if let Some(p) = &config.site.park {
             site_tags.push(("park", p.clone()));
@@ -364,6 +376,7 @@ impl InfluxOutput {
             url,
             auth,
             store: Arc::new(Mutex::new(store)),
+            streams: Arc::new(Mutex::new(stream_store)),
             series: HashMap::new(),
             site_tags,
             device_tags,
@@ -396,6 +409,84 @@ impl InfluxOutput {
             Ok::<_, anyhow::Error>(f(&s)?)
         })
         .await?
+    }
+
+    async fn stream_op<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&streams::StreamStore) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let store = self.streams.clone();
+        tokio::task::spawn_blocking(move || {
+            let s = store
+                .lock()
+                .map_err(|_| anyhow::anyhow!("stream store lock poisoned"))?;
+            Ok::<_, anyhow::Error>(f(&s)?)
+        })
+        .await?
+    }
+
+    /// Sends one batch of each other stream (alerts, intervals, accounts) that has rows after
+    /// its cursor, with the usual answer handling, and advances each cursor once its batch is
+    /// confirmed or quarantined. `Some(true)`: a stream has more waiting; `None`: stopped while
+    /// waiting to retry (the batch stays in the store).
+    async fn deliver_streams(
+        &mut self,
+        stop: &CancellationToken,
+        draining: bool,
+    ) -> anyhow::Result<Option<bool>> {
+        let mut more = false;
+        let site_tags = self.site_tags.clone();
+        let site: Vec<(&str, &str)> = site_tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for stream in streams::Stream::ALL {
+            let (d, limit) = (self.dest.clone(), self.batch_size);
+            let rows = self
+                .stream_op(move |s| {
+                    let after = s.cursor(&d, stream)?;
+                    s.rows_after(stream, after, limit)
+                })
+                .await?;
+            let Some(last) = rows.last().map(streams::Row::position) else {
+                continue;
+            };
+            more |= rows.len() >= limit;
+            let mut batch = Batch {
+                body: String::with_capacity(rows.len() * 160),
+                lines: Vec::with_capacity(rows.len()),
+                last_id: last.id,
+                stream: Some(stream),
+            };
+            for row in &rows {
+                let start = batch.body.len();
+                let id = row.position().id;
+                match streams::push_row(
+                    &mut batch.body,
+                    row,
+                    &site,
+                    &self.mapping,
+                    self.cfg.precision,
+                ) {
+                    Ok(()) => batch.lines.push(Line {
+                        id,
+                        start,
+                        end: batch.body.len(),
+                    }),
+                    Err(e) => {
+                        batch.body.truncate(start);
+                        self.quarantine(Some(stream), id, None, &e.to_string(), &row.describe())
+                            .await?;
+                    }
+                }
+            }
+            if !batch.lines.is_empty() {
+                if let Delivery::Stopped = self.deliver(&batch, stop, draining).await? {
+                    return Ok(None);
+                }
+            }
+            let d = self.dest.clone();
+            self.stream_op(move |s| s.advance(&d, stream, last)).await?;
+            tracing::debug!(output = %self.dest, stream = stream.measurement(), points = batch.lines.len(), "delivered");
+        }
+        Ok(Some(more))
     }
 
     /// Series key of a series id, looked up once and cached.
@@ -432,6 +523,7 @@ impl InfluxOutput {
             body: String::with_capacity(rows.len() * 160),
             lines: Vec::with_capacity(rows.len()),
             last_id: rows.last().map(|r| r.id).unwrap_or(0),
+            stream: None,
         };
         let precision = self.cfg.precision;
         let mut reading = Reading {
@@ -448,6 +540,7 @@ impl InfluxOutput {
                     row.series_id
                 );
                 self.quarantine(
+                    None,
                     row.id,
                     None,
                     &why,
@@ -469,21 +562,29 @@ impl InfluxOutput {
                 Err(e) => {
                     batch.body.truncate(start);
                     let desc = format!("{series} ts_ms={} value={:?}", row.ts_ms, row.value);
-                    self.quarantine(row.id, None, &e.to_string(), &desc).await?;
+                    self.quarantine(None, row.id, None, &e.to_string(), &desc)
+                        .await?;
                 }
             }
         }
         Ok(batch)
     }
 
+    /// Keeps a point rejected for good: a reading under the destination's name, a row of
+    /// another stream under `<destination>.<measurement>` with the row id.
     async fn quarantine(
         &mut self,
+        stream: Option<streams::Stream>,
         reading_id: i64,
         status: Option<u16>,
         error: &str,
         line: &str,
     ) -> anyhow::Result<()> {
-        let (d, e, l) = (self.dest.clone(), error.to_string(), line.to_string());
+        let d = match stream {
+            None => self.dest.clone(),
+            Some(s) => format!("{}.{}", self.dest, s.measurement()),
+        };
+        let (e, l) = (error.to_string(), line.to_string());
         self.store_op(move |s| s.quarantine_line(&d, reading_id, status, &e, &l))
             .await?;
         let total = self.status.quarantined.fetch_add(1, Ordering::Relaxed) + 1;
@@ -599,6 +700,7 @@ impl InfluxOutput {
                     if b - a == 1 {
                         let l = batch.lines[a];
                         self.quarantine(
+                            batch.stream,
                             l.id,
                             Some(413),
                             &format!("the point is larger than the destination accepts: {text}"),
@@ -623,8 +725,14 @@ impl InfluxOutput {
                         .set_error(Some(format!("HTTP {status}: {text}")));
                     if b - a == 1 {
                         let l = batch.lines[a];
-                        self.quarantine(l.id, Some(status), &text, batch.text(a, b).trim_end())
-                            .await?;
+                        self.quarantine(
+                            batch.stream,
+                            l.id,
+                            Some(status),
+                            &text,
+                            batch.text(a, b).trim_end(),
+                        )
+                        .await?;
                         continue;
                     }
                     if !bisecting {
@@ -701,6 +809,8 @@ impl InfluxOutput {
         let mut partial_since: Option<tokio::time::Instant> = None;
         let mut cursor: Option<i64> = None;
         let mut successes_since_split = 0u32;
+        // When the other series are next looked at.
+        let mut streams_due = tokio::time::Instant::now();
         tracing::info!(output = %dest, url = %redact(&self.url), "influxdb output started");
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
@@ -743,14 +853,41 @@ impl InfluxOutput {
                     continue;
                 }
             };
-            if rows.is_empty() {
-                if draining {
-                    break; // everything delivered
+            if draining && rows.is_empty() {
+                // Every reading delivered: the other series, then stop.
+                while drain_until.is_some_and(|d| tokio::time::Instant::now() < d) {
+                    match self.deliver_streams(&stop, true).await {
+                        Ok(Some(true)) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::error!(output = %dest, "cannot deliver alerts or accounts, they stay in the store: {e}");
+                            break;
+                        }
+                    }
                 }
-                // Wait for the next commit.
+                break;
+            }
+            if !draining && rows.len() < limit && tokio::time::Instant::now() >= streams_due {
+                // No full batch of readings waits: the other series get their turn.
+                streams_due =
+                    tokio::time::Instant::now() + self.cfg.flush_interval.max(MIN_STREAMS_INTERVAL);
+                match self.deliver_streams(&stop, false).await {
+                    Ok(Some(true)) => streams_due = tokio::time::Instant::now(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(output = %dest, "cannot deliver alerts or accounts, will try again: {e}");
+                        let delay = self.backoff.next_delay();
+                        self.pause(delay, &stop, false).await;
+                    }
+                }
+                continue;
+            }
+            if rows.is_empty() {
+                // Wait for the next commit (or the next look at the other series).
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     r = committed.changed() => { if r.is_err() { stop.cancelled().await; } }
+                    _ = tokio::time::sleep_until(streams_due) => {}
                 }
                 continue;
             }

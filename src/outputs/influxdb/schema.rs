@@ -2,8 +2,9 @@
 //!
 //! Readings: measurement `reading` (configurable per destination), tags [`READING_TAGS`], fields
 //! [`READING_FIELDS`], timestamp = acquisition time. The measurements in
-//! [`RESERVED_MEASUREMENTS`] are kept for the other series the gateway writes (interval energy,
-//! energy accounts, alerts), so a destination may not use them for readings.
+//! [`RESERVED_MEASUREMENTS`] are the other series every destination gets (interval energy,
+//! energy accounts, alerts; see [`super::streams`]), so a destination may not use them for
+//! readings.
 //!
 //! A destination may add static tags (`tags`), write standard tags under another name
 //! (`rename_tags`) and leave standard tags out (`drop_tags`); `device` and `quantity` cannot be
@@ -215,6 +216,38 @@ impl TagMapping {
             tags.push((k, v));
         }
         line_protocol::series_key(&self.measurement, &tags)
+    }
+
+    /// The series key of a point of one of the gateway's other measurements: the standard tags
+    /// are renamed or dropped as for readings, the destination's static tags are added, and the
+    /// measurement's own tags (`own`: e.g. `rule`, `resolution`) are written as they are. A
+    /// static tag whose name is already taken is left out (an own tag wins).
+    pub fn series_key_in(
+        &self,
+        measurement: &str,
+        standard: &[(&str, &str)],
+        own: &[(&str, &str)],
+    ) -> Result<String, EncodeError> {
+        let mut tags: Vec<(&str, &str)> =
+            Vec::with_capacity(standard.len() + own.len() + self.static_tags.len());
+        for (k, v) in own {
+            tags.push((k, v));
+        }
+        for (k, v) in standard {
+            if self.dropped.contains(*k) {
+                continue;
+            }
+            let name = self.renames.get(*k).map(String::as_str).unwrap_or(k);
+            if !tags.iter().any(|(t, _)| *t == name) {
+                tags.push((name, v));
+            }
+        }
+        for (k, v) in &self.static_tags {
+            if !tags.iter().any(|(t, _)| t == k) {
+                tags.push((k, v));
+            }
+        }
+        line_protocol::series_key(measurement, &tags)
     }
 }
 
