@@ -166,18 +166,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     );
 
     let latest = Arc::new(Mutex::new(LatestValues::new()));
+    let (intensity_tx, intensity_rx) = mpsc::channel::<IntensityUpdate>(4);
     let processing = Arc::new(ProcessingStats::default());
     let active_alerts = ActiveAlerts::default();
     let processor = tokio::spawn(process(
         src_rx,
         store_tx,
-        alert_engine(&config, &store_path, &active_alerts),
         latest.clone(),
         processing.clone(),
-        active_alerts.clone(),
-        OutboxFill {
-            status: outbox.clone(),
-            bounds: config.storage.outbox.clone(),
+        AlertInputs {
+            engine: alert_engine(&config, &store_path, &active_alerts),
+            active: active_alerts.clone(),
+            intensity: intensity_rx,
+            outbox: OutboxFill {
+                status: outbox.clone(),
+                bounds: config.storage.outbox.clone(),
+            },
         },
     ));
 
@@ -187,6 +191,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         tasks: mut pollers,
         requests_per_cycle,
     } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    if config
+        .alerts
+        .iter()
+        .any(|a| a.kind == crate::config::AlertKind::Intensity)
+    {
+        pollers.push(tokio::spawn(watch_intensity(
+            config.clone(),
+            intensity_tx,
+            cancel_sources.clone(),
+        )));
+    }
     // The processor ends once every source has stopped and dropped its sender.
     let mqtt_src_tx = src_tx;
     if !config.log.status_every.is_zero() {
@@ -367,6 +382,69 @@ async fn log_device_status(devices: DeviceRegistry, every: Duration, cancel: Can
 
 /// The processing stage: enforces the reading invariants, evaluates alerts, keeps the latest
 /// values, and hands everything to the store writer.
+/// This month's intensity and the target path's, both tce per 10⁴ CNY (for `intensity` rules).
+type IntensityUpdate = (Option<f64>, Option<f64>);
+
+/// How often `intensity` rules are evaluated (a report of the month is computed each time).
+const INTENSITY_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Computes this month's intensity against the target path every [`INTENSITY_EVERY`] (first
+/// after 30 s) for the `intensity` alert rules.
+async fn watch_intensity(
+    config: Arc<Config>,
+    tx: mpsc::Sender<IntensityUpdate>,
+    cancel: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = INTENSITY_EVERY;
+        let cfg = config.clone();
+        let update = tokio::task::spawn_blocking(move || -> anyhow::Result<IntensityUpdate> {
+            let tz: chrono_tz::Tz = cfg
+                .site
+                .timezone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("site.timezone is not a time zone"))?;
+            let month = crate::accounting::calendar::month_of(tz, crate::readings::now_ms());
+            let r = crate::reporting::build(
+                &cfg,
+                crate::accounting::calendar::Period::Month(month),
+                false,
+            )?;
+            let target = r
+                .baseline
+                .intensity_tce_per_10k_cny
+                .map(|b| b * (1.0 + r.target.path_change_pct / 100.0));
+            Ok((r.intensity_tce_per_10k_cny, target))
+        })
+        .await;
+        match update {
+            Ok(Ok(u)) => {
+                if tx.send(u).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("intensity alert rules: cannot compute this month's account: {e:#}")
+            }
+            Err(e) => tracing::warn!("intensity alert rules: {e}"),
+        }
+    }
+}
+
+/// What the processing stage needs for alerting besides the readings.
+struct AlertInputs {
+    engine: AlertEngine,
+    active: ActiveAlerts,
+    /// Month intensity updates for `intensity` rules.
+    intensity: mpsc::Receiver<IntensityUpdate>,
+    outbox: OutboxFill,
+}
+
 /// How full the outbox is, for the outbox alert rule.
 struct OutboxFill {
     status: Arc<OutboxStatus>,
@@ -478,12 +556,16 @@ async fn record_alerts(
 async fn process(
     mut rx: mpsc::Receiver<SourceBatch>,
     store: mpsc::Sender<StoreCommand>,
-    mut alerts: AlertEngine,
     latest: Arc<Mutex<LatestValues>>,
     stats: Arc<ProcessingStats>,
-    active: ActiveAlerts,
-    outbox: OutboxFill,
+    inputs: AlertInputs,
 ) {
+    let AlertInputs {
+        engine: mut alerts,
+        active,
+        mut intensity,
+        outbox,
+    } = inputs;
     let mut last_latency_sample: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -496,6 +578,14 @@ async fn process(
                 Some(b) => b,
                 None => return,
             },
+            Some((x, target)) = intensity.recv() => {
+                let events = alerts.intensity(crate::readings::now_ms(), x, target);
+                let firing = alerts.firing().len();
+                if !record_alerts(events, &store, &stats, &active, firing).await {
+                    return;
+                }
+                continue;
+            }
             _ = tick.tick(), if !alerts.is_empty() => {
                 let events = alerts.tick(crate::readings::now_ms(), outbox.pct());
                 let firing = alerts.firing().len();

@@ -96,7 +96,7 @@ impl AlertEngine {
             let q = effective_quantity(r);
             match r.kind {
                 AlertKind::Deadman => by_device.entry(device).or_default().push(i),
-                AlertKind::Outbox => {}
+                AlertKind::Outbox | AlertKind::Intensity => {}
                 AlertKind::Imbalance => {
                     if let Some(q) = q {
                         by_series.entry((device, q)).or_default().push(i);
@@ -221,6 +221,44 @@ impl AlertEngine {
                     }
                 }
                 _ => continue,
+            };
+            out.extend(self.step(i, verdict, now_ms));
+        }
+        out
+    }
+
+    /// True when an `intensity` rule is configured (the pipeline then computes the month's
+    /// intensity every 15 minutes).
+    pub fn has_intensity_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.kind == AlertKind::Intensity)
+    }
+
+    /// Evaluates the `intensity` rules with this month's intensity and the target path's
+    /// intensity for the year (both tce per 10⁴ CNY); `None` when the accounts cannot tell (no
+    /// value added, no baseline): nothing changes then.
+    pub fn intensity(
+        &mut self,
+        now_ms: TimestampMs,
+        intensity: Option<f64>,
+        target: Option<f64>,
+    ) -> Vec<AlertEvent> {
+        let (Some(x), Some(t)) = (intensity, target) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i];
+            if rule.kind != AlertKind::Intensity {
+                continue;
+            }
+            let limit = t * (1.0 + rule.tolerance_pct.unwrap_or(0.0) / 100.0);
+            let verdict = Verdict {
+                violated: x > limit,
+                cleared: x <= limit - rule.hysteresis,
+                value: x,
+                what: format!(
+                    "this month's energy intensity is {x:.4} tce/10k CNY, above the target path's {t:.4} (limit {limit:.4})"
+                ),
             };
             out.extend(self.step(i, verdict, now_ms));
         }
@@ -377,7 +415,7 @@ impl AlertEngine {
                     what: format!("{} of {} is {v} {unit} but its sub-meters sum to {sum} {unit}: {diff:.1} % apart (tolerance {tol} %)", r.quantity, r.device),
                 })
             }
-            AlertKind::Deadman | AlertKind::Outbox => None,
+            AlertKind::Deadman | AlertKind::Outbox | AlertKind::Intensity => None,
         }
     }
 
@@ -416,7 +454,7 @@ pub fn effective_quantity(r: &AlertRule) -> Option<Quantity> {
         AlertKind::Demand => Some(Quantity::ActivePower),
         AlertKind::PowerFactor => Some(Quantity::PowerFactor),
         AlertKind::Imbalance => Some(r.quantity.unwrap_or(Quantity::ActivePower)),
-        AlertKind::Outbox => None,
+        AlertKind::Outbox | AlertKind::Intensity => None,
         _ => r.quantity,
     }
 }
@@ -703,6 +741,24 @@ mod tests {
         assert!(e.tick(3000, Some(75.0)).is_empty()); // inside the hysteresis
         assert_eq!(e.tick(4000, Some(65.0))[0].state, "resolved");
         assert!(e.tick(5000, None).is_empty()); // unbounded outbox: nothing to judge
+    }
+
+    #[test]
+    fn intensity_above_the_target_path() {
+        let mut r = rule(AlertKind::Intensity);
+        r.device = None;
+        r.quantity = None;
+        r.tolerance_pct = Some(5.0);
+        let mut e = AlertEngine::new(vec![r], 0);
+        assert!(e.has_intensity_rules());
+        // path 0.30: the limit is 0.315
+        assert!(e.intensity(1, Some(0.31), Some(0.30)).is_empty());
+        assert!(e.intensity(2, None, Some(0.30)).is_empty()); // no value added yet
+        let ev = e.intensity(3, Some(0.32), Some(0.30));
+        assert_eq!(ev[0].state, "firing");
+        assert_eq!(ev[0].value, Some(0.32));
+        assert_eq!(ev[0].quantity, None);
+        assert_eq!(e.intensity(4, Some(0.30), Some(0.30))[0].state, "resolved");
     }
 
     #[test]

@@ -824,6 +824,9 @@ pub enum AlertKind {
     Counter,
     /// The store's outbox fuller than `fill_pct` of its bound (destinations not confirming).
     Outbox,
+    /// This month's energy intensity (tce per 10⁴ CNY of value added, from the accounts) above
+    /// the target path by more than `tolerance_pct` (default 0); checked every 15 minutes.
+    Intensity,
 }
 
 impl AlertKind {
@@ -837,6 +840,7 @@ impl AlertKind {
             AlertKind::Imbalance => "imbalance",
             AlertKind::Counter => "counter",
             AlertKind::Outbox => "outbox",
+            AlertKind::Intensity => "intensity",
         }
     }
 }

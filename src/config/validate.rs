@@ -538,7 +538,7 @@ fn check_alert(
     push: &mut impl FnMut(String, String),
 ) {
     use super::AlertKind as K;
-    let needs_device = a.kind != K::Outbox;
+    let needs_device = !matches!(a.kind, K::Outbox | K::Intensity);
     match (&a.device, needs_device) {
         (None, true) => push(
             format!("{at}.device"),
@@ -546,7 +546,10 @@ fn check_alert(
         ),
         (Some(_), false) => push(
             format!("{at}.device"),
-            "the outbox rule watches the gateway, not a device".into(),
+            format!(
+                "kind = \"{}\" watches the site, not a device",
+                a.kind.as_str()
+            ),
         ),
         (Some(dev), true) => match cfg.device(dev) {
             None if undecoded_devices.contains(dev) => {}
@@ -681,6 +684,11 @@ fn check_alert(
             }
         }
         K::Counter => {}
+        K::Intensity => {
+            if a.tolerance_pct.is_some_and(|t| t < 0.0) {
+                push(format!("{at}.tolerance_pct"), "must be zero or more".into());
+            }
+        }
         K::Outbox => {
             if a.fill_pct.is_some_and(|f| !(0.0..=100.0).contains(&f)) {
                 push(format!("{at}.fill_pct"), "must be between 0 and 100".into());
