@@ -9,6 +9,7 @@
 pub mod accounting;
 pub mod acquisition;
 pub mod alerting;
+pub mod backoff;
 pub mod config;
 pub mod demo;
 pub mod http;

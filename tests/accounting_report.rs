@@ -3,39 +3,11 @@
 //! worked example's numbers asserted by hand, idempotent re-import, clear errors for bad input,
 //! and `counter replace`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn gateway(data_dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EGW__") {
-            c.env_remove(k);
-        }
-    }
-    c.env("EGW__STORAGE__DATA_DIR", data_dir);
-    c
-}
-
-fn run(data_dir: &Path, args: &[&str]) -> Output {
-    gateway(data_dir)
-        .args(args)
-        .output()
-        .expect("running energy-gateway")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -56,13 +28,13 @@ fn import_and_report(dir: &Path, data: &Path, period: &str) -> Value {
     ] {
         let f = dir.join(file);
         if f.exists() {
-            ok(&run(
+            common::expect_success(&common::run_gateway(
                 data,
                 &["import", kind, f.to_str().unwrap(), "--config", config],
             ));
         }
     }
-    let out = ok(&run(
+    let out = common::expect_success(&common::run_gateway(
         data,
         &[
             "report", "--config", config, "--period", period, "--format", "json",
@@ -249,12 +221,12 @@ fn reimporting_readings_writes_nothing_twice() {
         "--config",
         config.to_str().unwrap(),
     ];
-    let first = ok(&run(data.path(), &args));
+    let first = common::expect_success(&common::run_gateway(data.path(), &args));
     assert!(
         first.contains("7443 rows, 7443 written, 0 already in the store"),
         "{first}"
     );
-    let second = ok(&run(data.path(), &args));
+    let second = common::expect_success(&common::run_gateway(data.path(), &args));
     assert!(
         second.contains("7443 rows, 0 written, 7443 already in the store"),
         "{second}"
@@ -278,7 +250,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
          2026-10-01T01:15:00+08:00,main,energy_import\n",
     )
     .unwrap();
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "import",
@@ -302,7 +274,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
     }
     assert!(!err.contains("panicked"), "{err}");
     // Nothing was written: the report sees no electricity.
-    let out = ok(&run(
+    let out = common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "report",
@@ -324,7 +296,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
         "period,value_added_10k_cny\n2026-13,5\n2026-10,-1\n2026-10,x\n",
     )
     .unwrap();
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "import",
@@ -350,7 +322,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
     );
     let f = data.path().join("p.csv");
     std::fs::write(&f, "period,product\n").unwrap();
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "import",
@@ -366,7 +338,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
         "{err}"
     );
     std::fs::write(&f, "period,product,quantity\n2026-10,brick,5\n").unwrap();
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "import",
@@ -381,7 +353,7 @@ fn bad_rows_are_reported_with_their_line_and_nothing_is_imported() {
         err.contains("line 2: unknown product \"brick\" (configured: tile)"),
         "{err}"
     );
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "import",
@@ -400,13 +372,13 @@ fn report_arguments_are_checked() {
     let data = tempfile::tempdir().unwrap();
     let config = case_dir("accounting_ceramic_month").join("config.toml");
     let config = config.to_str().unwrap();
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &["report", "--config", config, "--period", "2026-13"],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("month in \"2026-13\" must be 01 to 12"));
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "report", "--config", config, "--period", "2026", "--format", "xml",
@@ -415,7 +387,7 @@ fn report_arguments_are_checked() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown format \"xml\"; available: json")
     );
-    let help = ok(&run(data.path(), &["--help"]));
+    let help = common::expect_success(&common::run_gateway(data.path(), &["--help"]));
     for cmd in ["import", "report", "counter"] {
         assert!(help.contains(cmd), "{help}");
     }
@@ -439,7 +411,7 @@ fn counter_replace_command_recovers_the_energy_of_a_meter_swap() {
          2026-10-01T04:00:00+08:00,gas,gas_volume,750\n",
     )
     .unwrap();
-    ok(&run(
+    common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "import",
@@ -449,7 +421,7 @@ fn counter_replace_command_recovers_the_energy_of_a_meter_swap() {
             config,
         ],
     ));
-    let out = ok(&run(
+    let out = common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "counter",
@@ -474,7 +446,7 @@ fn counter_replace_command_recovers_the_energy_of_a_meter_swap() {
         out.contains("gas gas_volume replaced at 2026-10-01T02:30:00+08:00"),
         "{out}"
     );
-    let r: Value = serde_json::from_str(&ok(&run(
+    let r: Value = serde_json::from_str(&common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "report",
@@ -499,7 +471,7 @@ fn counter_replace_command_recovers_the_energy_of_a_meter_swap() {
     let ev = &r["data_quality"]["counter_events"][0];
     assert_eq!(ev["kind"], "replacement");
     // Bad arguments are errors, not panics.
-    let out = run(
+    let out = common::run_gateway(
         data.path(),
         &[
             "counter",

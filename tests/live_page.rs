@@ -9,65 +9,21 @@ mod common;
 mod http_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_support::{wait_for, write_config, ConfigSpec, Factory, Gateway, TOKEN};
 
-fn chromium() -> PathBuf {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return PathBuf::from(c);
-        }
-    }
-    panic!(
-        "headless Chromium is needed for the live-page test: apt-get install -y chromium \
-         (scripts/test.sh installs it)"
-    );
-}
-
-/// Runs Chromium headless on `url` with a fresh profile; `extra` adds --dump-dom or
-/// --screenshot. Kills it after `limit`.
+/// Chromium for the live page: a desktop-sized window, and virtual time that runs the page's
+/// timers (two polls at least) before the dump.
 fn run_chromium(url: &str, extra: &[String], limit: Duration) -> Output {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-            // Virtual time runs the page's timers (two polls at least) before the dump.
-            "--virtual-time-budget=8000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    let started = Instant::now();
-    loop {
-        match child.try_wait().unwrap() {
-            Some(_) => return child.wait_with_output().unwrap(),
-            None if started.elapsed() > limit => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "chromium did not finish within {limit:?}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let mut flags = vec![
+        "--window-size=1280,900".to_string(),
+        "--virtual-time-budget=8000".to_string(),
+    ];
+    flags.extend_from_slice(extra);
+    common::run_chromium(url, &flags, limit)
 }
 
 /// The text of the first element with `id` in a serialized DOM (no nested elements).

@@ -8,42 +8,15 @@
 //! `EGW_UPDATE_GOLDEN=1` rewrites the expected files (review the diff);
 //! `EGW_UPDATE_SCREENSHOT=1` rewrites `docs/report-example.png`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use energy_gateway::config::Synchronous;
 use energy_gateway::storage::{AlertEvent, Store};
 use serde_json::Value;
-
-fn gateway(data_dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EGW__") {
-            c.env_remove(k);
-        }
-    }
-    c.env("EGW__STORAGE__DATA_DIR", data_dir);
-    c
-}
-
-fn run(data_dir: &Path, args: &[&str]) -> Output {
-    gateway(data_dir)
-        .args(args)
-        .output()
-        .expect("running energy-gateway")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 fn testcases() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testcases")
@@ -98,7 +71,7 @@ fn prepared() -> tempfile::TempDir {
         ("production.csv", "production"),
     ] {
         let f = src.join(file);
-        ok(&run(
+        common::expect_success(&common::run_gateway(
             data.path(),
             &["import", kind, f.to_str().unwrap(), "--config", &config()],
         ));
@@ -107,7 +80,7 @@ fn prepared() -> tempfile::TempDir {
 }
 
 fn report(data: &Path, format: &str, lang: &str) -> String {
-    ok(&run(
+    common::expect_success(&common::run_gateway(
         data,
         &[
             "report",
@@ -236,57 +209,15 @@ fn indicators_alerts_and_quality_by_hand() {
     assert!(csv.contains("data_quality,4,meets_90_pct,true\n"));
 }
 
-fn chromium() -> PathBuf {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return PathBuf::from(c);
-        }
-    }
-    panic!(
-        "headless Chromium is needed for the report test: apt-get install -y chromium \
-         (scripts/test.sh installs it)"
-    );
-}
-
+/// Chromium for the report: an A4-like window and console messages on stderr.
 fn run_chromium(url: &str, extra: &[String], limit: Duration) -> Output {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--window-size=900,1270",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    let started = Instant::now();
-    loop {
-        match child.try_wait().unwrap() {
-            Some(_) => return child.wait_with_output().unwrap(),
-            None if started.elapsed() > limit => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "chromium did not finish within {limit:?}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let mut flags = vec![
+        "--enable-logging=stderr".to_string(),
+        "--v=0".to_string(),
+        "--window-size=900,1270".to_string(),
+    ];
+    flags.extend_from_slice(extra);
+    common::run_chromium(url, &flags, limit)
 }
 
 fn no_console_errors(out: &Output) {
@@ -374,7 +305,7 @@ fn html_report_renders_in_headless_chromium() {
 fn monitoring_export_writes_15min_daily_and_monthly_items() {
     let data = prepared();
     let out_dir = data.path().join("monitoring");
-    let listed = ok(&run(
+    let listed = common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "export",
@@ -435,7 +366,7 @@ fn monitoring_export_writes_15min_daily_and_monthly_items() {
         16
     );
     // CSV form.
-    ok(&run(
+    common::expect_success(&common::run_gateway(
         data.path(),
         &[
             "export",
@@ -496,7 +427,7 @@ fn bad_input_is_a_clear_error() {
         ),
     ];
     for (args, msg) in cases {
-        let out = run(data.path(), &args);
+        let out = common::run_gateway(data.path(), &args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(msg), "{args:?}: {err}");
@@ -511,7 +442,7 @@ fn bad_input_is_a_clear_error() {
         .replace("leading = 100.0", "leading = 300.0");
     let p = dir.path().join("bad.toml");
     std::fs::write(&p, bad).unwrap();
-    let out = run(data.path(), &["check", "--config", p.to_str().unwrap()]);
+    let out = common::run_gateway(data.path(), &["check", "--config", p.to_str().unwrap()]);
     assert!(!out.status.success());
     let all = format!(
         "{}{}",

@@ -459,7 +459,8 @@ impl Notifier {
     pub async fn run(self, stop: CancellationToken) {
         use std::sync::atomic::Ordering;
         let id = self.n.id.clone();
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff =
+            crate::backoff::Backoff::with_limits(Duration::from_secs(1), self.n.max_backoff);
         let mut log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
         loop {
             let cursor = {
@@ -499,7 +500,7 @@ impl Notifier {
                             match self.send(&a).await {
                                 Ok(()) => {
                                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                                    backoff = Duration::from_secs(1);
+                                    backoff.reset();
                                     log.reset();
                                     let (nid, a2) = (id.clone(), a.clone());
                                     self.db(move |d| d.record(&nid, &a2, "sent", "")).await;
@@ -507,14 +508,14 @@ impl Notifier {
                                 }
                                 Err(e) => {
                                     self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                                    let delay = backoff.next_delay();
                                     if let Some(suppressed) = log.allow() {
-                                        tracing::warn!(notifier = %id, rule = %a.rule, suppressed, "notification failed, retrying in {backoff:?}: {e}");
+                                        tracing::warn!(notifier = %id, rule = %a.rule, suppressed, "notification failed, retrying in {delay:?}: {e}");
                                     }
                                     tokio::select! {
                                         _ = stop.cancelled() => return,
-                                        _ = tokio::time::sleep(backoff) => {}
+                                        _ = tokio::time::sleep(delay) => {}
                                     }
-                                    backoff = (backoff * 2).min(self.n.max_backoff);
                                 }
                             }
                         }

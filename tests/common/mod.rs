@@ -1025,3 +1025,89 @@ impl Drop for PtyPair {
         }
     }
 }
+
+/// The `energy-gateway` binary with no `EGW__` override from the developer's shell, and its
+/// store in `data_dir`.
+pub fn gateway_cmd(data_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("EGW__") {
+            c.env_remove(k);
+        }
+    }
+    c.env("EGW__STORAGE__DATA_DIR", data_dir);
+    c
+}
+
+/// Runs the gateway binary with `args` to completion.
+pub fn run_gateway(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    gateway_cmd(data_dir)
+        .args(args)
+        .output()
+        .expect("running energy-gateway")
+}
+
+/// Its stdout, after asserting it succeeded (showing both streams when it did not).
+pub fn expect_success(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Debian's Chromium, or a panic naming the package to install.
+pub fn chromium() -> PathBuf {
+    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(c).exists() {
+            return PathBuf::from(c);
+        }
+    }
+    panic!(
+        "headless Chromium is needed: apt-get install -y chromium (scripts/test.sh installs it)"
+    );
+}
+
+/// Runs Chromium headless on `url` with a fresh profile and no background networking (the
+/// machine's network is closed), plus `flags` (--dump-dom, --screenshot, window size…). Killed
+/// after `limit`.
+pub fn run_chromium(url: &str, flags: &[String], limit: Duration) -> std::process::Output {
+    let profile = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(flags)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    let started = Instant::now();
+    loop {
+        match child.try_wait().expect("waiting for chromium") {
+            Some(_) => return child.wait_with_output().expect("chromium output"),
+            None if started.elapsed() > limit => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("chromium output");
+                panic!(
+                    "chromium did not finish within {limit:?}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => sleep(Duration::from_millis(50)),
+        }
+    }
+}

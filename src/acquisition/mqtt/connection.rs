@@ -2,8 +2,6 @@
 //! alerts, indicators out): broker URL, stable client id, credentials, TLS with rustls (custom
 //! CA, optional client certificate), and reconnect backoff.
 
-use std::time::Duration;
-
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use crate::config::MqttConfig;
@@ -64,36 +62,6 @@ pub fn options(cfg: &MqttConfig, site: &str, role: &str) -> Result<MqttOptions, 
         }));
     }
     Ok(o)
-}
-
-/// Exponential backoff with ±20 % jitter between reconnects (rumqttc retries at once otherwise).
-#[derive(Debug)]
-pub struct Reconnect {
-    next: Duration,
-    max: Duration,
-}
-
-impl Reconnect {
-    pub fn new(max: Duration) -> Self {
-        Reconnect {
-            next: Duration::from_secs(1),
-            max: max.max(Duration::from_secs(1)),
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        base.mul_f64(0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0)
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Duration::from_secs(1);
-    }
 }
 
 /// `{site}` in a configured topic is the site id.

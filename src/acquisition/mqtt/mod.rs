@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 use super::{LogLimiter, SourceBatch};
 use crate::config::Config;
 use crate::readings::now_ms;
@@ -87,7 +89,7 @@ impl MqttSource {
             .parse()
             .unwrap_or(chrono_tz::Asia::Shanghai);
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
-        let mut backoff = connection::Reconnect::new(mcfg.max_backoff);
+        let mut backoff = Backoff::with_limits(Duration::from_secs(1), mcfg.max_backoff);
         let mut conn_log = LogLimiter::new(Duration::from_secs(60));
         let mut bad_log = LogLimiter::new(Duration::from_secs(60));
         let mut acks: JoinSet<()> = JoinSet::new();

@@ -24,6 +24,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+
 use crate::acquisition::mqtt::connection::{self, topic};
 use crate::acquisition::LogLimiter;
 use crate::config::Config;
@@ -283,7 +285,7 @@ impl MqttOutput {
             true,
         ));
         let (client, mut eventloop) = AsyncClient::new(opts, 2 * MAX_IN_FLIGHT);
-        let mut backoff = connection::Reconnect::new(mcfg.max_backoff);
+        let mut backoff = Backoff::with_limits(Duration::from_secs(1), mcfg.max_backoff);
         let mut log = LogLimiter::new(Duration::from_secs(60));
         let mut tracks: HashMap<Stream, Track> = HashMap::new();
         for s in [Stream::Alerts, Stream::Outbox] {
