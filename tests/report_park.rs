@@ -7,31 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn gateway(data_dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EGW__") {
-            c.env_remove(k);
-        }
-    }
-    c.env("EGW__STORAGE__DATA_DIR", data_dir);
-    c
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 fn worked_example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testcases/accounting_ceramic_month")
@@ -73,17 +51,21 @@ fn gateway_account(dir: &Path, site: &str, va: (f64, f64), output_m2: f64) -> St
         ("value-added", va_csv.as_path()),
         ("production", prod.as_path()),
     ] {
-        ok(&gateway(&data)
-            .args(["import", kind, file.to_str().unwrap(), "--config", cfg])
-            .output()
-            .unwrap());
+        common::expect_success(
+            &common::gateway_cmd(&data)
+                .args(["import", kind, file.to_str().unwrap(), "--config", cfg])
+                .output()
+                .unwrap(),
+        );
     }
-    ok(&gateway(&data)
-        .args([
-            "report", "--config", cfg, "--period", "2026-10", "--format", "lp",
-        ])
-        .output()
-        .unwrap())
+    common::expect_success(
+        &common::gateway_cmd(&data)
+            .args([
+                "report", "--config", cfg, "--period", "2026-10", "--format", "lp",
+            ])
+            .output()
+            .unwrap(),
+    )
 }
 
 fn park(influx: &common::Influxd, extra: &[&str]) -> Output {
@@ -94,7 +76,10 @@ fn park(influx: &common::Influxd, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     let dir = tempfile::tempdir().unwrap();
-    gateway(dir.path()).args(&args).output().unwrap()
+    common::gateway_cmd(dir.path())
+        .args(&args)
+        .output()
+        .unwrap()
 }
 
 fn close(v: &Value, e: f64) {
@@ -132,7 +117,11 @@ fn park_report_ranks_three_gateways_from_influxdb() {
         3
     );
 
-    let r: Value = serde_json::from_str(&ok(&park(&influx, &["--format", "json"]))).unwrap();
+    let r: Value = serde_json::from_str(&common::expect_success(&park(
+        &influx,
+        &["--format", "json"],
+    )))
+    .unwrap();
     let f = r["factories"].as_array().unwrap();
     let sites: Vec<&str> = f.iter().map(|x| x["site"].as_str().unwrap()).collect();
     assert_eq!(sites, ["plant-c", "plant-a", "plant-b"], "ranking");
@@ -156,12 +145,12 @@ fn park_report_ranks_three_gateways_from_influxdb() {
     assert_eq!(r["below_baseline_sites"], serde_json::json!(["plant-b"]));
 
     // The human formats carry the same ranking.
-    let md = ok(&park(&influx, &["--format", "md", "--lang", "en"]));
+    let md = common::expect_success(&park(&influx, &["--format", "md", "--lang", "en"]));
     assert!(md.contains("| 1 | plant-c |"), "{md}");
     assert!(md.contains("| 3 | plant-b |"), "{md}");
-    let html = ok(&park(&influx, &["--format", "html"]));
+    let html = common::expect_success(&park(&influx, &["--format", "html"]));
     assert!(html.contains("园区能源报告 Park energy report") && html.contains("<svg"));
-    let csv = ok(&park(&influx, &["--format", "csv"]));
+    let csv = common::expect_success(&park(&influx, &["--format", "csv"]));
     assert!(csv.contains("factories,3,site,plant-b\n"), "{csv}");
 
     // Filters and errors.
@@ -171,7 +160,7 @@ fn park_report_ranks_three_gateways_from_influxdb() {
     let bad_db = {
         let url = format!("http://{}", influx.addr());
         let d = tempfile::tempdir().unwrap();
-        gateway(d.path())
+        common::gateway_cmd(d.path())
             .args([
                 "report", "--park", "--url", &url, "--db", "nope", "--period", "2026-10",
             ])
