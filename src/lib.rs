@@ -2,9 +2,14 @@
 //! forwards readings to InfluxDB.
 //!
 //! Data flows one way through the modules:
-//! [`acquisition`] (Modbus) → [`readings`] (the core model) → [`alerting`] → [`storage`]
-//! (SQLite history + outbox) → [`outputs`] (InfluxDB). [`pipeline`] wires them together,
-//! [`config`] describes and checks what to run, [`demo`] runs it all on a simulated factory.
+//! [`acquisition`] (Modbus, MQTT) → [`processing`] (reading invariants, latest values,
+//! [`alerting`]) → [`storage`] (SQLite history + outbox) → [`outputs`] (InfluxDB, MQTT,
+//! notifiers). [`accounting`] computes and persists the energy and carbon accounts,
+//! [`reporting`] renders them. [`pipeline`] wires the stages, [`service`] runs the daemon
+//! (reload, systemd, shutdown), [`config`] loads and checks what to run, [`demo`] runs it all on
+//! a simulated factory. Shared basics sit at the bottom: [`readings`] (the quantity
+//! vocabulary), [`backoff`], [`log_limit`]. The import rule is in the README ("Where things
+//! live") and checked by `scripts/check-layers.sh`.
 
 pub mod accounting;
 pub mod acquisition;
@@ -13,10 +18,13 @@ pub mod backoff;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod log_limit;
 pub mod outputs;
 pub mod pipeline;
+pub mod processing;
 pub mod readings;
 pub mod reporting;
+pub mod service;
 pub mod storage;
 pub mod telemetry;
 

@@ -578,7 +578,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     telemetry::init(&cfg.log);
     // HTTP server of [http], SIGHUP reload, systemd notify and watchdog.
-    energy_gateway::http::daemon::run(path, cfg, shutdown_signal()).await
+    energy_gateway::service::run(path, cfg, shutdown_signal()).await
 }
 
 async fn run_demo(

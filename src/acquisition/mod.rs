@@ -11,8 +11,11 @@ pub mod mqtt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+pub use crate::log_limit::LogLimiter;
 use crate::readings::{now_ms, TimestampMs};
 
 /// A batch of readings from a source. `ack`, when given, is answered once the readings are
@@ -115,59 +118,39 @@ impl DeviceStatus {
 /// Status of every configured device, by id.
 pub type DeviceRegistry = BTreeMap<String, Arc<DeviceStatus>>;
 
-/// Rate limit for repeated log lines: the first passes, then one per period, reporting how many
-/// were held back in between.
-#[derive(Debug)]
-pub struct LogLimiter {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    pub fn new(period: Duration) -> Self {
-        LogLimiter {
-            period,
-            last: None,
-            suppressed: 0,
+/// Logs one line per device every `every`: the self-observation counters of acquisition.
+pub async fn log_device_status(
+    devices: DeviceRegistry,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    }
-
-    /// `Some(held_back)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < self.period => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
+        for (id, st) in &devices {
+            let s = st.snapshot();
+            tracing::info!(
+                device = %id,
+                online = s.online,
+                last_success_ms = s.last_success_ms,
+                consecutive_failures = s.consecutive_failures,
+                requests = s.requests,
+                failures = s.failures,
+                exceptions = ?s.exception_codes,
+                round_trip_ms = s.last_round_trip_ms,
+                "device status"
+            );
         }
-    }
-
-    /// Forget the history, so the next problem is logged at once.
-    pub fn reset(&mut self) {
-        self.last = None;
-        self.suppressed = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_limiter_passes_first_then_counts() {
-        let mut l = LogLimiter::new(Duration::from_secs(3600));
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        l.last = Some(Instant::now() - Duration::from_secs(7200));
-        assert_eq!(l.allow(), Some(2));
-    }
 
     #[test]
     fn status_counts_failures_until_success() {

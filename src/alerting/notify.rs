@@ -461,7 +461,7 @@ impl Notifier {
         let id = self.n.id.clone();
         let mut backoff =
             crate::backoff::Backoff::with_limits(Duration::from_secs(1), self.n.max_backoff);
-        let mut log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
+        let mut log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
         loop {
             let cursor = {
                 let id = id.clone();

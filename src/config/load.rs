@@ -45,40 +45,148 @@ impl fmt::Display for ConfigProblem {
 
 /// Loads, decodes and checks the file at `path` with environment overrides applied.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
-    if let Err(e) = std::fs::metadata(path) {
-        return Err(vec![ConfigProblem::new(
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigProblem::new(
             "",
             format!("cannot read config file {}: {e}", path.display()),
-        )]);
-    }
-    let builder = ::config::Config::builder()
-        .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
-        .add_source(env_source());
-    decode_built(builder.build())
+        )]
+    })?;
+    let tree = parse_toml(&text)
+        .map_err(|e| vec![ConfigProblem::new("", format!("{}: {e}", path.display()))])?;
+    decode_with_env(tree, env_overrides())
 }
 
 /// Like [`load`], for a TOML document held in memory (the embedded demo config, tests).
 /// Environment overrides are applied here too.
 pub fn load_str(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let builder = ::config::Config::builder()
-        .add_source(::config::File::from_str(toml, ::config::FileFormat::Toml))
-        .add_source(env_source());
-    decode_built(builder.build())
+    let tree = parse_toml(toml).map_err(|e| vec![ConfigProblem::new("", e)])?;
+    decode_with_env(tree, env_overrides())
 }
 
-fn env_source() -> ::config::Environment {
-    ::config::Environment::with_prefix(ENV_PREFIX)
-        .separator("__")
-        .try_parsing(true)
+/// Parses a TOML document into the generic tree the typed decoders read. Keys keep their case;
+/// TOML date-times become their RFC 3339 text.
+pub fn parse_toml(text: &str) -> Result<Value, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    Ok(toml_to_json(toml::Value::Table(table)))
 }
 
-fn decode_built(
-    built: Result<::config::Config, ::config::ConfigError>,
-) -> Result<Config, Vec<ConfigProblem>> {
-    let tree: Value = built
-        .and_then(|c| c.try_deserialize::<Value>())
-        .map_err(|e| vec![ConfigProblem::new("", e.to_string())])?;
+fn toml_to_json(v: toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            // NaN and infinities have no JSON number; keep the text so decoding names the key.
+            .unwrap_or_else(|| Value::String(f.to_string())),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+/// One `EGW__…` environment override: the key path (lower-cased) and the text as written.
+#[derive(Debug, Clone)]
+struct EnvOverride {
+    path: Vec<String>,
+    value: String,
+}
+
+fn env_overrides() -> Vec<EnvOverride> {
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut out: Vec<EnvOverride> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(&prefix)?;
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            (!path.iter().any(String::is_empty)).then_some(EnvOverride { path, value: v })
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Applies the overrides and decodes. An override is a string first, so secrets, ids and
+/// passwords stay exactly as written (`0012345` is not the number 12345); only where the
+/// decoder then asks for another type (a number, a boolean) is the text read as a TOML value.
+fn decode_with_env(tree: Value, overrides: Vec<EnvOverride>) -> Result<Config, Vec<ConfigProblem>> {
+    if overrides.is_empty() {
+        return decode(tree);
+    }
+    let mut as_string = tree.clone();
+    for o in &overrides {
+        set_path(&mut as_string, &o.path, Value::String(o.value.clone()));
+    }
+    let problems = match decode(as_string) {
+        Ok(cfg) => return Ok(cfg),
+        Err(p) => p,
+    };
+    let retyped: Vec<&EnvOverride> = overrides
+        .iter()
+        .filter(|o| {
+            let dotted = o.path.join(".");
+            problems.iter().any(|p| {
+                p.path.eq_ignore_ascii_case(&dotted)
+                    && p.message.starts_with("invalid type: string")
+            })
+        })
+        .collect();
+    if retyped.is_empty() {
+        return Err(problems);
+    }
+    let mut tree = tree;
+    for o in &overrides {
+        let value = if retyped.iter().any(|r| r.path == o.path) {
+            scalar_from_text(&o.value)
+        } else {
+            Value::String(o.value.clone())
+        };
+        set_path(&mut tree, &o.path, value);
+    }
     decode(tree)
+}
+
+/// Reads an override's text as a TOML scalar or array (`8080`, `true`, `2.5`, `["a", "b"]`);
+/// text that is none of these stays a string.
+fn scalar_from_text(text: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .map(toml_to_json)
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
+/// Sets `path` in the tree, creating tables on the way; a key matches an existing one whatever
+/// its case (environment names are upper case, file keys usually lower).
+fn set_path(tree: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for key in parents {
+        let Value::Object(map) = node else {
+            return;
+        };
+        let k = existing_key(map, key);
+        let child = map.entry(k).or_insert_with(|| Value::Object(Map::new()));
+        if !child.is_object() {
+            *child = Value::Object(Map::new());
+        }
+        node = child;
+    }
+    if let Value::Object(map) = node {
+        let k = existing_key(map, last);
+        map.insert(k, value);
+    }
+}
+
+fn existing_key(map: &Map<String, Value>, key: &str) -> String {
+    map.keys()
+        .find(|k| k.eq_ignore_ascii_case(key))
+        .cloned()
+        .unwrap_or_else(|| key.to_string())
 }
 
 const SECTIONS: &[&str] = &[
@@ -399,6 +507,60 @@ register = 0
         ));
         assert!(p[0].starts_with("devices[0].modbus.interval"), "{p:?}");
         assert!(p[0].contains("negative"), "{p:?}");
+    }
+
+    fn decode_env(toml: &str, env: &[(&str, &str)]) -> Result<Config, Vec<ConfigProblem>> {
+        let overrides = env
+            .iter()
+            .map(|(k, v)| EnvOverride {
+                path: k.split("__").map(str::to_ascii_lowercase).collect(),
+                value: v.to_string(),
+            })
+            .collect();
+        decode_with_env(parse_toml(toml).unwrap(), overrides)
+    }
+
+    #[test]
+    fn env_override_keeps_strings_as_written() {
+        let toml =
+            format!("{MINIMAL}\n[outputs.influxdb.local]\nurl = \"http://127.0.0.1:8086\"\n");
+        let cfg = decode_env(
+            &toml,
+            &[
+                ("SITE__ID", "0012345"),
+                ("OUTPUTS__INFLUXDB__LOCAL__TOKEN", "12345678901234567890123"),
+                ("OUTPUTS__INFLUXDB__LOCAL__DATABASE", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.site.id, "0012345");
+        let o = &cfg.outputs.influxdb["local"];
+        assert_eq!(o.database.as_deref(), Some("true"));
+        match &o.token {
+            Some(crate::config::Secret::Literal(s)) => assert_eq!(s, "12345678901234567890123"),
+            other => panic!("token: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn env_override_becomes_a_number_where_one_is_expected() {
+        let cfg = decode_env(
+            MINIMAL,
+            &[("STORAGE__CACHE_MIB", "2"), ("HTTP__ENABLED", "false")],
+        )
+        .unwrap();
+        assert_eq!(cfg.storage.cache_mib, 2);
+        let p = decode_env(MINIMAL, &[("STORAGE__CACHE_MIB", "two")]).unwrap_err();
+        assert!(p[0].to_string().starts_with("storage.cache_mib"), "{p:?}");
+    }
+
+    #[test]
+    fn misspelt_env_override_is_an_unknown_key() {
+        let p = decode_env(MINIMAL, &[("STORAGE__CACHE_MBI", "2")]).unwrap_err();
+        assert!(
+            p[0].to_string().contains("unknown key `cache_mbi`"),
+            "{p:?}"
+        );
     }
 
     #[test]

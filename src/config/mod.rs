@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::readings::Quantity;
 
-pub use load::{load, load_str, ConfigProblem, ENV_PREFIX};
+pub use load::{load, load_str, parse_toml, ConfigProblem, ENV_PREFIX};
 pub use secret::Secret;
 
 /// The whole configuration file.

@@ -47,7 +47,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{ApiError, GatewayView, Shared};
-use crate::pipeline::LATENCY_BUCKETS;
+use crate::processing::LATENCY_BUCKETS;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;

@@ -17,7 +17,6 @@
 //! The configuration check requires a token whenever the address is not a loopback address.
 
 pub mod api;
-pub mod daemon;
 pub mod metrics;
 pub mod summary;
 
@@ -41,7 +40,8 @@ use tokio_util::sync::CancellationToken;
 use crate::acquisition::DeviceRegistry;
 use crate::config::{Config, Synchronous};
 use crate::outputs::influxdb::OutputStatus;
-use crate::pipeline::{ActiveAlerts, LatestValues, ProcessingStats, RunningGateway};
+use crate::pipeline::RunningGateway;
+use crate::processing::{ActiveAlerts, LatestValues, ProcessingStats};
 use crate::readings::Quantity;
 use crate::storage::writer::OutboxStatus;
 use crate::storage::Store;

@@ -232,7 +232,7 @@ pub fn spawn_with_status(
             let mut last_prune = Instant::now();
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-            let mut evict_log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
+            let mut evict_log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
             if let Err(e) = store.set_cache_mib(opts.cache_mib) {
                 tracing::warn!("{e}");
             }
@@ -308,7 +308,7 @@ fn make_room(
     incoming: u64,
     opts: &WriterOptions,
     status: &OutboxStatus,
-    evict_log: &mut crate::acquisition::LogLimiter,
+    evict_log: &mut crate::log_limit::LogLimiter,
 ) {
     let cfg = &opts.outbox;
     let check = |store: &Store| -> Option<(OutboxUsage, &'static str)> {

@@ -85,10 +85,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// Parses one template file.
 pub fn parse(name: &str, text: &str) -> Result<MeterTemplate, String> {
-    ::config::Config::builder()
-        .add_source(::config::File::from_str(text, ::config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize::<serde_json::Value>())
+    crate::config::parse_toml(text)
         .map_err(|e| format!("{name}: {e}"))
         .and_then(|v| {
             serde_path_to_error::deserialize::<_, MeterTemplate>(v)

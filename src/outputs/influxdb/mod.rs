@@ -302,8 +302,8 @@ pub struct InfluxOutput {
     status: Arc<OutputStatus>,
     batch_size: usize,
     backoff: Backoff,
-    quarantine_log: crate::acquisition::LogLimiter,
-    retry_log: crate::acquisition::LogLimiter,
+    quarantine_log: crate::log_limit::LogLimiter,
+    retry_log: crate::log_limit::LogLimiter,
 }
 
 #[derive(Debug, Clone)]
@@ -384,8 +384,8 @@ impl InfluxOutput {
             device_tags,
             status,
             backoff,
-            quarantine_log: crate::acquisition::LogLimiter::new(Duration::from_secs(10)),
-            retry_log: crate::acquisition::LogLimiter::new(Duration::from_secs(60)),
+            quarantine_log: crate::log_limit::LogLimiter::new(Duration::from_secs(10)),
+            retry_log: crate::log_limit::LogLimiter::new(Duration::from_secs(60)),
         })
     }
 

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 
 use crate::acquisition::mqtt::connection::{self, topic};
-use crate::acquisition::LogLimiter;
 use crate::config::Config;
+use crate::log_limit::LogLimiter;
 use crate::readings::now_ms;
 
 /// Most messages waiting for a PUBACK at once.

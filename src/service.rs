@@ -20,8 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sd_notify::NotifyState;
 
-use super::HttpServer;
 use crate::config::{self, Config};
+use crate::http::HttpServer;
 use crate::pipeline::{self, RunningGateway};
 
 /// Runs until `shutdown` resolves, reloading the configuration at `path` on every SIGHUP.
@@ -39,7 +39,7 @@ pub async fn run(
             let addr = h
                 .bind_addr()
                 .ok_or_else(|| anyhow::anyhow!("http.bind \"{}\" is not IP:port", h.bind))?;
-            Some(HttpServer::start(addr, super::resolve_token(h)?).await?)
+            Some(HttpServer::start(addr, crate::http::resolve_token(h)?).await?)
         }
         _ => None,
     };
@@ -179,7 +179,7 @@ async fn reload(
     notify(&[NotifyState::Reloading]);
     if let Some(h) = http {
         h.set_gateway(None, "reloading");
-        h.set_token(super::resolve_token(&new.http)?);
+        h.set_token(crate::http::resolve_token(&new.http)?);
     }
     let processing = gw.processing.clone();
     let report = gw.shutdown().await?;
@@ -199,7 +199,7 @@ async fn reload(
                 .await
                 .context("restarting with the previous configuration")?;
             if let Some(h) = http {
-                h.set_token(super::resolve_token(&old.http)?);
+                h.set_token(crate::http::resolve_token(&old.http)?);
             }
             (g, "failed")
         }
