@@ -6,7 +6,7 @@
 //!   cargo bench --bench mqtt_ingest              # 50 000 messages
 //!   cargo bench --bench mqtt_ingest -- 200000
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::atomic::Ordering;

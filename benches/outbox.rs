@@ -10,7 +10,7 @@
 //!
 //! It prints one line per measurement; numbers are for the machine it runs on.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::atomic::Ordering;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the whole test suite against real mosquitto / influxd processes
-# (the integration-test harness in tests/common starts them on free loopback ports).
+# (the integration-test harness in tests/it/common starts them on free loopback ports).
 #
 # Usage: scripts/test.sh [--quick] [--no-package] [--cross]
 #   --quick       skip the apt step (servers must already be installed)
@@ -90,6 +90,11 @@ step "Build: cargo build --all-targets --locked"
 cargo build --all-targets --locked
 
 failed=()
+# --- 3b. lints: formatting and clippy (warnings are errors) ----------------------------------
+step "Lints: cargo fmt --check; cargo clippy --all-targets --locked -- -D warnings"
+cargo fmt --all -- --check || failed+=("cargo fmt --check")
+cargo clippy --all-targets --locked -- -D warnings || failed+=("clippy")
+
 # --- 4. packaging (before the tests, so the test runner's summary stays the last line) ---
 # The .deb (release build, cargo deb, contents listed and checked); the aarch64 cross build with
 # --cross. cargo-deb is installed with `cargo install cargo-deb --locked` when missing (kept in

@@ -27,6 +27,7 @@ pub mod reporting;
 pub mod service;
 pub mod storage;
 pub mod telemetry;
+pub mod units;
 
 /// Installs rustls' ring crypto provider as the process default (once; later calls are no-ops).
 /// The build carries ring only, never aws-lc or OpenSSL.

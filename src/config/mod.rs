@@ -17,6 +17,9 @@ use serde::Deserialize;
 
 use crate::readings::Quantity;
 
+pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
+pub use crate::telemetry::{LogConfig, LogFormat};
+pub use crate::units::{byte_size, duration, opt_duration};
 pub use load::{load, load_str, parse_toml, ConfigProblem, ENV_PREFIX};
 pub use secret::Secret;
 
@@ -119,48 +122,6 @@ fn default_timezone() -> String {
     "Asia/Shanghai".into()
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// A tracing filter: `info`, `debug`, or `info,energy_gateway::acquisition=debug`.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-    #[serde(default)]
-    pub format: LogFormat,
-    /// How often to log one status line per device (polls, failures, exceptions by code, round
-    /// trip). "0s" turns it off.
-    #[serde(default = "default_status_every", with = "duration")]
-    pub status_every: Duration,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: default_log_level(),
-            format: LogFormat::default(),
-            status_every: default_status_every(),
-        }
-    }
-}
-
-fn default_status_every() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn default_log_level() -> String {
-    "info".into()
-}
-
-/// Human-readable lines or one JSON object per line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Human,
-    Json,
-}
-
 /// `[storage]`: the embedded SQLite store (reading history and outbox).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,52 +161,6 @@ impl Default for StorageConfig {
     }
 }
 
-/// `[storage.outbox]`: how much undelivered data (readings some enabled output has not confirmed
-/// yet) the store may hold, and what happens when a bound is reached. 0 disables a bound.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxConfig {
-    /// Most undelivered readings.
-    #[serde(default)]
-    pub max_rows: u64,
-    /// Most bytes of undelivered readings (estimated from the store's bytes per reading).
-    #[serde(default = "default_outbox_max_bytes", with = "byte_size")]
-    pub max_bytes: u64,
-    /// Oldest undelivered reading (by acquisition time).
-    #[serde(default, with = "duration")]
-    pub max_age: Duration,
-    /// What to do when a bound is reached.
-    #[serde(default)]
-    pub when_full: OutboxFullPolicy,
-}
-
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        OutboxConfig {
-            max_rows: 0,
-            max_bytes: default_outbox_max_bytes(),
-            max_age: Duration::ZERO,
-            when_full: OutboxFullPolicy::default(),
-        }
-    }
-}
-
-fn default_outbox_max_bytes() -> u64 {
-    4 << 30
-}
-
-/// What the store does when the outbox is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutboxFullPolicy {
-    /// Stop taking readings (sources wait, nothing is acknowledged upstream) until outputs
-    /// have delivered enough.
-    #[default]
-    Stop,
-    /// Delete the oldest undelivered readings to make room (counted and logged).
-    EvictOldest,
-}
-
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/energy-gateway")
 }
@@ -257,15 +172,6 @@ fn default_cache_mib() -> u32 {
 }
 fn default_max_batch() -> usize {
     10_000
-}
-
-/// SQLite durability level for commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    #[default]
-    Normal,
-    Full,
 }
 
 /// `[pipeline]`
@@ -1085,119 +991,4 @@ fn sentinels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Erro
             ))),
         })
         .collect()
-}
-
-/// Optional durations (`interval = "60s"` or absent).
-pub mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        super::duration::parse_value(&v)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// Sizes written as a number of bytes or a string such as `"512MiB"`, `"4GiB"`, `"800MB"`.
-pub mod byte_size {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        match &v {
-            serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "{n} is not a size; write a whole number of bytes or a string such as \"4GiB\""
-                ))
-            }),
-            serde_json::Value::String(s) => parse(s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "invalid type: {}, expected a size such as \"4GiB\" or a number of bytes",
-                super::duration::describe(other)
-            ))),
-        }
-    }
-
-    /// Parses `"4GiB"`-style sizes: B, kB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024).
-    pub fn parse(s: &str) -> Result<u64, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "kB" | "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            u => {
-                return Err(format!(
-                    "\"{s}\": unknown unit \"{u}\"; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
-                ))
-            }
-        };
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("\"{s}\" is not a size; write it like \"4GiB\" or \"800MB\""))?;
-        let bytes = n * mult as f64;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(format!("\"{s}\" is out of range"));
-        }
-        Ok(bytes.round() as u64)
-    }
-}
-
-/// Durations written as strings such as `"1s"`, `"250ms"`, `"15m"`, `"400d"`.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        parse_value(&v).map_err(serde::de::Error::custom)
-    }
-
-    /// Parses a duration from a configuration value.
-    pub fn parse_value(v: &serde_json::Value) -> Result<Duration, String> {
-        match v {
-            serde_json::Value::String(s) => parse(s),
-            other => Err(format!(
-                "invalid type: {}, expected a duration string such as \"1s\", \"250ms\" or \"15m\"",
-                describe(other)
-            )),
-        }
-    }
-
-    /// Parses `"1s"`-style durations; negative values get a message of their own.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let t = s.trim();
-        if t.starts_with('-') {
-            return Err(format!(
-                "duration \"{s}\" is negative; it must be zero or more"
-            ));
-        }
-        humantime::parse_duration(t).map_err(|e| {
-            format!("\"{s}\" is not a duration ({e}); write it like \"1s\", \"250ms\" or \"15m\"")
-        })
-    }
-
-    pub(crate) fn describe(v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::Null => "null".into(),
-            serde_json::Value::Bool(b) => format!("boolean `{b}`"),
-            serde_json::Value::Number(n) => format!("number `{n}`"),
-            serde_json::Value::String(s) => format!("string \"{s}\""),
-            serde_json::Value::Array(_) => "array".into(),
-            serde_json::Value::Object(_) => "table".into(),
-        }
-    }
 }

@@ -19,6 +19,7 @@ use super::labels::{Lang, L};
 use super::tables::{Cell, Col, Table};
 use super::Report;
 
+/// The series the gateways write their accounts to (`outputs::influxdb::streams`).
 pub const MEASUREMENT: &str = "energy_account";
 
 /// Numeric fields of a site point.

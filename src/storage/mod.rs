@@ -3,6 +3,7 @@
 //! table is the durable outbox: a reading is committed here before anything else sees it, and an
 //! output advances its cursor only after its destination confirmed the write.
 
+pub mod config;
 pub mod quarantine;
 pub mod writer;
 
@@ -11,8 +12,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::config::Synchronous;
 use crate::readings::{Quality, Quantity, Reading, TimestampMs};
+use crate::storage::config::Synchronous;
 
 /// Bumped whenever the schema changes; [`Store::open`] migrates older files.
 pub const SCHEMA_VERSION: i64 = 2;

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{QuarantinedLine, Store};
-use crate::config::Synchronous;
+use crate::storage::config::Synchronous;
 
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

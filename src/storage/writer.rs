@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{AlertEvent, OutboxUsage, Store};
-use crate::config::{OutboxConfig, OutboxFullPolicy};
 use crate::readings::{now_ms, Reading};
+use crate::storage::config::{OutboxConfig, OutboxFullPolicy};
 
 /// What the pipeline asks the writer to make durable.
 #[derive(Debug)]
@@ -447,8 +447,8 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Synchronous;
     use crate::readings::Quantity;
+    use crate::storage::config::Synchronous;
 
     #[test]
     fn drains_everything_and_acks_after_commit() {

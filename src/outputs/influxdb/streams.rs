@@ -52,7 +52,7 @@ impl Stream {
         match self {
             Stream::Alert => "alert",
             Stream::EnergyInterval => "energy_interval",
-            Stream::EnergyAccount => crate::reporting::park::MEASUREMENT,
+            Stream::EnergyAccount => "energy_account",
         }
     }
 

@@ -6,8 +6,8 @@
 //! The .deb itself is built and its contents listed and checked by `deploy/package.sh deb`
 //! (run by scripts/test.sh); the aarch64 build by `deploy/package.sh aarch64`.
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;

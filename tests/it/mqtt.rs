@@ -1,7 +1,7 @@
 //! MQTT in and out against a real Mosquitto started by the harness: wildcard mapping, payload
 //! formats, bad messages, broker restarts, gateway crashes, TLS, and what the gateway publishes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

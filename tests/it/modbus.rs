@@ -3,7 +3,7 @@
 //! `probe`) and over a shared RTU line (through the running pipeline), and every decoded quantity
 //! is compared with the value the simulated meter holds, in canonical units.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

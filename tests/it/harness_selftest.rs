@@ -1,11 +1,11 @@
 //! Proves the integration-test harness (`tests/common/mod.rs`) against the real servers.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Influxd, Mosquitto};
+use crate::common::{Influxd, Mosquitto};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS};
 
 const MQTT_TIMEOUT: Duration = Duration::from_secs(10);

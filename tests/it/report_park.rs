@@ -4,7 +4,7 @@
 //! `report --park --source influxdb` then ranks them, finds the one off the target path and
 //! computes the capacity shares at 标杆 (grade 1) and below the baseline (over grade 3).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

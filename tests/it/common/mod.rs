@@ -44,12 +44,32 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct free ports. All listeners are held until every port is known, so the kernel
-/// cannot hand out the same port twice within one call.
+/// `n` distinct free ports. They are drawn at random below the kernel's ephemeral range
+/// (32768 and up on Linux), so that the outgoing connections of other tests running at the same
+/// time cannot take a port between this check and the server binding it. All listeners are held
+/// until every port is known, so one call never returns the same port twice.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((HOST, 0)).expect("bind 127.0.0.1:0"))
-        .collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (u64::from(std::process::id()) << 32)
+        | 1;
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut tries = 0;
+    while listeners.len() < n {
+        // xorshift64
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 10_000 + (seed % 22_000) as u16;
+        tries += 1;
+        match TcpListener::bind((HOST, port)) {
+            Ok(l) => listeners.push(l),
+            Err(_) if tries < 1000 => continue,
+            Err(_) => listeners.push(TcpListener::bind((HOST, 0)).expect("bind 127.0.0.1:0")),
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("local_addr").port())

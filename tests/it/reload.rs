@@ -3,8 +3,8 @@
 //! while the HTTP server stays up; an invalid one is rejected with `check`'s messages and the
 //! running configuration is kept; one that cannot start falls back to the previous one.
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

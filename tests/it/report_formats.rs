@@ -8,7 +8,7 @@
 //! `EGW_UPDATE_GOLDEN=1` rewrites the expected files (review the diff);
 //! `EGW_UPDATE_SCREENSHOT=1` rewrites `docs/report-example.png`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

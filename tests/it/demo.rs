@@ -1,7 +1,7 @@
 //! The demo end to end, as a user runs it: real binary, simulated Modbus TCP meters on loopback,
 //! the real pipeline and store.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

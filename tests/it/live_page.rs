@@ -5,8 +5,8 @@
 //!
 //! `EGW_UPDATE_SCREENSHOT=1` also writes the screenshot to docs/live-page.png.
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! worked example's numbers asserted by hand, idempotent re-import, clear errors for bad input,
 //! and `counter replace`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! SIGKILLs of the gateway at random moments; replays that overwrite instead of duplicating; and a
 //! partial write (field type conflict) where only the rejected points are quarantined.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! in-process simulated factory: every endpoint with the token off (loopback) and on (a
 //! non-loopback bind), bad requests, and the `check` rules of `[http]`.
 
-mod common;
-mod http_support;
+use crate::common;
+use crate::http_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

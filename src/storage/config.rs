@@ -1,0 +1,63 @@
+//! The store's own settings: durability level and the bounds of the outbox (`[storage]`,
+//! `[storage.outbox]`), composed into the configuration by `config`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::{byte_size, duration};
+
+/// SQLite durability level for commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// `[storage.outbox]`: how much undelivered data (readings some enabled output has not confirmed
+/// yet) the store may hold, and what happens when a bound is reached. 0 disables a bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most undelivered readings.
+    #[serde(default)]
+    pub max_rows: u64,
+    /// Most bytes of undelivered readings (estimated from the store's bytes per reading).
+    #[serde(default = "default_outbox_max_bytes", with = "byte_size")]
+    pub max_bytes: u64,
+    /// Oldest undelivered reading (by acquisition time).
+    #[serde(default, with = "duration")]
+    pub max_age: Duration,
+    /// What to do when a bound is reached.
+    #[serde(default)]
+    pub when_full: OutboxFullPolicy,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_rows: 0,
+            max_bytes: default_outbox_max_bytes(),
+            max_age: Duration::ZERO,
+            when_full: OutboxFullPolicy::default(),
+        }
+    }
+}
+
+fn default_outbox_max_bytes() -> u64 {
+    4 << 30
+}
+
+/// What the store does when the outbox is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxFullPolicy {
+    /// Stop taking readings (sources wait, nothing is acknowledged upstream) until outputs
+    /// have delivered enough.
+    #[default]
+    Stop,
+    /// Delete the oldest undelivered readings to make room (counted and logged).
+    EvictOldest,
+}
