@@ -1,15 +1,18 @@
-//! CSV imports: meter readings (backfill of old logs), monthly value added, production and
-//! manually recorded consumption; and the operator's record of a meter replacement.
+//! Imports: meter readings (backfill of old logs), monthly value added, production and manually
+//! recorded consumption; and the operator's record of a meter replacement.
 //!
-//! Files are UTF-8 with a header line; fields are separated by commas and may be quoted with
-//! double quotes; blank lines and lines starting with `#` are skipped. Every row is checked before
-//! anything is written: a file with a bad row imports nothing and every bad row is reported with
-//! its line number.
+//! Each import has one typed row (`ValueAddedRow`, …). A CSV file (`energy-gateway import`, or
+//! a `text/csv` body of the HTTP API) and a JSON array of items (the HTTP API) decode into the
+//! same rows, and one function per import checks them and writes them. CSV files are UTF-8 with
+//! a header line; fields are separated by commas and may be quoted with double quotes; blank
+//! lines and lines starting with `#` are skipped. Every row is checked before anything is
+//! written: input with a bad row imports nothing, and every bad row is reported with its place
+//! (`line 4` of a file, `items[2]` of a JSON array).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fmt;
 
-use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
 use super::calendar::Month;
 use super::counters::Replacement;
@@ -22,80 +25,86 @@ use crate::readings::{Quantity, Reading, TimestampMs};
 /// At most this many row errors are listed.
 const MAX_ERRORS: usize = 20;
 
-/// Splits one CSV line into fields (RFC 4180 quoting, on one line).
-pub fn split_line(line: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    cur.push('"');
-                    chars.next();
-                }
-                '"' => quoted = false,
-                _ => cur.push(c),
-            }
-        } else {
-            match c {
-                ',' => {
-                    fields.push(if was_quoted {
-                        std::mem::take(&mut cur)
-                    } else {
-                        cur.trim().to_string()
-                    });
-                    cur.clear();
-                    was_quoted = false;
-                }
-                '"' if cur.trim().is_empty() && !was_quoted => {
-                    cur.clear();
-                    quoted = true;
-                    was_quoted = true;
-                }
-                '"' => return Err("a quote in the middle of a field".into()),
-                _ if was_quoted && !c.is_whitespace() => {
-                    return Err("text after a closing quote".into())
-                }
-                _ => cur.push(c),
-            }
+/// What went wrong with an import. Callers decide on the kind: the command line prints both,
+/// the HTTP API answers 422 for [`ImportError::Data`] and 500 for [`ImportError::Store`].
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The input: its header, its syntax or its rows (nothing was written).
+    #[error("{0}")]
+    Data(String),
+    /// The store could not be read or written.
+    #[error("the store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+impl ImportError {
+    fn store(e: impl Into<anyhow::Error>) -> Self {
+        ImportError::Store(e.into())
+    }
+}
+
+/// Where a row came from: a line of a CSV file or an item of a JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowAt {
+    Line(usize),
+    Item(usize),
+}
+
+impl fmt::Display for RowAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RowAt::Line(n) => write!(f, "line {n}"),
+            RowAt::Item(k) => write!(f, "items[{k}]"),
         }
     }
-    if quoted {
-        return Err("a quoted field is not closed".into());
+}
+
+/// Decoded rows of one import, each with its place, and the rows that could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows<T> {
+    pub rows: Vec<(RowAt, T)>,
+    pub errors: Vec<(RowAt, String)>,
+}
+
+impl<T> Rows<T> {
+    /// The items of a JSON array, already decoded.
+    pub fn from_items(items: Vec<T>) -> Self {
+        Rows {
+            rows: items
+                .into_iter()
+                .enumerate()
+                .map(|(k, t)| (RowAt::Item(k), t))
+                .collect(),
+            errors: Vec::new(),
+        }
     }
-    fields.push(if was_quoted {
-        cur
-    } else {
-        cur.trim().to_string()
-    });
-    Ok(fields)
 }
 
-/// A parsed CSV file: its data rows with their line numbers, and the lines that could not be
-/// split into the right number of fields.
-struct Csv {
-    rows: Vec<(usize, Vec<String>)>,
-    errors: Vec<(usize, String)>,
+/// One import's row type: its CSV columns and how a CSV record becomes a row.
+pub trait ImportRow: Sized {
+    /// Columns every file has, in order.
+    const REQUIRED: &'static [&'static str];
+    /// Columns a file may add after the required ones, in order.
+    const OPTIONAL: &'static [&'static str] = &[];
+    /// A row from the text of its fields (as many as the header has columns).
+    fn from_fields(f: &[String]) -> Result<Self, String>;
+
+    /// Decodes a CSV text into rows.
+    fn from_csv(text: &str) -> Result<Rows<Self>, ImportError> {
+        parse_csv(text, Self::REQUIRED, Self::OPTIONAL, Self::from_fields)
+            .map_err(ImportError::Data)
+    }
 }
 
-/// Reads `path`, checks the header against `required` then `optional` column names, and returns
-/// the data rows. Rows must have between `required.len()` and all columns.
-fn read_csv(path: &Path, required: &[&str], optional: &[&str]) -> Result<Csv> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_csv(&text, required, optional).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-fn parse_csv(text: &str, required: &[&str], optional: &[&str]) -> Result<Csv, String> {
+/// A CSV text as rows of `T`. The header must name the required columns, then any prefix of the
+/// optional ones; every record must have as many fields as the header.
+fn parse_csv<T>(
+    text: &str,
+    required: &[&str],
+    optional: &[&str],
+    to_row: impl Fn(&[String]) -> Result<T, String>,
+) -> Result<Rows<T>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
     let expected = || {
         let mut s = required.join(",");
         for o in optional {
@@ -103,14 +112,35 @@ fn parse_csv(text: &str, required: &[&str], optional: &[&str]) -> Result<Csv, St
         }
         s
     };
-    let Some((n, header)) = lines.next() else {
-        return Err(format!(
-            "the file is empty; expected a header line `{}`",
-            expected()
-        ));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records().filter_map(|r| match r {
+        // A line of blanks only is a blank line.
+        Ok(rec) if rec.iter().all(str::is_empty) => None,
+        Ok(rec) => {
+            let line = rec.position().map_or(0, |p| p.line() as usize);
+            Some(Ok((
+                line,
+                rec.iter().map(str::to_string).collect::<Vec<_>>(),
+            )))
+        }
+        Err(e) => Some(Err(e)),
+    });
+    let (n, cols) = match records.next() {
+        None => {
+            return Err(format!(
+                "the file is empty; expected a header line `{}`",
+                expected()
+            ))
+        }
+        Some(Err(e)) => return Err(csv_error(&e)),
+        Some(Ok(h)) => h,
     };
-    let cols = split_line(header).map_err(|e| format!("line {n}: {e}"))?;
-    let names: Vec<String> = cols.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
+    let names: Vec<String> = cols.iter().map(|c| c.to_ascii_lowercase()).collect();
     let all: Vec<&str> = required.iter().chain(optional).copied().collect();
     if names.len() < required.len()
         || names.len() > all.len()
@@ -119,41 +149,55 @@ fn parse_csv(text: &str, required: &[&str], optional: &[&str]) -> Result<Csv, St
         return Err(format!(
             "line {n}: expected the header `{}`, found `{}`",
             expected(),
-            header.trim()
+            cols.join(",")
         ));
     }
     let width = names.len();
     let mut rows = Vec::new();
     let mut errors = Vec::new();
-    for (n, l) in lines {
-        match split_line(l) {
-            Err(e) => errors.push((n, e)),
-            Ok(f) if f.len() != width => errors.push((
-                n,
+    for r in records {
+        match r {
+            Err(e) => errors.push((RowAt::Line(csv_line(&e)), csv_error(&e))),
+            Ok((n, f)) if f.len() != width => errors.push((
+                RowAt::Line(n),
                 format!("{} fields, expected {width} ({})", f.len(), names.join(",")),
             )),
-            Ok(f) => rows.push((n, f)),
+            Ok((n, f)) => match to_row(&f) {
+                Ok(t) => rows.push((RowAt::Line(n), t)),
+                Err(e) => errors.push((RowAt::Line(n), e)),
+            },
         }
     }
-    Ok(Csv { rows, errors })
+    Ok(Rows { rows, errors })
 }
 
-fn summarize(mut errors: Vec<(usize, String)>) -> String {
+fn csv_line(e: &csv::Error) -> usize {
+    e.position().map_or(0, |p| p.line() as usize)
+}
+
+fn csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => format!("line {}: the text is not UTF-8", csv_line(e)),
+        _ => format!("line {}: {e}", csv_line(e)),
+    }
+}
+
+fn summarize(mut errors: Vec<(RowAt, String)>) -> ImportError {
     errors.sort_by_key(|e| e.0);
     let n = errors.len();
     let mut shown: Vec<String> = errors
         .into_iter()
         .take(MAX_ERRORS)
-        .map(|(line, e)| format!("line {line}: {e}"))
+        .map(|(at, e)| format!("{at}: {e}"))
         .collect();
     if n > MAX_ERRORS {
         shown.push(format!("… and {} more", n - MAX_ERRORS));
     }
-    format!(
+    ImportError::Data(format!(
         "{n} bad row{}, nothing imported:\n  {}",
         if n == 1 { "" } else { "s" },
         shown.join("\n  ")
-    )
+    ))
 }
 
 fn number(s: &str, what: &str) -> Result<f64, String> {
@@ -167,8 +211,17 @@ fn number(s: &str, what: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-fn non_negative(s: &str, what: &str) -> Result<f64, String> {
-    let v = number(s, what)?;
+fn optional_number(s: Option<&String>, what: &str) -> Result<Option<f64>, String> {
+    match s.map(|s| s.trim()) {
+        None | Some("") => Ok(None),
+        Some(s) => number(s, what).map(Some),
+    }
+}
+
+fn non_negative(v: f64, what: &str) -> Result<f64, String> {
+    if !v.is_finite() {
+        return Err(format!("{what} {v} is not a finite number"));
+    }
     if v < 0.0 {
         return Err(format!("{what} {v} is negative"));
     }
@@ -187,7 +240,101 @@ pub fn parse_time(s: &str) -> Result<TimestampMs, String> {
 }
 
 fn month(s: &str) -> Result<Month, String> {
-    s.parse::<Month>()
+    s.trim().parse::<Month>()
+}
+
+/// `import readings`: `time,device,quantity,value`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingRow {
+    pub time: String,
+    pub device: String,
+    pub quantity: String,
+    pub value: f64,
+}
+
+impl ImportRow for ReadingRow {
+    const REQUIRED: &'static [&'static str] = &["time", "device", "quantity", "value"];
+    fn from_fields(f: &[String]) -> Result<Self, String> {
+        Ok(ReadingRow {
+            time: f[0].clone(),
+            device: f[1].clone(),
+            quantity: f[2].clone(),
+            value: number(&f[3], "value")?,
+        })
+    }
+}
+
+/// `import value-added`: `period,value_added_10k_cny[,value_added_comparable_10k_cny]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueAddedRow {
+    pub period: String,
+    pub value_added_10k_cny: f64,
+    #[serde(default)]
+    pub value_added_comparable_10k_cny: Option<f64>,
+}
+
+impl ImportRow for ValueAddedRow {
+    const REQUIRED: &'static [&'static str] = &["period", "value_added_10k_cny"];
+    const OPTIONAL: &'static [&'static str] = &["value_added_comparable_10k_cny"];
+    fn from_fields(f: &[String]) -> Result<Self, String> {
+        Ok(ValueAddedRow {
+            period: f[0].clone(),
+            value_added_10k_cny: number(&f[1], "value_added_10k_cny")?,
+            value_added_comparable_10k_cny: optional_number(
+                f.get(2),
+                "value_added_comparable_10k_cny",
+            )?,
+        })
+    }
+}
+
+/// `import production`: `period,product,quantity`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductionRow {
+    pub period: String,
+    pub product: String,
+    pub quantity: f64,
+}
+
+impl ImportRow for ProductionRow {
+    const REQUIRED: &'static [&'static str] = &["period", "product", "quantity"];
+    fn from_fields(f: &[String]) -> Result<Self, String> {
+        Ok(ProductionRow {
+            period: f[0].clone(),
+            product: f[1].clone(),
+            quantity: number(&f[2], "quantity")?,
+        })
+    }
+}
+
+/// `import consumption`: `period,carrier,quantity,unit[,use]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumptionRow {
+    pub period: String,
+    pub carrier: String,
+    pub quantity: f64,
+    pub unit: String,
+    /// `energy` (default) or `feedstock`.
+    #[serde(default, rename = "use")]
+    pub use_: Option<String>,
+}
+
+impl ImportRow for ConsumptionRow {
+    const REQUIRED: &'static [&'static str] = &["period", "carrier", "quantity", "unit"];
+    const OPTIONAL: &'static [&'static str] = &["use"];
+    fn from_fields(f: &[String]) -> Result<Self, String> {
+        Ok(ConsumptionRow {
+            period: f[0].clone(),
+            carrier: f[1].clone(),
+            quantity: number(&f[2], "quantity")?,
+            unit: f[3].clone(),
+            use_: f.get(4).filter(|s| !s.trim().is_empty()).cloned(),
+        })
+    }
 }
 
 /// What an import did.
@@ -199,52 +346,60 @@ pub struct ImportSummary {
     pub skipped: usize,
 }
 
-/// `import readings`: `time,device,quantity,value`.
-pub fn import_readings(cfg: &Config, path: &Path) -> Result<ImportSummary> {
-    let csv = read_csv(path, &["time", "device", "quantity", "value"], &[])?;
-    let mut errors = csv.errors;
+/// `import readings`: stores the rows as readings; rows already in the store (same series and
+/// instant) are left as they were.
+pub fn import_readings(
+    cfg: &Config,
+    input: Rows<ReadingRow>,
+) -> Result<ImportSummary, ImportError> {
+    let mut errors = input.errors;
     let mut readings = Vec::new();
-    let mut seen: HashMap<(String, Quantity, TimestampMs), usize> = HashMap::new();
-    for (n, f) in &csv.rows {
+    let mut seen: HashMap<(String, Quantity, TimestampMs), RowAt> = HashMap::new();
+    for (at, f) in &input.rows {
         let mut row = || -> Result<Reading, String> {
-            let ts = parse_time(&f[0])?;
-            let device = f[1].trim();
+            let ts = parse_time(&f.time)?;
+            let device = f.device.trim();
             if cfg.device(device).is_none() {
                 return Err(format!(
                     "unknown device \"{device}\" (not in the configuration)"
                 ));
             }
-            let q: Quantity = f[2]
+            let q: Quantity = f
+                .quantity
                 .trim()
                 .parse()
                 .map_err(|e: crate::readings::UnknownQuantity| e.to_string())?;
-            let v = number(&f[3], "value")?;
-            if let Some(first) = seen.insert((device.to_string(), q, ts), *n) {
-                return Err(format!(
-                    "the same device, quantity and time as line {first}"
-                ));
+            if !f.value.is_finite() {
+                return Err(format!("value {} is not a finite number", f.value));
             }
-            Ok(Reading::new(device, q, v, ts))
+            if let Some(first) = seen.insert((device.to_string(), q, ts), *at) {
+                return Err(format!("the same device, quantity and time as {first}"));
+            }
+            Ok(Reading::new(device, q, f.value, ts))
         };
         match row() {
             Ok(r) => readings.push(r),
-            Err(e) => errors.push((*n, e)),
+            Err(e) => errors.push((*at, e)),
         }
     }
     if !errors.is_empty() {
-        bail!("{}: {}", path.display(), summarize(errors));
+        return Err(summarize(errors));
     }
-    let acc = AccountingStore::open(&cfg.store_path())?;
+    let acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
     let mut fresh = Vec::with_capacity(readings.len());
     for r in &readings {
-        if !acc.has_reading(&r.device, r.quantity, r.ts_ms)? {
+        if !acc
+            .has_reading(&r.device, r.quantity, r.ts_ms)
+            .map_err(ImportError::store)?
+        {
             fresh.push(r.clone());
         }
     }
     drop(acc);
-    let mut store = crate::storage::Store::open(&cfg.store_path(), cfg.storage.synchronous)?;
+    let mut store = crate::storage::Store::open(&cfg.store_path(), cfg.storage.synchronous)
+        .map_err(ImportError::store)?;
     for chunk in fresh.chunks(cfg.storage.max_batch.max(1)) {
-        store.insert_readings(chunk)?;
+        store.insert_readings(chunk).map_err(ImportError::store)?;
     }
     Ok(ImportSummary {
         rows: readings.len(),
@@ -253,24 +408,22 @@ pub fn import_readings(cfg: &Config, path: &Path) -> Result<ImportSummary> {
     })
 }
 
-/// `import value-added`: `period,value_added_10k_cny[,value_added_comparable_10k_cny]`.
-pub fn import_value_added(cfg: &Config, path: &Path) -> Result<ImportSummary> {
-    let csv = read_csv(
-        path,
-        &["period", "value_added_10k_cny"],
-        &["value_added_comparable_10k_cny"],
-    )?;
-    let mut errors = csv.errors;
+/// `import value-added`: monthly value added; a month already stored is replaced.
+pub fn import_value_added(
+    cfg: &Config,
+    input: Rows<ValueAddedRow>,
+) -> Result<ImportSummary, ImportError> {
+    let mut errors = input.errors;
     let mut rows = Vec::new();
     let mut seen = HashMap::new();
-    for (n, f) in &csv.rows {
+    for (at, f) in &input.rows {
         let row = || -> Result<(Month, ValueAdded), String> {
-            let m = month(&f[0])?;
-            let current = non_negative(&f[1], "value_added_10k_cny")?;
-            let comparable = match f.get(2).map(|s| s.trim()) {
-                None | Some("") => None,
-                Some(s) => Some(non_negative(s, "value_added_comparable_10k_cny")?),
-            };
+            let m = month(&f.period)?;
+            let current = non_negative(f.value_added_10k_cny, "value_added_10k_cny")?;
+            let comparable = f
+                .value_added_comparable_10k_cny
+                .map(|v| non_negative(v, "value_added_comparable_10k_cny"))
+                .transpose()?;
             Ok((
                 m,
                 ValueAdded {
@@ -281,19 +434,19 @@ pub fn import_value_added(cfg: &Config, path: &Path) -> Result<ImportSummary> {
         };
         match row() {
             Ok(r) => {
-                if let Some(first) = seen.insert(r.0, *n) {
-                    errors.push((*n, format!("month {} is also on line {first}", r.0)));
+                if let Some(first) = seen.insert(r.0, *at) {
+                    errors.push((*at, format!("month {} is also on {first}", r.0)));
                 }
                 rows.push(r);
             }
-            Err(e) => errors.push((*n, e)),
+            Err(e) => errors.push((*at, e)),
         }
     }
     if !errors.is_empty() {
-        bail!("{}: {}", path.display(), summarize(errors));
+        return Err(summarize(errors));
     }
-    let mut acc = AccountingStore::open(&cfg.store_path())?;
-    acc.put_value_added(&rows)?;
+    let mut acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
+    acc.put_value_added(&rows).map_err(ImportError::store)?;
     Ok(ImportSummary {
         rows: rows.len(),
         written: rows.len(),
@@ -301,16 +454,19 @@ pub fn import_value_added(cfg: &Config, path: &Path) -> Result<ImportSummary> {
     })
 }
 
-/// `import production`: `period,product,quantity`.
-pub fn import_production(cfg: &Config, path: &Path) -> Result<ImportSummary> {
-    let csv = read_csv(path, &["period", "product", "quantity"], &[])?;
-    let mut errors = csv.errors;
+/// `import production`: monthly production per product; a month and product already stored is
+/// replaced.
+pub fn import_production(
+    cfg: &Config,
+    input: Rows<ProductionRow>,
+) -> Result<ImportSummary, ImportError> {
+    let mut errors = input.errors;
     let mut rows = Vec::new();
     let mut seen = HashMap::new();
-    for (n, f) in &csv.rows {
+    for (at, f) in &input.rows {
         let row = || -> Result<(Month, String, f64), String> {
-            let m = month(&f[0])?;
-            let p = f[1].trim();
+            let m = month(&f.period)?;
+            let p = f.product.trim();
             if !cfg.accounting.products.iter().any(|x| x.id == p) {
                 return Err(format!(
                     "unknown product \"{p}\" (configured: {})",
@@ -322,23 +478,23 @@ pub fn import_production(cfg: &Config, path: &Path) -> Result<ImportSummary> {
                         .join(", ")
                 ));
             }
-            Ok((m, p.to_string(), non_negative(&f[2], "quantity")?))
+            Ok((m, p.to_string(), non_negative(f.quantity, "quantity")?))
         };
         match row() {
             Ok(r) => {
-                if let Some(first) = seen.insert((r.0, r.1.clone()), *n) {
-                    errors.push((*n, format!("{} {} is also on line {first}", r.0, r.1)));
+                if let Some(first) = seen.insert((r.0, r.1.clone()), *at) {
+                    errors.push((*at, format!("{} {} is also on {first}", r.0, r.1)));
                 }
                 rows.push(r);
             }
-            Err(e) => errors.push((*n, e)),
+            Err(e) => errors.push((*at, e)),
         }
     }
     if !errors.is_empty() {
-        bail!("{}: {}", path.display(), summarize(errors));
+        return Err(summarize(errors));
     }
-    let mut acc = AccountingStore::open(&cfg.store_path())?;
-    acc.put_production(&rows)?;
+    let mut acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
+    acc.put_production(&rows).map_err(ImportError::store)?;
     Ok(ImportSummary {
         rows: rows.len(),
         written: rows.len(),
@@ -346,33 +502,35 @@ pub fn import_production(cfg: &Config, path: &Path) -> Result<ImportSummary> {
     })
 }
 
-/// `import consumption`: `period,carrier,quantity,unit[,use]` for carriers without a meter
-/// (coal deliveries, diesel…); `use` is `energy` (default) or `feedstock`.
-pub fn import_consumption(cfg: &Config, path: &Path) -> Result<ImportSummary> {
-    let plan = Plan::build(cfg)?;
-    let csv = read_csv(path, &["period", "carrier", "quantity", "unit"], &["use"])?;
-    let mut errors = csv.errors;
+/// `import consumption`: monthly quantities of carriers without a meter (coal deliveries,
+/// diesel…), for energy use or as feedstock.
+pub fn import_consumption(
+    cfg: &Config,
+    input: Rows<ConsumptionRow>,
+) -> Result<ImportSummary, ImportError> {
+    let plan = Plan::build(cfg).map_err(|e| ImportError::Data(format!("{e:#}")))?;
+    let mut errors = input.errors;
     let mut rows = Vec::new();
     let mut seen = HashMap::new();
-    for (n, f) in &csv.rows {
+    for (at, f) in &input.rows {
         let row = || -> Result<ManualConsumption, String> {
-            let m = month(&f[0])?;
-            let carrier = f[1].trim();
+            let m = month(&f.period)?;
+            let carrier = f.carrier.trim();
             let factor = plan.factors.get(carrier).ok_or_else(|| {
                 format!(
                     "unknown carrier \"{carrier}\" (the factor tables know: {})",
                     plan.factors.keys().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
-            let q = non_negative(&f[2], "quantity")?;
-            let unit = f[3].trim();
+            let q = non_negative(f.quantity, "quantity")?;
+            let unit = f.unit.trim();
             let ratio = unit_ratio(unit, &factor.unit).ok_or_else(|| {
                 format!(
                     "unit \"{unit}\" does not convert to {} (the unit of {carrier})",
                     factor.unit
                 )
             })?;
-            let feedstock = match f.get(4).map(|s| s.trim()) {
+            let feedstock = match f.use_.as_deref().map(str::trim) {
                 None | Some("") | Some("energy") => false,
                 Some("feedstock") => true,
                 Some(other) => return Err(format!("use \"{other}\" must be energy or feedstock")),
@@ -386,22 +544,19 @@ pub fn import_consumption(cfg: &Config, path: &Path) -> Result<ImportSummary> {
         };
         match row() {
             Ok(r) => {
-                if let Some(first) = seen.insert((r.month, r.carrier.clone(), r.feedstock), *n) {
-                    errors.push((
-                        *n,
-                        format!("{} {} is also on line {first}", r.month, r.carrier),
-                    ));
+                if let Some(first) = seen.insert((r.month, r.carrier.clone(), r.feedstock), *at) {
+                    errors.push((*at, format!("{} {} is also on {first}", r.month, r.carrier)));
                 }
                 rows.push(r);
             }
-            Err(e) => errors.push((*n, e)),
+            Err(e) => errors.push((*at, e)),
         }
     }
     if !errors.is_empty() {
-        bail!("{}: {}", path.display(), summarize(errors));
+        return Err(summarize(errors));
     }
-    let mut acc = AccountingStore::open(&cfg.store_path())?;
-    acc.put_consumption(&rows)?;
+    let mut acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
+    acc.put_consumption(&rows).map_err(ImportError::store)?;
     Ok(ImportSummary {
         rows: rows.len(),
         written: rows.len(),
@@ -409,7 +564,8 @@ pub fn import_consumption(cfg: &Config, path: &Path) -> Result<ImportSummary> {
     })
 }
 
-/// `counter replace`: records a meter replacement so the accounts lose no energy.
+/// `counter replace` and `POST /api/v1/meter-replacements`: records a meter replacement so the
+/// accounts lose no energy.
 pub fn record_replacement(
     cfg: &Config,
     device: &str,
@@ -418,18 +574,25 @@ pub fn record_replacement(
     old_final: f64,
     new_initial: f64,
     note: Option<&str>,
-) -> Result<Replacement> {
+) -> Result<Replacement, ImportError> {
+    let data = ImportError::Data;
     if cfg.device(device).is_none() {
-        bail!("unknown device \"{device}\" (not in the configuration)");
+        return Err(data(format!(
+            "unknown device \"{device}\" (not in the configuration)"
+        )));
     }
-    let q: Quantity = quantity.parse()?;
+    let q: Quantity = quantity
+        .parse()
+        .map_err(|e: crate::readings::UnknownQuantity| data(e.to_string()))?;
     if !q.is_cumulative() {
-        bail!("{q} is not a cumulative counter");
+        return Err(data(format!("{q} is not a cumulative counter")));
     }
-    let ts = parse_time(time).map_err(anyhow::Error::msg)?;
-    for (v, what) in [(old_final, "--old-final"), (new_initial, "--new-initial")] {
+    let ts = parse_time(time).map_err(data)?;
+    for (v, what) in [(old_final, "old_final"), (new_initial, "new_initial")] {
         if !v.is_finite() || v < 0.0 {
-            bail!("{what} must be a number of zero or more, not {v}");
+            return Err(data(format!(
+                "{what} must be a number of zero or more, not {v}"
+            )));
         }
     }
     let r = Replacement {
@@ -437,8 +600,9 @@ pub fn record_replacement(
         old_final,
         new_initial,
     };
-    let acc = AccountingStore::open(&cfg.store_path())?;
-    acc.record_replacement(device, q, &r, note)?;
+    let acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
+    acc.record_replacement(device, q, &r, note)
+        .map_err(ImportError::store)?;
     Ok(r)
 }
 
@@ -446,38 +610,50 @@ pub fn record_replacement(
 mod tests {
     use super::*;
 
+    fn fields(
+        text: &str,
+        required: &[&str],
+        optional: &[&str],
+    ) -> Result<Rows<Vec<String>>, String> {
+        parse_csv(text, required, optional, |f| Ok(f.to_vec()))
+    }
+
+    fn one_row(line: &str, width: usize) -> Vec<String> {
+        let names: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let text = format!("{}\n{line}\n", names.join(","));
+        let mut r = fields(&text, &names[..1], &names[1..]).unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        r.rows.remove(0).1
+    }
+
     #[test]
-    fn csv_lines_split_with_quotes() {
-        assert_eq!(split_line("a, b ,c").unwrap(), vec!["a", "b", "c"]);
+    fn csv_fields_are_trimmed_and_quotes_are_honoured() {
+        assert_eq!(one_row("a, b ,c", 3), vec!["a", "b", "c"]);
         assert_eq!(
-            split_line("\"2026-10\",\"1,5\",x").unwrap(),
+            one_row("\"2026-10\",\"1,5\",x", 3),
             vec!["2026-10", "1,5", "x"]
         );
-        assert_eq!(
-            split_line("\"say \"\"hi\"\"\",").unwrap(),
-            vec!["say \"hi\"", ""]
-        );
-        assert!(split_line("\"open").is_err());
-        assert!(split_line("a\"b").is_err());
+        assert_eq!(one_row("\"say \"\"hi\"\"\",x", 2), vec!["say \"hi\"", "x"]);
     }
 
     #[test]
     fn header_and_row_errors_name_the_line() {
-        let e = parse_csv("period,value\n", &["period", "value_added_10k_cny"], &[])
+        let e = fields("period,value\n", &["period", "value_added_10k_cny"], &[])
             .err()
             .unwrap();
         assert!(
             e.starts_with("line 1: expected the header `period,value_added_10k_cny`"),
             "{e}"
         );
-        let c = parse_csv("# comment\n\nperiod,product,quantity\n2026-10,tile\n2026-11,tile,1,2\n2026-12,tile,3\n", &["period", "product", "quantity"], &[])
+        let c = fields("# comment\n\nperiod,product,quantity\n2026-10,tile\n2026-11,tile,1,2\n2026-12,tile,3\n", &["period", "product", "quantity"], &[])
             .unwrap();
-        let e = summarize(c.errors);
+        let e = summarize(c.errors).to_string();
         assert!(e.starts_with("2 bad rows, nothing imported"), "{e}");
         assert!(e.contains("line 4: 2 fields, expected 3"), "{e}");
         assert!(e.contains("line 5: 4 fields, expected 3"), "{e}");
         assert_eq!(c.rows.len(), 1);
-        let ok = parse_csv(
+        let ok = fields(
             "\u{feff}period,value_added_10k_cny\n2026-10,5\n",
             &["period", "value_added_10k_cny"],
             &["value_added_comparable_10k_cny"],
@@ -485,9 +661,36 @@ mod tests {
         .unwrap();
         assert_eq!(
             ok.rows,
-            vec![(2, vec!["2026-10".to_string(), "5".to_string()])]
+            vec![(RowAt::Line(2), vec!["2026-10".to_string(), "5".to_string()])]
         );
-        assert!(parse_csv("", &["a"], &[]).err().unwrap().contains("empty"));
+        assert!(fields("", &["a"], &[]).err().unwrap().contains("empty"));
+    }
+
+    #[test]
+    fn csv_and_json_decode_into_the_same_rows() {
+        let csv = ValueAddedRow::from_csv(
+            "period,value_added_10k_cny,value_added_comparable_10k_cny\n2026-10,5,\n2026-11,6,5.5\n",
+        )
+        .unwrap();
+        let json: Vec<ValueAddedRow> = serde_json::from_str(
+            r#"[{"period": "2026-10", "value_added_10k_cny": 5},
+                {"period": "2026-11", "value_added_10k_cny": 6, "value_added_comparable_10k_cny": 5.5}]"#,
+        )
+        .unwrap();
+        let json = Rows::from_items(json);
+        let strip =
+            |r: &Rows<ValueAddedRow>| r.rows.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>();
+        assert_eq!(strip(&csv), strip(&json));
+        assert_eq!(csv.rows[1].0.to_string(), "line 3");
+        assert_eq!(json.rows[1].0.to_string(), "items[1]");
+        let bad = ValueAddedRow::from_csv("period,value_added_10k_cny\n2026-10,x\n").unwrap();
+        assert_eq!(
+            bad.errors,
+            vec![(
+                RowAt::Line(2),
+                "value_added_10k_cny \"x\" is not a number".to_string()
+            )]
+        );
     }
 
     #[test]
@@ -495,7 +698,7 @@ mod tests {
         assert_eq!(number("1.5", "v"), Ok(1.5));
         assert!(number("NaN", "v").is_err());
         assert!(number("x", "v").unwrap_err().contains("not a number"));
-        assert!(non_negative("-1", "q").unwrap_err().contains("negative"));
+        assert!(non_negative(-1.0, "q").unwrap_err().contains("negative"));
         assert_eq!(
             parse_time("2026-10-01T00:00:00+08:00").unwrap(),
             1_790_784_000_000

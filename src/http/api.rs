@@ -5,7 +5,6 @@
 //! that cannot be read, 404 for an unknown thing, 422 for data that was read but refused (an
 //! unknown product, a negative value), 503 while no pipeline runs (reload), 500 otherwise.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,6 +19,9 @@ use serde_json::{json, Value};
 use super::summary::{self, local_rfc3339};
 use super::{ApiError, GatewayView, Shared};
 use crate::accounting::calendar::Period;
+use crate::accounting::import::{
+    self, ImportError, ImportRow, ImportSummary, ProductionRow, Rows, ValueAddedRow,
+};
 use crate::readings::{Quantity, TimestampMs};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -497,23 +499,6 @@ pub async fn accounts(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ValueAddedIn {
-    period: String,
-    value_added_10k_cny: f64,
-    #[serde(default)]
-    value_added_comparable_10k_cny: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProductionIn {
-    period: String,
-    product: String,
-    quantity: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ReplacementIn {
     device: String,
     quantity: String,
@@ -565,34 +550,20 @@ fn path_name(path: &str) -> String {
     }
 }
 
-/// A CSV field, quoted.
-fn csv_field(s: &str, at: &str) -> ApiResult<String> {
-    if s.contains(['\n', '\r']) {
-        return Err(ApiError::bad_request(format!(
-            "{at}: must not contain line breaks"
-        )));
-    }
-    Ok(format!("\"{}\"", s.replace('"', "\"\"")))
-}
-
-fn csv_number(v: f64) -> String {
-    format!("{v}")
-}
-
-/// A CSV body as the CLI import reads it: either sent as `text/csv`, or made from JSON items.
-/// Returns the CSV and, for JSON, the number of items (to name rows `items[N]` in errors).
-fn body_to_csv(
-    headers: &HeaderMap,
-    body: &[u8],
-    from_json: impl FnOnce(&[u8]) -> ApiResult<(String, usize)>,
-) -> ApiResult<(String, Option<usize>)> {
+/// The rows of an import body: `text/csv` (the file `energy-gateway import` reads) or a JSON
+/// array of items with the same names as the CSV columns. A body that is not of that shape is a
+/// 400; rows that decode but do not check out are the import's to report (422).
+fn body_rows<T>(headers: &HeaderMap, body: &[u8]) -> ApiResult<Rows<T>>
+where
+    T: ImportRow + serde::de::DeserializeOwned,
+{
     if body.is_empty() {
         return Err(ApiError::bad_request("the body is empty"));
     }
     if is_csv(headers) {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the CSV body is not UTF-8"))?;
-        return Ok((text.to_string(), None));
+        return T::from_csv(text).map_err(import_error);
     }
     if !is_json(headers) {
         return Err(ApiError::new(
@@ -600,32 +571,20 @@ fn body_to_csv(
             "send application/json or text/csv",
         ));
     }
-    let (csv, n) = from_json(body)?;
-    Ok((csv, Some(n)))
+    Ok(Rows::from_items(decode_json::<Vec<T>>(body)?))
 }
 
-/// Writes `csv` to a private temporary file, runs the accounting import on it and removes it.
-async fn import_csv(
+/// Runs an import off the async threads and answers with what it did.
+async fn run_import<T: Send + 'static>(
     gw: &GatewayView,
-    csv: String,
-    json_items: Option<usize>,
-    import: fn(
-        &crate::config::Config,
-        &Path,
-    ) -> anyhow::Result<crate::accounting::import::ImportSummary>,
+    rows: Rows<T>,
+    import: fn(&crate::config::Config, Rows<T>) -> Result<ImportSummary, ImportError>,
 ) -> ApiResult<Json<Value>> {
     let cfg = gw.config.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        let path = temp_path();
-        let result = (|| {
-            write_private(&path, csv.as_bytes())?;
-            import(&cfg, &path)
-        })();
-        let _ = std::fs::remove_file(&path);
-        result.map_err(|e| import_error(e, &path, json_items))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let r = tokio::task::spawn_blocking(move || import(&cfg, rows))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(import_error)?;
     Ok(Json(json!({
         "rows": r.rows,
         "written": r.written,
@@ -633,48 +592,11 @@ async fn import_csv(
     })))
 }
 
-fn temp_path() -> PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "energy-gateway-import-{}-{}.csv",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write a temporary file {}: {e}", path.display()))?;
-    f.write_all(data)?;
-    Ok(())
-}
-
-/// Sorts an import error: the store failing is ours (500), anything else is the data (422).
-fn import_error(e: anyhow::Error, tmp: &Path, json_items: Option<usize>) -> ApiError {
-    let ours = e.chain().any(|c| {
-        c.is::<crate::storage::StoreError>()
-            || c.is::<rusqlite::Error>()
-            || c.is::<std::io::Error>()
-    });
-    let mut msg = format!("{e:#}").replace(&tmp.display().to_string(), "body");
-    if let Some(n) = json_items {
-        // The CSV made from JSON has a header on line 1, so item k is on line k + 2.
-        for k in (0..n).rev() {
-            msg = msg
-                .replace(&format!("line {}:", k + 2), &format!("items[{k}]:"))
-                .replace(&format!("on line {}", k + 2), &format!("in items[{k}]"));
-        }
-    }
-    if ours {
-        ApiError::internal(msg)
-    } else {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
+/// The data is the sender's (422); the store failing is ours (500).
+fn import_error(e: ImportError) -> ApiError {
+    match e {
+        ImportError::Data(msg) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg),
+        ImportError::Store(_) => ApiError::internal(e.to_string()),
     }
 }
 
@@ -685,29 +607,9 @@ pub async fn post_value_added(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let (csv, items) = body_to_csv(&headers, &body, |b| {
-        let rows: Vec<ValueAddedIn> = decode_json(b)?;
-        let mut csv = String::from("period,value_added_10k_cny,value_added_comparable_10k_cny\n");
-        for (i, r) in rows.iter().enumerate() {
-            csv.push_str(&format!(
-                "{},{},{}\n",
-                csv_field(&r.period, &format!("items[{i}].period"))?,
-                csv_number(r.value_added_10k_cny),
-                r.value_added_comparable_10k_cny
-                    .map(csv_number)
-                    .unwrap_or_default()
-            ));
-        }
-        Ok((csv, rows.len()))
-    })?;
+    let rows = body_rows::<ValueAddedRow>(&headers, &body)?;
     let gw = gateway(&shared)?;
-    let r = import_csv(
-        &gw,
-        csv,
-        items,
-        crate::accounting::import::import_value_added,
-    )
-    .await?;
+    let r = run_import(&gw, rows, import::import_value_added).await?;
     shared.summary.invalidate();
     Ok(r)
 }
@@ -719,27 +621,9 @@ pub async fn post_production(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let (csv, items) = body_to_csv(&headers, &body, |b| {
-        let rows: Vec<ProductionIn> = decode_json(b)?;
-        let mut csv = String::from("period,product,quantity\n");
-        for (i, r) in rows.iter().enumerate() {
-            csv.push_str(&format!(
-                "{},{},{}\n",
-                csv_field(&r.period, &format!("items[{i}].period"))?,
-                csv_field(&r.product, &format!("items[{i}].product"))?,
-                csv_number(r.quantity)
-            ));
-        }
-        Ok((csv, rows.len()))
-    })?;
+    let rows = body_rows::<ProductionRow>(&headers, &body)?;
     let gw = gateway(&shared)?;
-    let r = import_csv(
-        &gw,
-        csv,
-        items,
-        crate::accounting::import::import_production,
-    )
-    .await?;
+    let r = run_import(&gw, rows, import::import_production).await?;
     shared.summary.invalidate();
     Ok(r)
 }
@@ -785,7 +669,7 @@ pub async fn post_meter_replacement(
     })
     .await
     .map_err(ApiError::internal)?;
-    let (r, rep) = rec.map_err(|e| import_error(e, Path::new("\u{0}"), None))?;
+    let (r, rep) = rec.map_err(import_error)?;
     shared.summary.invalidate();
     let body = json!({
         "device": r.device,

@@ -34,13 +34,26 @@ pub enum ImportKind {
 
 /// `energy-gateway import KIND FILE --config CONFIG`
 pub fn import(kind: ImportKind, file: &Path, config: &Path) -> Result<String> {
+    use import::{ConsumptionRow, ImportRow, ProductionRow, ReadingRow, ValueAddedRow};
     let cfg = load_config(config)?;
-    let s = match kind {
-        ImportKind::Readings => import::import_readings(&cfg, file)?,
-        ImportKind::ValueAdded => import::import_value_added(&cfg, file)?,
-        ImportKind::Production => import::import_production(&cfg, file)?,
-        ImportKind::Consumption => import::import_consumption(&cfg, file)?,
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow!("{}: the file is not UTF-8 text", file.display()))?;
+    let result = match kind {
+        ImportKind::Readings => {
+            ReadingRow::from_csv(&text).and_then(|r| import::import_readings(&cfg, r))
+        }
+        ImportKind::ValueAdded => {
+            ValueAddedRow::from_csv(&text).and_then(|r| import::import_value_added(&cfg, r))
+        }
+        ImportKind::Production => {
+            ProductionRow::from_csv(&text).and_then(|r| import::import_production(&cfg, r))
+        }
+        ImportKind::Consumption => {
+            ConsumptionRow::from_csv(&text).and_then(|r| import::import_consumption(&cfg, r))
+        }
     };
+    let s = result.map_err(|e| anyhow!("{}: {e}", file.display()))?;
     Ok(format!(
         "{}: {} rows, {} written, {} already in the store\n",
         file.display(),

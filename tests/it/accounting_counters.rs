@@ -8,6 +8,7 @@
 
 use energy_gateway::accounting::calendar::Period;
 use energy_gateway::accounting::counters::Replacement;
+use energy_gateway::accounting::import::{ConsumptionRow, ImportRow, ProductionRow};
 use energy_gateway::accounting::store::AccountingStore;
 use energy_gateway::config::{load_str, Config, Synchronous};
 use energy_gateway::readings::{Quantity, Reading};
@@ -383,7 +384,8 @@ fn feedstock_and_manual_consumption_are_separate_ledgers() {
         "period,carrier,quantity,unit,use\n2026-10,coal,2,t,energy\n",
     )
     .unwrap();
-    energy_gateway::accounting::import::import_consumption(&s.cfg, &csv).unwrap();
+    let rows = ConsumptionRow::from_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+    energy_gateway::accounting::import::import_consumption(&s.cfg, rows).unwrap();
     let r = s.report("2026-10");
     // gas 10 000 m³ × 1.2143 = 12.143 tce; coal 2 t = 2 000 kg × 0.7143 = 1.4286 tce.
     assert_close!(r.comprehensive_energy_tce, 12.143 + 1.4286);
@@ -460,7 +462,8 @@ limit = "gb21252-2023.ceramic_panel"
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("p.csv");
     std::fs::write(&csv, "period,product,quantity\n2026-10,panel,1000\n").unwrap();
-    energy_gateway::accounting::import::import_production(&s.cfg, &csv).unwrap();
+    let rows = ProductionRow::from_csv(&std::fs::read_to_string(&csv).unwrap()).unwrap();
+    energy_gateway::accounting::import::import_production(&s.cfg, rows).unwrap();
     let r = s.report("2026-10");
     // Site 100 000 kWh = 12.29 tce; kiln 60 000 = 7.374; press 20 000 = 2.458;
     // common = 12.29 − 7.374 − 2.458 = 2.458 tce.
