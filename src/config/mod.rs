@@ -320,6 +320,11 @@ pub struct MqttConfig {
     /// Longest wait between reconnect attempts (exponential backoff with jitter from 1 s).
     #[serde(default = "default_max_backoff", with = "duration")]
     pub max_backoff: Duration,
+    /// Largest message payload taken as readings. A larger one is counted as bad, logged and
+    /// acknowledged (so the broker does not deliver it again and again); the connection reads
+    /// packets up to the MQTT maximum so that one large message never breaks the session.
+    #[serde(default = "default_max_message_size", with = "byte_size")]
+    pub max_message_size: u64,
     #[serde(default)]
     pub subscriptions: Vec<MqttSubscription>,
     #[serde(default)]
@@ -329,6 +334,13 @@ pub struct MqttConfig {
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
+
+fn default_max_message_size() -> u64 {
+    256 * 1024
+}
+
+/// The largest packet MQTT can carry (3.1.1 §2.2.3: remaining length up to 268 435 455 bytes).
+pub const MQTT_MAX_PACKET: u64 = 268_435_455;
 
 /// `[[mqtt.subscriptions]]`: a topic filter and how its messages become readings.
 #[derive(Debug, Clone, Deserialize)]

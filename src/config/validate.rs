@@ -738,6 +738,15 @@ fn check_mqtt(cfg: &Config, m: &super::MqttConfig, push: &mut impl FnMut(String,
     if m.keep_alive < std::time::Duration::from_secs(5) {
         push("mqtt.keep_alive".into(), "must be at least 5s".into());
     }
+    if m.max_message_size == 0 || m.max_message_size > super::MQTT_MAX_PACKET {
+        push(
+            "mqtt.max_message_size".into(),
+            format!(
+                "must be between 1 B and {} B (the MQTT maximum)",
+                super::MQTT_MAX_PACKET
+            ),
+        );
+    }
     let files = [
         ("ca_file", &m.ca_file),
         ("client_cert_file", &m.client_cert_file),

@@ -621,3 +621,51 @@ fn status_alerts_and_indicators_are_published() {
     assert_eq!(firing["unit"], "kW");
     assert_eq!(firing["site"], "plant-m");
 }
+
+#[test]
+fn an_oversized_message_is_skipped_and_the_session_lives_on() {
+    // Before: a QoS 1 message over the client's packet limit broke the connection, the broker
+    // redelivered it at every reconnect, and no MQTT reading was stored again.
+    let broker = common::Mosquitto::start_with_persistence();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"gw-big\"\n[mqtt.publish]\nenabled = false\n\
+         [[mqtt.subscriptions]]\ntopic = \"meters/+/+\"\ndevice = \"{{1}}\"\nquantity = \"{{2}}\"\n\
+         [[devices]]\nid = \"m1\"\n",
+        port = broker.port,
+    );
+    let gw = rt
+        .block_on(pipeline::start(gateway_config(dir.path(), &body)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // 300 KiB, over the default max_message_size of 256 KiB.
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "1".repeat(300 * 1024)).unwrap();
+    let out = Command::new(common::find_binary("mosquitto_pub"))
+        .args(["-p", &broker.port.to_string(), "-q", "1", "-i", "big-pub"])
+        .args(["-t", "meters/m1/active_power", "-f"])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let msgs: Vec<(String, String)> = (0..100)
+        .map(|i| ("meters/m1/active_power".to_string(), format!("{i}.5")))
+        .collect();
+    publish_reliably(broker.port, "good-pub", &msgs, Duration::ZERO);
+    let stats = gw.mqtt_in.clone().unwrap();
+    wait_until("101 messages", Duration::from_secs(20), || {
+        stats.messages.load(Ordering::Relaxed) >= 101
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stats.bad_messages.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.connects.load(Ordering::Relaxed),
+        1,
+        "the session broke"
+    );
+    rt.block_on(gw.shutdown()).unwrap();
+    let got = rows(dir.path());
+    assert_eq!(got.len(), 100, "every good message stored");
+    assert!(got.iter().all(|r| r.reading.good_value().is_some()));
+}

@@ -29,7 +29,10 @@ pub fn options(cfg: &MqttConfig, site: &str, role: &str) -> Result<MqttOptions, 
     );
     let mut o = MqttOptions::new(id, host, port);
     o.set_keep_alive(cfg.keep_alive);
-    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    // Incoming: whatever the protocol allows, so that an oversized message is read, judged by
+    // `mqtt.max_message_size` and acknowledged instead of breaking the connection each time the
+    // broker redelivers it. Outgoing: the gateway's own messages are small.
+    o.set_max_packet_size(crate::config::MQTT_MAX_PACKET as usize, 256 * 1024);
     if let Some(user) = &cfg.username {
         let pass = match &cfg.password {
             Some(p) => p.resolve().map_err(|e| format!("mqtt.password: {e}"))?,

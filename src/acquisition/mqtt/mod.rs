@@ -172,6 +172,23 @@ impl MqttSource {
             return;
         };
         let topic = p.topic.clone();
+        if p.payload.len() as u64 > mcfg.max_message_size {
+            self.stats.count_bad(&topic);
+            if let Some(suppressed) = bad_log.allow() {
+                tracing::warn!(
+                    topic = %topic,
+                    suppressed,
+                    "bad mqtt message: {} bytes, over mqtt.max_message_size ({} bytes); skipped",
+                    p.payload.len(),
+                    mcfg.max_message_size
+                );
+            }
+            let client = client.clone();
+            acks.spawn(async move {
+                let _ = client.ack(&p).await;
+            });
+            return;
+        }
         let sub = mcfg
             .subscriptions
             .iter()
