@@ -9,7 +9,9 @@
 //! (reload, systemd, shutdown), [`config`] loads and checks what to run, [`demo`] runs it all on
 //! a simulated factory. Shared basics sit at the bottom: [`readings`] (the quantity
 //! vocabulary), [`backoff`], [`log_limit`]. The import rule is in the README ("Where things
-//! live") and checked by `scripts/check-layers.sh`.
+//! live") and checked by `tests/it/layers.rs`.
+
+#![forbid(unsafe_code)]
 
 pub mod accounting;
 pub mod acquisition;
@@ -23,6 +25,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod processing;
 pub mod readings;
+pub mod redact;
 pub mod reporting;
 pub mod service;
 pub mod storage;

@@ -1,5 +1,7 @@
 //! The `energy-gateway` command.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

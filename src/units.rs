@@ -92,6 +92,10 @@ pub mod duration {
         }
     }
 
+    /// The longest duration any setting takes (100 years): longer ones are typing mistakes, and
+    /// timers cannot add them to the clock without overflowing.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     /// Parses `"1s"`-style durations; negative values get a message of their own.
     pub fn parse(s: &str) -> Result<Duration, String> {
         let t = s.trim();
@@ -100,9 +104,15 @@ pub mod duration {
                 "duration \"{s}\" is negative; it must be zero or more"
             ));
         }
-        humantime::parse_duration(t).map_err(|e| {
+        let d = humantime::parse_duration(t).map_err(|e| {
             format!("\"{s}\" is not a duration ({e}); write it like \"1s\", \"250ms\" or \"15m\"")
-        })
+        })?;
+        if d > MAX {
+            return Err(format!(
+                "duration \"{s}\" is too long; the most is 100 years (\"36500d\")"
+            ));
+        }
+        Ok(d)
     }
 
     pub(crate) fn describe(v: &serde_json::Value) -> String {
@@ -114,5 +124,27 @@ pub mod duration {
             serde_json::Value::Array(_) => "array".into(),
             serde_json::Value::Object(_) => "table".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(
+            super::duration::parse("400d").unwrap().as_secs(),
+            400 * 86_400
+        );
+        let e = super::duration::parse("18446744073709551615s").unwrap_err();
+        assert!(
+            e.contains("too long") || e.contains("not a duration"),
+            "{e}"
+        );
+        assert!(super::duration::parse("36501d")
+            .unwrap_err()
+            .contains("too long"));
+        assert!(super::duration::parse("-1s")
+            .unwrap_err()
+            .contains("negative"));
     }
 }

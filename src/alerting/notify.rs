@@ -446,10 +446,7 @@ impl Notifier {
         for (k, v) in &out.headers {
             req = req.header(k, v);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
+        let resp = req.send().await.map_err(crate::redact::request_error)?;
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();
         accepted(self.n.kind, status, &body)

@@ -4,6 +4,13 @@ use std::collections::HashSet;
 
 use super::{Config, ConfigProblem, InfluxApi};
 
+/// Most readings in one commit or one output request: far above what helps throughput, and low
+/// enough that a batch always fits in memory.
+const MAX_BATCH: usize = 1_000_000;
+/// Most batches waiting between two stages (tokio's channels refuse absurd capacities by
+/// panicking; `check` refuses them first).
+const MAX_CHANNEL_CAPACITY: usize = 1_000_000;
+
 /// Energy carriers a device may be tagged with.
 pub const CARRIERS: &[&str] = &[
     "electricity",
@@ -82,8 +89,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
             format!("{} is out of range 1..=1024", cfg.storage.cache_mib),
         );
     }
-    if cfg.storage.max_batch == 0 {
-        push("storage.max_batch".into(), "must be at least 1".into());
+    if !(1..=MAX_BATCH).contains(&cfg.storage.max_batch) {
+        push(
+            "storage.max_batch".into(),
+            format!("{} is out of range 1..={MAX_BATCH}", cfg.storage.max_batch),
+        );
     }
     if cfg.storage.retention.is_zero() {
         push("storage.retention".into(), "must be greater than 0".into());
@@ -113,10 +123,13 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
             "must be \"0s\" (no limit) or at least \"1m\"".into(),
         );
     }
-    if cfg.pipeline.channel_capacity == 0 {
+    if !(1..=MAX_CHANNEL_CAPACITY).contains(&cfg.pipeline.channel_capacity) {
         push(
             "pipeline.channel_capacity".into(),
-            "must be at least 1".into(),
+            format!(
+                "{} is out of range 1..={MAX_CHANNEL_CAPACITY}",
+                cfg.pipeline.channel_capacity
+            ),
         );
     }
 
@@ -434,8 +447,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 }
             }
         }
-        if o.batch_size == 0 {
-            push(format!("{at}.batch_size"), "must be at least 1".into());
+        if !(1..=MAX_BATCH).contains(&o.batch_size) {
+            push(
+                format!("{at}.batch_size"),
+                format!("{} is out of range 1..={MAX_BATCH}", o.batch_size),
+            );
         }
         if o.timeout.is_zero() {
             push(format!("{at}.timeout"), "must be greater than 0".into());

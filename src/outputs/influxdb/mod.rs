@@ -631,7 +631,7 @@ impl InfluxOutput {
             Ok(r) => r,
             Err(e) => {
                 self.status.last_status.store(0, Ordering::Relaxed);
-                return Outcome::Retry(None, format!("request failed: {e}"));
+                return Outcome::Retry(None, crate::redact::request_error(e));
             }
         };
         let status = resp.status().as_u16();
@@ -813,7 +813,7 @@ impl InfluxOutput {
         let mut successes_since_split = 0u32;
         // When the other series are next looked at.
         let mut streams_due = tokio::time::Instant::now();
-        tracing::info!(output = %dest, url = %redact(&self.url), "influxdb output started");
+        tracing::info!(output = %dest, url = %crate::redact::url(&self.url), "influxdb output started");
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
                 drain_until = Some(tokio::time::Instant::now() + drain_deadline);
@@ -996,13 +996,6 @@ pub fn write_url(cfg: &InfluxConfig) -> anyhow::Result<reqwest::Url> {
         }
     }
     Ok(url)
-}
-
-fn redact(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.to_string()
 }
 
 #[cfg(test)]
