@@ -39,7 +39,14 @@ pub async fn run(
             let addr = h
                 .bind_addr()
                 .ok_or_else(|| anyhow::anyhow!("http.bind \"{}\" is not IP:port", h.bind))?;
-            Some(HttpServer::start(addr, crate::http::resolve_token(h)?).await?)
+            Some(
+                HttpServer::start_with(
+                    addr,
+                    crate::http::resolve_token(h)?,
+                    crate::http::ConnectionLimits::from(h),
+                )
+                .await?,
+            )
         }
         _ => None,
     };

@@ -75,6 +75,13 @@ pub struct HttpConfig {
     /// Bearer token required on every endpoint except `/healthz` and the page's static files.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A client must send a request's headers within this; it is also how long an idle
+    /// keep-alive connection stays open. Slow or silent clients cannot hold connections.
+    #[serde(default = "default_http_header_timeout", with = "duration")]
+    pub header_timeout: Duration,
+    /// Most open connections; further clients wait in the listen queue until one closes.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -83,8 +90,18 @@ impl Default for HttpConfig {
             enabled: false,
             bind: default_http_bind(),
             token: None,
+            header_timeout: default_http_header_timeout(),
+            max_connections: default_http_max_connections(),
         }
     }
+}
+
+fn default_http_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_http_max_connections() -> usize {
+    256
 }
 
 impl HttpConfig {

@@ -82,6 +82,20 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         );
     }
 
+    // [http]
+    if cfg.http.header_timeout < std::time::Duration::from_millis(100) {
+        push(
+            "http.header_timeout".into(),
+            "must be at least \"100ms\"".into(),
+        );
+    }
+    if !(1..=65_536).contains(&cfg.http.max_connections) {
+        push(
+            "http.max_connections".into(),
+            format!("{} is out of range 1..=65536", cfg.http.max_connections),
+        );
+    }
+
     // [storage], [pipeline]
     if !(1..=1024).contains(&cfg.storage.cache_mib) {
         push(

@@ -222,6 +222,85 @@ impl Shared {
 }
 
 /// A running HTTP server.
+/// Limits on the HTTP server's connections (`[http] header_timeout`, `max_connections`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time to send a request's headers, and to keep an idle keep-alive connection.
+    pub header_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let d = crate::config::HttpConfig::default();
+        ConnectionLimits::from(&d)
+    }
+}
+
+impl From<&crate::config::HttpConfig> for ConnectionLimits {
+    fn from(h: &crate::config::HttpConfig) -> Self {
+        ConnectionLimits {
+            header_timeout: h.header_timeout,
+            max_connections: h.max_connections.max(1),
+        }
+    }
+}
+
+/// The accept loop: one task per connection, at most `max_connections` at once (further
+/// clients wait in the listen queue), each closed when its headers do not arrive within
+/// `header_timeout` or it stays idle that long. On `stop`, open connections finish their
+/// request within [`SHUTDOWN_GRACE`].
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut accept_log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, wait, go on.
+                    if let Some(suppressed) = accept_log.allow() {
+                        tracing::warn!(suppressed, "HTTP: cannot accept a connection: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
 pub struct HttpServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -231,9 +310,18 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and starts serving. `token`, when given, is required on every endpoint
-    /// except `/healthz` and the page's static files.
+    /// Binds `addr` and starts serving with the default connection limits. `token`, when
+    /// given, is required on every endpoint except `/healthz` and the page's static files.
     pub async fn start(addr: SocketAddr, token: Option<String>) -> anyhow::Result<HttpServer> {
+        Self::start_with(addr, token, ConnectionLimits::default()).await
+    }
+
+    /// Like [`HttpServer::start`], with the limits of `[http]`.
+    pub async fn start_with(
+        addr: SocketAddr,
+        token: Option<String>,
+        limits: ConnectionLimits,
+    ) -> anyhow::Result<HttpServer> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {addr}: {e}"))?;
@@ -241,24 +329,7 @@ impl HttpServer {
         let shared = Arc::new(Shared::new(token));
         let stop = CancellationToken::new();
         let app = router(shared.clone());
-        let stopped = stop.clone();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped.clone().cancelled_owned());
-            let serve = std::pin::pin!(std::future::IntoFuture::into_future(serve));
-            tokio::select! {
-                r = serve => {
-                    if let Err(e) = r {
-                        tracing::error!("HTTP server stopped: {e}");
-                    }
-                }
-                // Open connections (a browser's keep-alive) get a grace period, not forever.
-                _ = async {
-                    stopped.cancelled().await;
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                } => {}
-            }
-        });
+        let task = tokio::spawn(serve(listener, app, limits, stop.clone()));
         let sampler = {
             let shared = shared.clone();
             let stop = stop.clone();

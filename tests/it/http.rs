@@ -607,3 +607,64 @@ fn run_refuses_a_port_in_use_with_a_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn slow_clients_are_closed_by_the_header_timeout_while_others_are_served() {
+    use std::io::{Read, Write};
+    let factory = Factory::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = write_config(dir.path(), &factory, &ConfigSpec::new(addr.clone()));
+    let mut gw = Gateway::spawn_with_env(
+        &config,
+        &addr,
+        None,
+        &[
+            ("EGW__HTTP__HEADER_TIMEOUT", "1s"),
+            ("EGW__HTTP__MAX_CONNECTIONS", "32"),
+        ],
+    );
+    gw.wait_running(2, Duration::from_secs(30));
+    // 100 clients that start a request and never finish its headers (slowloris), three times
+    // the connection limit.
+    let slow: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A legitimate request behind them is served once the limit frees up, within seconds.
+    let t0 = std::time::Instant::now();
+    let r = common::http_request_timeout(
+        &addr,
+        "GET",
+        "/api/v1/status",
+        &[],
+        b"",
+        Duration::from_secs(15),
+    )
+    .expect("a legitimate request is served");
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Every slow connection is closed by the server (EOF or reset), none held forever.
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        // EOF (possibly after a 408 answer), or a reset.
+        match s.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a slow connection stayed open: {e}"
+            ),
+        }
+    }
+    let log = gw.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
