@@ -1,32 +1,23 @@
 //! Today's energy and tce, and this month's account against the target path, for the live page
 //! and `/api/v1/status`.
 //!
-//! Both come from the store through the accounting module ([`crate::accounting`],
-//! [`crate::reporting`]), which reads counters and builds 15-minute intervals: too much work
-//! for every poll of the page. So they are computed on a blocking thread when asked for and
-//! older than their time to live, and the answer carries what was last computed (nothing on
-//! the very first call). Nobody looking costs nothing.
+//! Both are what the accounting service of `run` holds ([`crate::accounting::service`]): it
+//! computes them when an interval closes and every `[accounting.service] republish_every`, so a
+//! look at the page computes nothing.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use chrono::TimeZone as _;
 use serde::Serialize;
 
-use super::{GatewayView, Shared};
-use crate::accounting::calendar::{local_midnight_ms, month_of, Period};
+use super::GatewayView;
+use crate::accounting::calendar::{local_midnight_ms, month_of};
 use crate::accounting::ledger::{ledger, load_range, Inputs, Plan};
 use crate::accounting::store::AccountingStore;
 use crate::config::{Config, Synchronous};
 use crate::readings::Quantity;
+use crate::reporting::Report;
 use crate::storage::Store;
-
-/// How long today's figures are reused.
-const TODAY_TTL: Duration = Duration::from_secs(30);
-/// How long the month's account is reused (it reads the whole month).
-const MONTH_TTL: Duration = Duration::from_secs(300);
-/// How long an incomplete answer (no counter read yet) is reused.
-const INCOMPLETE_TTL: Duration = Duration::from_secs(2);
 
 /// Energy used today (site time zone), from midnight to now.
 #[derive(Debug, Clone, Serialize)]
@@ -68,36 +59,12 @@ pub struct MonthSummary {
     pub completeness_pct: f64,
     /// The report's notes (what is missing and why), at most five.
     pub notes: Vec<String>,
+    /// The month is in progress: its accounts cover its closed intervals up to `data_to`.
+    pub in_progress: bool,
+    pub data_to: Option<String>,
+    /// Revision of the stored accounts when this was computed.
+    pub revision: Option<i64>,
     pub computed_at: String,
-}
-
-#[derive(Debug)]
-struct Slot<T> {
-    value: Option<T>,
-    error: Option<String>,
-    at: Option<Instant>,
-    running: bool,
-    generation: u64,
-}
-
-impl<T> Default for Slot<T> {
-    fn default() -> Self {
-        Slot {
-            value: None,
-            error: None,
-            at: None,
-            running: false,
-            generation: 0,
-        }
-    }
-}
-
-/// The cached figures.
-#[derive(Debug, Default)]
-pub struct Cache {
-    today: Mutex<Slot<Today>>,
-    month: Mutex<Slot<MonthSummary>>,
-    generation: std::sync::atomic::AtomicU64,
 }
 
 /// What the status answer shows of the accounts.
@@ -109,98 +76,46 @@ pub struct AccountsSnapshot {
     pub month_error: Option<String>,
 }
 
-impl Cache {
-    /// Forgets everything (the configuration changed).
-    pub fn invalidate(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *self.today.lock().unwrap_or_else(|p| p.into_inner()) = Slot::default();
-        *self.month.lock().unwrap_or_else(|p| p.into_inner()) = Slot::default();
-    }
-}
-
-/// The cached figures, starting a refresh of those that are stale.
-pub fn snapshot(shared: &Arc<Shared>, gw: &GatewayView) -> AccountsSnapshot {
-    refresh_if_stale(
-        shared,
-        &gw.config,
-        |c| &c.today,
-        TODAY_TTL,
-        compute_today,
-        |t| t.energy_kwh.is_some(),
-    );
-    refresh_if_stale(
-        shared,
-        &gw.config,
-        |c| &c.month,
-        MONTH_TTL,
-        compute_month,
-        |_| true,
-    );
-    let c = &shared.summary;
-    let t = c.today.lock().unwrap_or_else(|p| p.into_inner());
-    let m = c.month.lock().unwrap_or_else(|p| p.into_inner());
+/// What the accounting service holds now.
+pub fn snapshot(gw: &GatewayView) -> AccountsSnapshot {
+    let h = gw.accounts.held();
     AccountsSnapshot {
-        today: t.value.clone(),
-        today_error: t.error.clone(),
-        month: m.value.clone(),
-        month_error: m.error.clone(),
+        today: h.today.clone(),
+        today_error: h.today_error.clone(),
+        month: h
+            .month
+            .as_ref()
+            .map(|r| month_summary(r, h.revision, h.month_computed_at.clone())),
+        month_error: h.month_error.clone(),
     }
 }
 
-fn refresh_if_stale<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    cfg: &Arc<Config>,
-    slot: fn(&Cache) -> &Mutex<Slot<T>>,
-    ttl: Duration,
-    compute: fn(&Config) -> anyhow::Result<T>,
-    complete: fn(&T) -> bool,
-) {
-    let generation = shared
-        .summary
-        .generation
-        .load(std::sync::atomic::Ordering::Relaxed);
-    {
-        let mut s = slot(&shared.summary)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let fresh = s.at.is_some_and(|t| t.elapsed() < ttl);
-        if fresh || s.running {
-            return;
-        }
-        s.running = true;
-        s.generation = generation;
+fn month_summary(r: &Arc<Report>, revision: Option<i64>, at: Option<String>) -> MonthSummary {
+    let base = r.baseline.intensity_tce_per_10k_cny;
+    MonthSummary {
+        period: r.period.clone(),
+        comprehensive_energy_tce: r.comprehensive_energy_tce,
+        assessment_energy_tce: r.assessment_energy_tce,
+        value_added_10k_cny: r.value_added_10k_cny,
+        intensity_tce_per_10k_cny: r.intensity_tce_per_10k_cny,
+        intensity_basis: r.intensity_basis,
+        baseline_year: r.baseline.year,
+        baseline_intensity_tce_per_10k_cny: base,
+        path_change_pct: r.target.path_change_pct,
+        target_path_intensity_tce_per_10k_cny: base
+            .map(|b| b * (1.0 + r.target.path_change_pct / 100.0)),
+        change_vs_baseline_pct: r.change_vs_baseline_pct,
+        on_track: r.on_track,
+        completeness_pct: r.data_quality.completeness_pct,
+        notes: r.data_quality.notes.iter().take(5).cloned().collect(),
+        in_progress: r.in_progress,
+        data_to: r.data_to.clone(),
+        revision,
+        computed_at: at.unwrap_or_default(),
     }
-    let shared = shared.clone();
-    let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || {
-        let r = compute(&cfg);
-        let mut s = slot(&shared.summary)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if s.generation != generation {
-            return; // reloaded meanwhile: this answer is for another configuration
-        }
-        s.running = false;
-        s.at = Some(Instant::now());
-        match r {
-            Ok(v) => {
-                // Just after start the counters may not have been read yet: look again soon.
-                if !complete(&v) {
-                    s.at = Instant::now().checked_sub(ttl.saturating_sub(INCOMPLETE_TTL));
-                }
-                s.value = Some(v);
-                s.error = None;
-            }
-            Err(e) => {
-                tracing::debug!("accounts for the live page: {e:#}");
-                s.error = Some(format!("{e:#}"));
-            }
-        }
-    });
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -239,37 +154,6 @@ pub fn compute_today(cfg: &Config) -> anyhow::Result<Today> {
         energy_kwh: energy,
         tce: measured.then_some(l.gross_tce),
         electricity_kwh: measured.then_some(l.electricity.consumed_kwh),
-        computed_at: now_rfc3339(),
-    })
-}
-
-/// This month's account (the report of the current month, not written to the store).
-pub fn compute_month(cfg: &Config) -> anyhow::Result<MonthSummary> {
-    let tz: chrono_tz::Tz = cfg
-        .site
-        .timezone
-        .parse()
-        .map_err(|_| anyhow::anyhow!("site.timezone is not a time zone"))?;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let month = month_of(tz, now_ms);
-    let r = crate::reporting::build(cfg, Period::Month(month), false)?;
-    let base = r.baseline.intensity_tce_per_10k_cny;
-    Ok(MonthSummary {
-        period: r.period.clone(),
-        comprehensive_energy_tce: r.comprehensive_energy_tce,
-        assessment_energy_tce: r.assessment_energy_tce,
-        value_added_10k_cny: r.value_added_10k_cny,
-        intensity_tce_per_10k_cny: r.intensity_tce_per_10k_cny,
-        intensity_basis: r.intensity_basis,
-        baseline_year: r.baseline.year,
-        baseline_intensity_tce_per_10k_cny: base,
-        path_change_pct: r.target.path_change_pct,
-        target_path_intensity_tce_per_10k_cny: base
-            .map(|b| b * (1.0 + r.target.path_change_pct / 100.0)),
-        change_vs_baseline_pct: r.change_vs_baseline_pct,
-        on_track: r.on_track,
-        completeness_pct: r.data_quality.completeness_pct,
-        notes: r.data_quality.notes.iter().take(5).cloned().collect(),
         computed_at: now_rfc3339(),
     })
 }
