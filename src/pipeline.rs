@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounting::service::{Accounts, IntensityUpdate};
 use crate::acquisition::modbus;
 use crate::acquisition::mqtt::{MqttSource, MqttStats};
 use crate::acquisition::{DeviceRegistry, SourceBatch};
-use crate::accounting::service::{Accounts, IntensityUpdate};
 use crate::alerting::AlertEngine;
 use crate::config::Config;
 use crate::outputs::influxdb::{InfluxOutput, OutputStatus};

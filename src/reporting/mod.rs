@@ -653,8 +653,13 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     };
     report.indicators = indicators::compute(&cfg.accounting.indicators, &report, &months);
 
-    let has_data = data.slots.iter().any(|sl| sl.acc.iter().any(|a| a.is_covered()))
-        || l.carriers.iter().any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
+    let has_data = data
+        .slots
+        .iter()
+        .any(|sl| sl.acc.iter().any(|a| a.is_covered()))
+        || l.carriers
+            .iter()
+            .any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
     if write && !has_data {
         report
             .data_quality
@@ -678,11 +683,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
 
 /// The end of the data of `period` at `as_of` and whether the period is still in progress; a
 /// period that has not started is an error.
-pub fn period_extent(
-    tz: chrono_tz::Tz,
-    period: Period,
-    as_of: i64,
-) -> Result<(i64, bool)> {
+pub fn period_extent(tz: chrono_tz::Tz, period: Period, as_of: i64) -> Result<(i64, bool)> {
     let (from, to) = period.bounds(tz);
     if from >= as_of {
         anyhow::bail!(
@@ -693,7 +694,10 @@ pub fn period_extent(
     if to <= as_of {
         return Ok((to, false));
     }
-    Ok((crate::accounting::calendar::slot_start(as_of).max(from), true))
+    Ok((
+        crate::accounting::calendar::slot_start(as_of).max(from),
+        true,
+    ))
 }
 
 /// `2026-11-30 10:15` in the site's time zone.
