@@ -7,7 +7,7 @@
 //! `export monitoring` of the month in progress has no row for missing or future intervals, a
 //! future period is refused, and `report` stores nothing for a period without data.
 //!
-//! The gateways run under `faketime` with their clock set 25 s before an interval boundary, so
+//! The gateways run with libfaketime, their clock set 25 s before an interval boundary, so
 //! an interval closes without waiting up to 15 minutes (interval_grace 2 s in the configs).
 
 mod common;
@@ -33,19 +33,24 @@ fn tz() -> chrono_tz::Tz {
     "Asia/Shanghai".parse().unwrap()
 }
 
-/// The gateway binary under `faketime` shifted by `offset_s` (the monotonic clock is left alone,
-/// so timers run at the real pace).
+/// libfaketime (Debian package `faketime`), multi-threaded flavour.
+fn libfaketime() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime not found: apt-get install faketime")
+}
+
+/// The gateway binary with its clock shifted by `offset_s` (libfaketime preloaded, so signals
+/// reach the gateway itself; the monotonic clock is left alone, so timers run at the real pace).
 fn faked(data_dir: &Path, offset_s: i64) -> Command {
-    let mut c = Command::new(common::find_binary("faketime"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("EGW__") {
-            c.env_remove(k);
-        }
-    }
-    c.args(["-f", &format!("{offset_s:+}")])
-        .arg(env!("CARGO_BIN_EXE_energy-gateway"))
+    let mut c = common::gateway_cmd(data_dir);
+    c.env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", format!("{offset_s:+}"))
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("EGW__STORAGE__DATA_DIR", data_dir);
+        .env("FAKETIME_DONT_RESET", "1");
     c
 }
 
@@ -126,7 +131,7 @@ fn stored_interval(dir: &Path, device: &str, start_ms: i64) -> Option<(f64, Stri
     .ok()
 }
 
-/// The 15-minute `energy_interval` points of one device in InfluxDB: (time ns, value).
+/// The 15-minute `energy_interval` points of one device in InfluxDB: (time ms, value).
 fn influx_intervals(influx: &common::Influxd, site: &str, device: &str) -> Vec<(i64, f64)> {
     let v = influx.query(
         "park",
@@ -138,7 +143,11 @@ fn influx_intervals(influx: &common::Influxd, site: &str, device: &str) -> Vec<(
     let rows = v["results"][0]["series"][0]["values"].as_array().cloned();
     rows.unwrap_or_default()
         .iter()
-        .map(|r| (r[0].as_i64().unwrap_or(0), r[1].as_f64().unwrap_or(f64::NAN)))
+        .map(|r| {
+            let t = chrono::DateTime::parse_from_rfc3339(r[0].as_str().unwrap_or(""))
+                .map_or(0, |t| t.timestamp_millis());
+            (t, r[1].as_f64().unwrap_or(f64::NAN))
+        })
         .collect()
 }
 
@@ -177,7 +186,8 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
     let now = now_ms();
     let boundary = ((now + LEAD_MS) / SLOT_MS + 1) * SLOT_MS;
     let off_s = (boundary - LEAD_MS - now) / 1000;
-    let real_boundary = Instant::now() + Duration::from_millis((boundary - now - off_s * 1000) as u64);
+    let real_boundary =
+        Instant::now() + Duration::from_millis((boundary - now - off_s * 1000) as u64);
     let period = Period::Month(month_of(tz(), boundary - 1)).to_string();
 
     let root = tempfile::tempdir().unwrap();
@@ -192,19 +202,23 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
     assert!(!park_report(&influx, &period).status.success());
 
     // After the boundary (+ 2 s grace): all three, month to date, with nobody running `report`.
-    let park: Value = wait_for("the park to list three factories", Duration::from_secs(90), || {
-        let out = park_report(&influx, &period);
-        if !out.status.success() {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let ok = v["factories"].as_array().is_some_and(|f| {
-            f.len() == 3
-                && f.iter()
-                    .all(|x| x["comprehensive_energy_tce"].as_f64().unwrap_or(0.0) > 0.0)
-        });
-        ok.then_some(v)
-    });
+    let park: Value = wait_for(
+        "the park to list three factories",
+        Duration::from_secs(90),
+        || {
+            let out = park_report(&influx, &period);
+            if !out.status.success() {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let ok = v["factories"].as_array().is_some_and(|f| {
+                f.len() == 3
+                    && f.iter()
+                        .all(|x| x["comprehensive_energy_tce"].as_f64().unwrap_or(0.0) > 0.0)
+            });
+            ok.then_some(v)
+        },
+    );
     let delay = Instant::now().saturating_duration_since(real_boundary);
     eprintln!("interval end -> park report lists all three: {delay:?}");
     let sites: Vec<&str> = park["factories"]
@@ -231,7 +245,10 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
     for p in &plants {
         let (v, quality, _) = stored_interval(&p.dir, "main", closed).unwrap();
         assert!(v > 0.0 && quality == "partial", "{v} {quality}");
-        assert!(stored_interval(&p.dir, "main", boundary).is_none(), "open interval stored");
+        assert!(
+            stored_interval(&p.dir, "main", boundary).is_none(),
+            "open interval stored"
+        );
     }
     assert!(delay < Duration::from_secs(60), "{delay:?}");
 
@@ -243,7 +260,7 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
     let points = wait_for("the interval in InfluxDB", Duration::from_secs(30), || {
         let p = influx_intervals(&influx, "plant-a", "main");
         p.iter()
-            .any(|(t, v)| *t == closed * 1_000_000 && (*v - v1).abs() < 1e-9)
+            .any(|(t, v)| *t == closed && (*v - v1).abs() < 1e-9)
             .then_some(p)
     });
     let series_before = series_count(&influx, "plant-a");
@@ -259,7 +276,10 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
         .unwrap()
     };
     let backlog_ts = t1 - 60_000;
-    assert!(backlog_ts >= closed, "the backlog must fall in the closed interval");
+    assert!(
+        backlog_ts >= closed,
+        "the backlog must fall in the closed interval"
+    );
     let csv = a.dir.join("backlog.csv");
     let time = chrono::DateTime::from_timestamp_millis(backlog_ts)
         .unwrap()
@@ -290,19 +310,23 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
     });
     assert!((v2 - (v1 + 5.0)).abs() < 1e-6, "{v1} + 5 kWh != {v2}");
     assert!(rev2 > rev1);
-    let after = wait_for("the new revision in InfluxDB", Duration::from_secs(30), || {
-        let p = influx_intervals(&influx, "plant-a", "main");
-        p.iter()
-            .any(|(t, v)| *t == closed * 1_000_000 && (*v - v2).abs() < 1e-9)
-            .then_some(p)
-    });
+    let after = wait_for(
+        "the new revision in InfluxDB",
+        Duration::from_secs(30),
+        || {
+            let p = influx_intervals(&influx, "plant-a", "main");
+            p.iter()
+                .any(|(t, v)| *t == closed && (*v - v2).abs() < 1e-9)
+                .then_some(p)
+        },
+    );
     eprintln!(
         "backlog imported -> new revision in InfluxDB: {:?}",
         imported.elapsed()
     );
     // Overwritten: one point per interval, no new series.
     assert_eq!(
-        after.iter().filter(|(t, _)| *t == closed * 1_000_000).count(),
+        after.iter().filter(|(t, _)| *t == closed).count(),
         1,
         "{points:?} -> {after:?}"
     );
@@ -423,7 +447,10 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
         let e: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         for r in e["rows"].as_array().unwrap() {
             assert!(r["value"].as_f64().unwrap() > 0.0, "{res}: {r}");
-            assert_ne!(r["quality"], "measured", "{res}: a partly covered bucket: {r}");
+            assert_ne!(
+                r["quality"], "measured",
+                "{res}: a partly covered bucket: {r}"
+            );
         }
     }
 
@@ -447,7 +474,10 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|n| n.as_str().unwrap().starts_with("period in progress: data to ")));
+        .any(|n| n
+            .as_str()
+            .unwrap()
+            .starts_with("period in progress: data to ")));
     let main = r["data_quality"]["series"]
         .as_array()
         .unwrap()
@@ -465,7 +495,13 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
     let next = month.next().to_string();
     let out = common::run_gateway(
         dir.path(),
-        &["report", "--config", cfg.to_str().unwrap(), "--period", &next],
+        &[
+            "report",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--period",
+            &next,
+        ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
