@@ -26,7 +26,7 @@
 //! The compute of a period is [`compute`], the one function to repoint when it moves.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,8 @@ pub struct Held {
     /// Service cycles run, and the time the last took.
     pub cycles: u64,
     pub last_cycle: Option<Duration>,
+    /// Recompute requests answered (see [`Accounts::recompute`]).
+    pub served: u64,
 }
 
 /// The service's state, shared with the HTTP server and the MQTT indicators.
@@ -108,8 +110,9 @@ pub struct Held {
 pub struct Accounts {
     held: RwLock<Held>,
     changed: watch::Sender<u64>,
-    /// Inputs changed (an import through the API): recompute the periods in progress.
-    recompute: AtomicBool,
+    /// Inputs changed (an import through the API): recompute the periods in progress. The
+    /// number of such requests; `Held::served` is the number the last cycle answered.
+    requested: AtomicU64,
     wake: Notify,
 }
 
@@ -118,7 +121,7 @@ impl Default for Accounts {
         Accounts {
             held: RwLock::new(Held::default()),
             changed: watch::channel(0).0,
-            recompute: AtomicBool::new(false),
+            requested: AtomicU64::new(0),
             wake: Notify::new(),
         }
     }
@@ -126,10 +129,24 @@ impl Default for Accounts {
 
 impl Accounts {
     /// Asks the service to recompute the month, quarter and year in progress now (their
-    /// inputs changed: value added, production or consumption imported).
-    pub fn request_recompute(&self) {
-        self.recompute.store(true, Ordering::Relaxed);
+    /// inputs changed: value added, production or consumption imported), and waits (at most
+    /// `limit`) until it has, so what the caller reads next includes the change. False when
+    /// it did not answer in time.
+    pub async fn recompute(&self, limit: Duration) -> bool {
+        let n = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut changed = self.changed.subscribe();
         self.wake.notify_one();
+        let wait = async {
+            loop {
+                if self.held().served >= n {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// A copy of what the service holds.
@@ -385,7 +402,8 @@ pub async fn run(
         let started = Instant::now();
         let (c, t) = (cfg.clone(), tracker.clone());
         let grace = sc.interval_grace;
-        let force = state.recompute.swap(false, Ordering::Relaxed);
+        let requested = state.requested.load(Ordering::SeqCst);
+        let force = requested > state.held().served;
         let job = tokio::task::spawn_blocking(move || {
             let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
             cycle(&c, &mut t, crate::readings::now_ms(), grace, force)
@@ -402,7 +420,7 @@ pub async fn run(
                     Some(Ok(r)) => Some(intensity_update(r)),
                     _ => None,
                 };
-                apply(&state, out, spent);
+                apply(&state, out, spent, requested);
                 if let (Some(tx), Some(u)) = (&intensity, update) {
                     if tx.send(u).await.is_err() {
                         tracing::debug!("intensity rules gone");
@@ -426,9 +444,10 @@ pub async fn run(
     }
 }
 
-fn apply(state: &Accounts, out: CycleOut, spent: Duration) {
+fn apply(state: &Accounts, out: CycleOut, spent: Duration, requested: u64) {
     state.update(|h| {
         h.cycles += 1;
+        h.served = h.served.max(requested);
         h.last_cycle = Some(spent);
         h.closed_to_ms = Some(out.closed_end);
         h.revision = out.revision;

@@ -467,6 +467,9 @@ pub async fn alert_history(
 // Accounts
 // ---------------------------------------------------------------------------------------------
 
+/// How long an import waits for the accounting service to recompute the periods in progress.
+const RECOMPUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `GET /api/v1/accounts/{period}`: the energy and carbon account of a month (`2026-10`),
 /// quarter (`2026-Q3`) or year (`2026`), as `energy-gateway report --format json` prints it:
 /// the accounting service's for the periods it keeps (the current month, quarter and year, the
@@ -727,7 +730,9 @@ pub async fn post_value_added(
         crate::accounting::import::import_value_added,
     )
     .await?;
-    gw.accounts.request_recompute();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     Ok(r)
 }
 
@@ -759,7 +764,9 @@ pub async fn post_production(
         crate::accounting::import::import_production,
     )
     .await?;
-    gw.accounts.request_recompute();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     Ok(r)
 }
 
@@ -805,7 +812,9 @@ pub async fn post_meter_replacement(
     .await
     .map_err(ApiError::internal)?;
     let (r, rep) = rec.map_err(|e| import_error(e, Path::new("\u{0}"), None))?;
-    gw.accounts.request_recompute();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     let body = json!({
         "device": r.device,
         "quantity": r.quantity,

@@ -74,6 +74,17 @@ pub struct AccountsSnapshot {
     pub today_error: Option<String>,
     pub month: Option<MonthSummary>,
     pub month_error: Option<String>,
+    /// The accounting service: cycles run, the time the last one took, the end of the last
+    /// closed interval (RFC 3339) and the highest revision of the stored accounts.
+    pub service: ServiceState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState {
+    pub cycles: u64,
+    pub last_cycle_ms: Option<f64>,
+    pub closed_to: Option<String>,
+    pub revision: Option<i64>,
 }
 
 /// What the accounting service holds now.
@@ -87,6 +98,12 @@ pub fn snapshot(gw: &GatewayView) -> AccountsSnapshot {
             .as_ref()
             .map(|r| month_summary(r, h.revision, h.month_computed_at.clone())),
         month_error: h.month_error.clone(),
+        service: ServiceState {
+            cycles: h.cycles,
+            last_cycle_ms: h.last_cycle.map(|d| d.as_secs_f64() * 1000.0),
+            closed_to: h.closed_to_ms.map(|t| local_rfc3339(&gw.config, t)),
+            revision: h.revision,
+        },
     }
 }
 

@@ -361,14 +361,17 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     }
     let this = intensity(&l, &inputs, &months);
     let ytd_months = period.year_to_date();
-    let ytd = if ytd_months == months {
+    // Year to date only when every month of it has its value added (the months before are
+    // read again from the store: not for nothing).
+    let ytd = if !value_added(&inputs, &ytd_months).2.is_empty() {
+        None
+    } else if ytd_months == months {
         ratio(l.assessment_tce, va)
     } else {
         let (yl, _) = other_ledger(&plan, &store, &inputs, &ytd_months)?;
         let (cur, _, _) = value_added(&inputs, &ytd_months);
         ratio(yl.assessment_tce, cur)
     };
-    let ytd = ytd.filter(|_| value_added(&inputs, &ytd_months).2.is_empty());
     // Year on year, at comparable prices where both years have them.
     let prev = period.previous_year();
     let prev_months = prev.months();
