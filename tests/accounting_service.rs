@@ -87,11 +87,18 @@ fn plant_config(site: &str, factory: &SimulatedFactory, influx_url: &str) -> Str
     text
 }
 
-fn start_plant(root: &Path, site: &str, factory: &SimulatedFactory, url: &str, off: i64) -> Plant {
+fn start_plant(
+    root: &Path,
+    site: &str,
+    factory: &SimulatedFactory,
+    url: &str,
+    off: i64,
+    extra: &str,
+) -> Plant {
     let dir = root.join(site);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, plant_config(site, factory, url)).unwrap();
+    std::fs::write(&cfg, plant_config(site, factory, url) + extra).unwrap();
     let child = faked(&dir, off)
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
@@ -161,6 +168,34 @@ fn series_count(influx: &common::Influxd, site: &str) -> usize {
         .map_or(0, |a| a.len())
 }
 
+/// Every indicators message of the broker, parsed.
+fn watch_indicators(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    use rumqttc::{Client, Event, Packet, QoS};
+    let mut o = rumqttc::MqttOptions::new("watcher", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 10);
+    client
+        .subscribe("energy-gateway/+/indicators", QoS::AtLeastOnce)
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        let _client = client;
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                        s.lock().unwrap().push(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    seen
+}
+
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
@@ -190,11 +225,22 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
         Instant::now() + Duration::from_millis((boundary - now - off_s * 1000) as u64);
     let period = Period::Month(month_of(tz(), boundary - 1)).to_string();
 
+    // Plant A also publishes its indicators over MQTT (slowly: only new accounts come at once).
+    let broker = common::Mosquitto::start();
+    let indicators = watch_indicators(broker.port);
+    let mqtt = format!(
+        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"plant-a\"\n[mqtt.publish]\nindicators_every = \"10m\"\n",
+        broker.port
+    );
+
     let root = tempfile::tempdir().unwrap();
     let mut plants: Vec<Plant> = ["plant-a", "plant-b", "plant-c"]
         .iter()
         .zip(&factories)
-        .map(|(s, f)| start_plant(root.path(), s, f, &url, off_s))
+        .map(|(s, f)| {
+            let extra = if *s == "plant-a" { mqtt.as_str() } else { "" };
+            start_plant(root.path(), s, f, &url, off_s, extra)
+        })
         .collect();
 
     // Nothing closed with data before the boundary: the park has nothing yet.
@@ -251,6 +297,27 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
         );
     }
     assert!(delay < Duration::from_secs(60), "{delay:?}");
+    // Plant A's indicators carry the month's accounts as soon as they are produced.
+    let data_to = energy_gateway::accounting::calendar::rfc3339(tz(), boundary);
+    let acc = wait_for(
+        "the accounts in the MQTT indicators",
+        Duration::from_secs(20),
+        || {
+            indicators
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["accounts"]["data_to"].as_str() == Some(data_to.as_str()))
+                .map(|v| v["accounts"].clone())
+        },
+    );
+    assert_eq!(acc["period"], period.as_str());
+    assert_eq!(acc["in_progress"], true);
+    assert!(
+        acc["comprehensive_energy_tce"].as_f64().unwrap() > 0.0,
+        "{acc}"
+    );
+    assert!(acc["revision"].as_i64().unwrap() > 0, "{acc}");
 
     // A backlog after an outage: plant A's main meter logged readings before the gateway read
     // it; imported now, they change the closed interval, which gets a new revision and
@@ -548,4 +615,31 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
         )
         .unwrap();
     assert_eq!(n, 0);
+}
+
+/// `config/example.toml` documents `[accounting.service]` with the defaults the code uses.
+#[test]
+fn example_config_documents_the_service_cadence() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in [
+        "[accounting.service]",
+        "interval_grace = ",
+        "republish_every = ",
+    ] {
+        assert!(text.contains(key), "{key} is not documented");
+    }
+    let cfg = energy_gateway::config::load(&path).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(
+        cfg.accounting.service,
+        energy_gateway::accounting::service::ServiceConfig::default()
+    );
+    assert_eq!(
+        cfg.accounting.service.interval_grace,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        cfg.accounting.service.republish_every,
+        Duration::from_secs(300)
+    );
 }
