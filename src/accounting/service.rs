@@ -199,6 +199,8 @@ struct Tracker {
     replacement_ms: i64,
     /// End of the last closed interval.
     closed_end: Option<i64>,
+    /// Late readings of a cycle that failed, for the next one.
+    pending_late: Option<i64>,
 }
 
 impl Tracker {
@@ -214,6 +216,7 @@ impl Tracker {
             reading_id: 0,
             replacement_ms: 0,
             closed_end: None,
+            pending_late: None,
         };
         t.reading_id = t
             .conn
@@ -329,6 +332,10 @@ fn cycle(
         Some(prev) => changed_from.filter(|ts| *ts < prev),
         None => None,
     };
+    let late_from = match (late_from, t.pending_late.take()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let new_interval = t.closed_end.is_none_or(|prev| closed_end > prev);
     let mut out = CycleOut {
         closed_end,
@@ -342,8 +349,10 @@ fn cycle(
             push(&mut periods, Period::Year(m.year));
         }
         let current = Period::Month(month_of(tz, closed_end - 1));
+        let mut failed = false;
         for p in periods {
             let r = compute(cfg, p, true, closed_end);
+            failed |= r.is_err();
             if p == current {
                 out.month = Some(r.as_ref().map_err(|e| format!("{e:#}")).cloned());
             }
@@ -360,7 +369,12 @@ fn cycle(
                 "accounting service: late readings, accounts recomputed"
             );
         }
-        t.closed_end = Some(closed_end);
+        // After a failure (the store busy, a disk error) the close is tried again next time.
+        if failed {
+            t.pending_late = late_from;
+        } else {
+            t.closed_end = Some(closed_end);
+        }
     }
     out.today = Some(crate::http::summary::compute_today(cfg).map_err(|e| format!("{e:#}")));
     out.revision = t.revision()?;

@@ -404,9 +404,18 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
         },
         None => {
             let base_months = Period::Year(t.base_year).months();
-            let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
-            match intensity(&bl, &inputs, &base_months).filter(|_| pct > 0.0) {
-                Some((b, _)) => {
+            // Without the base year's value added there is no base intensity: its readings
+            // are not read (a year of every counter).
+            let base = if value_added(&inputs, &base_months).2.is_empty() {
+                let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
+                intensity(&bl, &inputs, &base_months)
+                    .filter(|_| pct > 0.0)
+                    .map(|i| (i, pct))
+            } else {
+                None
+            };
+            match base {
+                Some(((b, _), pct)) => {
                     if pct < 100.0 {
                         notes.push(format!(
                             "base year {} computed from the store with {pct:.1} % of its intervals measured",
