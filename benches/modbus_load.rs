@@ -5,6 +5,14 @@
 //!
 //!   cargo bench --bench modbus_load                 # 500 devices, 30 registers, 60 s
 //!   cargo bench --bench modbus_load -- 100 30 20    # devices, registers, seconds
+//!
+//! Every device is an electricity meter whose `energy_import` counter the accounts use, so the
+//! accounting service of `run` keeps the books of 500 counters: the gateway's clock is shifted
+//! (libfaketime, when installed) so that a 15-minute interval closes 15 s into the measurement
+//! and the service computes and stores the month, quarter and year then. `EGW_BENCH_NO_SERVICE=1`
+//! runs the same load with `[accounting.service] enabled = false`, for comparison. After the run
+//! the bench times one close of the service (the month computed and stored) on the store the
+//! run filled, and prints its rate in readings per second.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -102,8 +110,10 @@ fn main() {
     let ports: Vec<u16> = line.trim().split(',').map(|p| p.parse().unwrap()).collect();
 
     let dir = tempfile::tempdir().unwrap();
+    let service = std::env::var_os("EGW_BENCH_NO_SERVICE").is_none();
     let mut cfg = format!(
-        "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n",
+        "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n\
+         [accounting.service]\nenabled = {service}\ninterval_grace = \"2s\"\nrepublish_every = \"5s\"\n",
         dir.path().display()
     );
     let quantities = [
@@ -131,7 +141,7 @@ fn main() {
         "voltage_l3_l1",
     ];
     for (i, port) in ports.iter().enumerate() {
-        cfg += &format!("[[devices]]\nid = \"m{i}\"\n[devices.modbus]\naddress = \"127.0.0.1:{port}\"\ninterval = \"1s\"\ntimeout = \"1s\"\n");
+        cfg += &format!("[[devices]]\nid = \"m{i}\"\ncarrier = \"electricity\"\n[devices.modbus]\naddress = \"127.0.0.1:{port}\"\ninterval = \"1s\"\ntimeout = \"1s\"\n");
         for (k, r) in (0..registers).step_by(2).enumerate() {
             cfg += &format!(
                 "[[devices.points]]\nquantity = \"{}\"\nregister = {r}\ntype = \"f32\"\n",
@@ -141,11 +151,22 @@ fn main() {
     }
     let cfg_path = dir.path().join("bench.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .spawn()
-        .unwrap();
+    // An interval boundary 20 s after the start (5 s warm-up + 15 s into the measurement).
+    const SLOT_MS: i64 = 15 * 60 * 1000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let boundary = ((now + 20_000) / SLOT_MS + 1) * SLOT_MS;
+    let offset_s = (boundary - 20_000 - now) / 1000;
+    let mut gw = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
+    gw.args(["run", "--config"]).arg(&cfg_path);
+    match libfaketime() {
+        Some(lib) => {
+            gw.env("LD_PRELOAD", lib)
+                .env("FAKETIME", format!("{offset_s:+}"))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        None => eprintln!("libfaketime not installed: no interval closes during the run"),
+    }
+    let mut gw = gw.spawn().unwrap();
     let pid = gw.id();
     // Warm up (connections, first commits), then measure.
     std::thread::sleep(Duration::from_secs(5));
@@ -171,6 +192,34 @@ fn main() {
     )
     .unwrap();
     let rows = store.count_readings().unwrap();
+    drop(store);
+    // One close of the service over the store the run filled (month, stored), timed here.
+    let close = service.then(|| {
+        let cfg = energy_gateway::config::load(&cfg_path).unwrap();
+        let tz: chrono_tz::Tz = cfg.site.timezone.parse().unwrap();
+        let as_of = boundary + SLOT_MS;
+        let month = energy_gateway::accounting::calendar::month_of(tz, boundary);
+        let t = Instant::now();
+        let r = energy_gateway::accounting::service::compute(
+            &cfg,
+            energy_gateway::accounting::calendar::Period::Month(month),
+            true,
+            as_of,
+        )
+        .unwrap();
+        let spent = t.elapsed();
+        let counted: i64 = rusqlite::Connection::open(dir.path().join("store.sqlite"))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM readings r JOIN series s ON s.id = r.series_id
+                     WHERE s.quantity = 'energy_import'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap_or(0);
+        (spent, r.data_quality.series.len(), counted)
+    });
     let db_bytes: u64 = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -185,4 +234,21 @@ fn main() {
         rows as f64 / (t0.elapsed().as_secs_f64() + 5.0),
         db_bytes as f64 / 1e6
     );
+    match close {
+        Some((d, series, counted)) => println!(
+            "accounting service on: one close (month computed and stored, {series} counters, {counted} counter readings) over this store took {:.0} ms, {:.0} counter readings/s",
+            d.as_secs_f64() * 1000.0,
+            counted as f64 / d.as_secs_f64()
+        ),
+        None => println!("accounting service off"),
+    }
+}
+
+/// libfaketime (Debian package `faketime`), when installed.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
 }

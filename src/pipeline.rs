@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounting::service::Accounts;
 use crate::acquisition::modbus;
 use crate::acquisition::mqtt::{MqttSource, MqttStats};
 use crate::acquisition::{DeviceRegistry, SourceBatch};
@@ -54,6 +55,8 @@ pub struct RunningGateway {
     pub mqtt_out: Option<Arc<MqttOutputStats>>,
     /// Notifier counters, by notifier id.
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
+    /// The accounts the accounting service keeps (`[accounting.service]`).
+    pub accounts: Arc<Accounts>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -132,14 +135,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         tasks: mut pollers,
         requests_per_cycle,
     } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
-    if config
-        .alerts
-        .iter()
-        .any(|a| a.kind == crate::config::AlertKind::Intensity)
-    {
-        pollers.push(tokio::spawn(watch_intensity(
+    let accounts = Arc::new(Accounts::default());
+    if config.accounting.service.enabled {
+        let has_intensity_rules = config
+            .alerts
+            .iter()
+            .any(|a| a.kind == crate::config::AlertKind::Intensity);
+        pollers.push(tokio::spawn(crate::accounting::service::run(
             config.clone(),
-            intensity_tx,
+            accounts.clone(),
+            has_intensity_rules.then_some(intensity_tx),
             cancel_sources.clone(),
         )));
     }
@@ -174,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
                 out.outbox(),
                 devices.clone(),
                 latest.clone(),
+                accounts.clone(),
                 cancel_sources.clone(),
             )));
             output_tasks.push(tokio::spawn(out.run(stop_outputs.clone())));
@@ -229,6 +235,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         mqtt_in,
         mqtt_out,
         notifiers,
+        accounts,
         cancel_sources,
         writer_shutdown,
         stop_outputs,
@@ -239,14 +246,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     })
 }
 
-/// Queues the site indicators for the MQTT output every `[mqtt.publish] indicators_every`.
+/// Queues the site indicators for the MQTT output every `[mqtt.publish] indicators_every`, and
+/// at once whenever the accounting service has new accounts.
 async fn publish_indicators(
     config: Arc<Config>,
     outbox: MqttOutbox,
     devices: DeviceRegistry,
     latest: Arc<Mutex<LatestValues>>,
+    accounts: Arc<Accounts>,
     cancel: CancellationToken,
 ) {
+    let mut changed = accounts.subscribe();
     let Some(every) = config.mqtt.as_ref().map(|m| m.publish.indicators_every) else {
         return;
     };
@@ -269,67 +279,26 @@ async fn publish_indicators(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
         }
         let online = devices.values().filter(|s| s.is_online()).count();
         let power = processing::site_power(&config, &latest);
-        let payload =
-            crate::outputs::mqtt::indicators_payload(&config, online, devices.len(), power);
+        let payload = crate::outputs::mqtt::indicators_payload(
+            &config,
+            online,
+            devices.len(),
+            power,
+            &accounts.held(),
+        );
         let (o, t) = (outbox.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || o.enqueue(&t, &payload, false)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("cannot queue indicators: {e}"),
             Err(e) => tracing::error!("cannot queue indicators: {e}"),
-        }
-    }
-}
-
-/// How often `intensity` rules are evaluated (a report of the month is computed each time).
-const INTENSITY_EVERY: Duration = Duration::from_secs(15 * 60);
-
-/// Computes this month's intensity against the target path every [`INTENSITY_EVERY`] (first
-/// after 30 s) for the `intensity` alert rules.
-async fn watch_intensity(
-    config: Arc<Config>,
-    tx: mpsc::Sender<IntensityUpdate>,
-    cancel: CancellationToken,
-) {
-    let mut wait = Duration::from_secs(30);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = INTENSITY_EVERY;
-        let cfg = config.clone();
-        let update = tokio::task::spawn_blocking(move || -> anyhow::Result<IntensityUpdate> {
-            let tz: chrono_tz::Tz = cfg
-                .site
-                .timezone
-                .parse()
-                .map_err(|_| anyhow::anyhow!("site.timezone is not a time zone"))?;
-            let month = crate::accounting::calendar::month_of(tz, crate::readings::now_ms());
-            let r = crate::reporting::build(
-                &cfg,
-                crate::accounting::calendar::Period::Month(month),
-                false,
-            )?;
-            let target = r
-                .baseline
-                .intensity_tce_per_10k_cny
-                .map(|b| b * (1.0 + r.target.path_change_pct / 100.0));
-            Ok((r.intensity_tce_per_10k_cny, target))
-        })
-        .await;
-        match update {
-            Ok(Ok(u)) => {
-                if tx.send(u).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("intensity alert rules: cannot compute this month's account: {e:#}")
-            }
-            Err(e) => tracing::warn!("intensity alert rules: {e}"),
         }
     }
 }

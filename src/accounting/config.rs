@@ -62,6 +62,9 @@ pub struct AccountingConfig {
     /// (see `crate::reporting::indicators`).
     #[serde(default)]
     pub indicators: crate::reporting::indicators::IndicatorsConfig,
+    /// `[accounting.service]`: the cadence of the accounting service of `run`.
+    #[serde(default)]
+    pub service: super::service::ServiceConfig,
 }
 
 impl Default for AccountingConfig {
@@ -82,6 +85,7 @@ impl Default for AccountingConfig {
             green_power: Vec::new(),
             green_certificates: Vec::new(),
             indicators: Default::default(),
+            service: Default::default(),
         }
     }
 }

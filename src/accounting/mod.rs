@@ -1,7 +1,7 @@
 //! Energy and carbon accounts: from meter counters to the indicators regulators judge.
 //!
-//! The flow, run on demand from the store (`energy-gateway report`, imports), never in the
-//! acquisition path:
+//! The flow, run from the store by the accounting service of `energy-gateway run` ([`service`])
+//! and on demand (`energy-gateway report`, imports), never in the acquisition path:
 //!
 //! ```text
 //! readings (store) ─► counters ─► 15-min intervals ─► ledgers per month/quarter/year
@@ -26,6 +26,7 @@
 //! | [`targets`] | intensity targets and progress |
 //! | [`import`] | CSV imports and meter-replacement records |
 //! | [`store`] | accounting tables in the SQLite store |
+//! | [`service`] | the accounting service of `run`: intervals closed, accounts kept and persisted |
 //! | [`config`] | the `[accounting]` configuration section and its checks |
 
 pub mod balance;
@@ -37,8 +38,10 @@ pub mod factors;
 pub mod grades;
 pub mod import;
 pub mod ledger;
+pub mod service;
 pub mod store;
 pub mod targets;
 pub mod tariff;
+pub mod today;
 
 pub use config::AccountingConfig;

@@ -428,7 +428,11 @@ impl AccountingStore {
         accounts: &[AccountRow],
         events: &[(String, Quantity, CounterEvent)],
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        // Immediate: the gateway's writer commits all the time; a deferred transaction that
+        // read first could not upgrade to a write (SQLITE_BUSY without waiting).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let rev = Self::next_rev(&tx)?;
         {
             let mut stmt = tx.prepare_cached(

@@ -135,7 +135,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
     let gw = gateway(&shared)?;
     let cfg = &gw.config;
     let ob = gw.outbox.snapshot();
-    let accounts = summary::snapshot(&shared, &gw);
+    let accounts = summary::snapshot(&gw);
     Ok(Json(json!({
         "site": {
             "id": cfg.site.id,
@@ -469,9 +469,14 @@ pub async fn alert_history(
 // Accounts
 // ---------------------------------------------------------------------------------------------
 
+/// How long an import waits for the accounting service to recompute the periods in progress.
+const RECOMPUTE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `GET /api/v1/accounts/{period}`: the energy and carbon account of a month (`2026-10`),
-/// quarter (`2026-Q3`) or year (`2026`), as `energy-gateway report --format json` prints it
-/// (not written to the store).
+/// quarter (`2026-Q3`) or year (`2026`), as `energy-gateway report --format json` prints it:
+/// the accounting service's for the periods it keeps (the current month, quarter and year, the
+/// last ended ones), else computed by the service's compute (not written to the store). A period
+/// that has not started is refused (400).
 pub async fn accounts(
     State(shared): State<Arc<Shared>>,
     UrlPath(period): UrlPath<String>,
@@ -480,12 +485,29 @@ pub async fn accounts(
         .parse()
         .map_err(|e: String| ApiError::bad_request(e))?;
     let gw = gateway(&shared)?;
+    if let Some(r) = gw.accounts.report(&p.to_string()) {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/json")],
+            crate::reporting::json::render(&r),
+        )
+            .into_response());
+    }
     let cfg = gw.config.clone();
+    let tz: chrono_tz::Tz = cfg
+        .site
+        .timezone
+        .parse()
+        .map_err(|_| ApiError::internal("site.timezone is not a time zone"))?;
+    let now = crate::readings::now_ms();
+    crate::reporting::period_extent(tz, p, now)
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let _permit = REPORTS.acquire().await.map_err(ApiError::internal)?;
-    let report = tokio::task::spawn_blocking(move || crate::reporting::build(&cfg, p, false))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let report = tokio::task::spawn_blocking(move || {
+        crate::accounting::service::compute(&cfg, p, false, now)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         crate::reporting::json::render(&report),
@@ -610,7 +632,9 @@ pub async fn post_value_added(
     let rows = body_rows::<ValueAddedRow>(&headers, &body)?;
     let gw = gateway(&shared)?;
     let r = run_import(&gw, rows, import::import_value_added).await?;
-    shared.summary.invalidate();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     Ok(r)
 }
 
@@ -624,7 +648,9 @@ pub async fn post_production(
     let rows = body_rows::<ProductionRow>(&headers, &body)?;
     let gw = gateway(&shared)?;
     let r = run_import(&gw, rows, import::import_production).await?;
-    shared.summary.invalidate();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     Ok(r)
 }
 
@@ -670,7 +696,9 @@ pub async fn post_meter_replacement(
     .await
     .map_err(ApiError::internal)?;
     let (r, rep) = rec.map_err(import_error)?;
-    shared.summary.invalidate();
+    if gw.config.accounting.service.enabled && !gw.accounts.recompute(RECOMPUTE_WAIT).await {
+        tracing::warn!("the accounting service has not recomputed the accounts yet");
+    }
     let body = json!({
         "device": r.device,
         "quantity": r.quantity,

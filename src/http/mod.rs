@@ -62,6 +62,8 @@ pub struct GatewayView {
     pub active_alerts: ActiveAlerts,
     pub committed: watch::Receiver<i64>,
     pub requests_per_cycle: BTreeMap<String, usize>,
+    /// The accounts the accounting service keeps.
+    pub accounts: Arc<crate::accounting::service::Accounts>,
     /// When this pipeline was started.
     pub started: Instant,
 }
@@ -78,6 +80,7 @@ impl GatewayView {
             active_alerts: gw.active_alerts.clone(),
             committed: gw.committed.clone(),
             requests_per_cycle: gw.requests_per_cycle.clone(),
+            accounts: gw.accounts.clone(),
             started: Instant::now(),
         })
     }
@@ -130,7 +133,6 @@ pub struct Shared {
     generation: AtomicU64,
     /// A read connection to the store (reopened when the store path changes).
     store: Mutex<Option<(PathBuf, Store)>>,
-    pub(crate) summary: summary::Cache,
 }
 
 impl Shared {
@@ -144,7 +146,6 @@ impl Shared {
             rate: Mutex::new(VecDeque::new()),
             generation: AtomicU64::new(0),
             store: Mutex::new(None),
-            summary: summary::Cache::default(),
         }
     }
 
@@ -372,7 +373,6 @@ impl HttpServer {
             .unwrap_or_else(|p| p.into_inner()) = view;
         *self.shared.phase.write().unwrap_or_else(|p| p.into_inner()) = phase;
         self.shared.generation.fetch_add(1, Ordering::Relaxed);
-        self.shared.summary.invalidate();
     }
 
     /// Replaces the bearer token (after a reload).

@@ -77,8 +77,9 @@ impl LatencyStats {
 /// Alerts firing now, by rule id: the event that made each one fire.
 pub type ActiveAlerts = Arc<Mutex<BTreeMap<String, crate::storage::AlertEvent>>>;
 
-/// This month's intensity and the target path's, both tce per 10⁴ CNY (for `intensity` rules).
-pub type IntensityUpdate = (Option<f64>, Option<f64>);
+/// This month's intensity and the target path's, from the accounting service (for
+/// `intensity` rules).
+pub use crate::accounting::service::IntensityUpdate;
 
 /// What the processing stage needs for alerting besides the readings.
 pub struct AlertInputs {

@@ -202,7 +202,13 @@ pub struct Report {
     pub period_kind: &'static str,
     pub timezone: String,
     pub from: String,
+    /// End of the period (exclusive), even while it is in progress.
     pub to: String,
+    /// The period has not ended: its accounts cover its closed 15-minute intervals up to
+    /// `data_to`, and its completeness counts only those.
+    pub in_progress: bool,
+    /// End of the data of a period in progress (RFC 3339, an interval boundary).
+    pub data_to: Option<String>,
     pub factor_table: String,
     pub factor_file: Option<String>,
     pub carriers: Vec<CarrierOut>,
@@ -306,15 +312,25 @@ fn other_ledger(
     Ok((l, pct))
 }
 
-/// Builds the report of `period`. With `write`, the intervals, accounts and counter events are
-/// also written to the store.
+/// Builds the report of `period` with the data up to now. With `write`, the intervals, accounts
+/// and counter events are also written to the store.
 pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
+    build_as_of(cfg, period, write, crate::readings::now_ms())
+}
+
+/// Builds the report of `period` as it stands at `as_of`: a period that has not started is
+/// refused; one in progress covers its closed 15-minute intervals only (up to the start of the
+/// interval containing `as_of`), counts its completeness over those and says so (`in_progress`,
+/// `data_to`, a note). With `write`, the intervals, accounts and counter events are written to
+/// the store, unless the period has no data at all (nothing is stored then, and a note says so).
+pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<Report> {
     let plan = Plan::build(cfg)?;
     let mut store = AccountingStore::open(&cfg.store_path())?;
     let inputs = Inputs::load(&store)?;
     let tz = plan.tz;
     let months = period.months();
-    let (from, to) = period.bounds(tz);
+    let (from, period_end) = period.bounds(tz);
+    let (to, in_progress) = period_extent(tz, period, as_of)?;
     let data = load_range(&plan, &store, from, to)?;
     let l = ledger(&plan, &data, &inputs, &months);
     let year = period.year();
@@ -328,6 +344,12 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
     let tou = tou_kwh(&plan, &intervals);
     let mut notes = Vec::new();
     let mut tags: Vec<String> = Vec::new();
+    if in_progress {
+        notes.push(format!(
+            "period in progress: data to {}",
+            local_minute(tz, to)
+        ));
+    }
 
     // Value added and intensity.
     let (va, va_comp, va_missing) = value_added(&inputs, &months);
@@ -339,14 +361,17 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
     }
     let this = intensity(&l, &inputs, &months);
     let ytd_months = period.year_to_date();
-    let ytd = if ytd_months == months {
+    // Year to date only when every month of it has its value added (the months before are
+    // read again from the store: not for nothing).
+    let ytd = if !value_added(&inputs, &ytd_months).2.is_empty() {
+        None
+    } else if ytd_months == months {
         ratio(l.assessment_tce, va)
     } else {
         let (yl, _) = other_ledger(&plan, &store, &inputs, &ytd_months)?;
         let (cur, _, _) = value_added(&inputs, &ytd_months);
         ratio(yl.assessment_tce, cur)
     };
-    let ytd = ytd.filter(|_| value_added(&inputs, &ytd_months).2.is_empty());
     // Year on year, at comparable prices where both years have them.
     let prev = period.previous_year();
     let prev_months = prev.months();
@@ -379,9 +404,18 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
         },
         None => {
             let base_months = Period::Year(t.base_year).months();
-            let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
-            match intensity(&bl, &inputs, &base_months).filter(|_| pct > 0.0) {
-                Some((b, _)) => {
+            // Without the base year's value added there is no base intensity: its readings
+            // are not read (a year of every counter).
+            let base = if value_added(&inputs, &base_months).2.is_empty() {
+                let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
+                intensity(&bl, &inputs, &base_months)
+                    .filter(|_| pct > 0.0)
+                    .map(|i| (i, pct))
+            } else {
+                None
+            };
+            match base {
+                Some(((b, _), pct)) => {
                     if pct < 100.0 {
                         notes.push(format!(
                             "base year {} computed from the store with {pct:.1} % of its intervals measured",
@@ -549,7 +583,9 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
         period_kind: period.kind(),
         timezone: tz.name().to_string(),
         from: rfc3339(tz, from),
-        to: rfc3339(tz, to),
+        to: rfc3339(tz, period_end),
+        in_progress,
+        data_to: in_progress.then(|| rfc3339(tz, to)),
         factor_table: plan.tables.edition.clone(),
         factor_file: plan.tables.override_file.clone(),
         carriers: l.carriers.iter().map(CarrierOut::from).collect(),
@@ -629,7 +665,20 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
     };
     report.indicators = indicators::compute(&cfg.accounting.indicators, &report, &months);
 
-    if write {
+    let has_data = data
+        .slots
+        .iter()
+        .any(|sl| sl.acc.iter().any(|a| a.is_covered()))
+        || l.carriers
+            .iter()
+            .any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
+    if write && !has_data {
+        report
+            .data_quality
+            .notes
+            .push(format!("no data for {period}: no accounts stored"));
+    }
+    if write && has_data {
         write_outputs(
             &plan,
             &mut store,
@@ -642,6 +691,32 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
         )?;
     }
     Ok(report)
+}
+
+/// The end of the data of `period` at `as_of` and whether the period is still in progress; a
+/// period that has not started is an error.
+pub fn period_extent(tz: chrono_tz::Tz, period: Period, as_of: i64) -> Result<(i64, bool)> {
+    let (from, to) = period.bounds(tz);
+    if from >= as_of {
+        anyhow::bail!(
+            "period {period} has not started yet (it starts {}): no account of a future period",
+            local_minute(tz, from)
+        );
+    }
+    if to <= as_of {
+        return Ok((to, false));
+    }
+    Ok((
+        crate::accounting::calendar::slot_start(as_of).max(from),
+        true,
+    ))
+}
+
+/// `2026-11-30 10:15` in the site's time zone.
+pub fn local_minute(tz: chrono_tz::Tz, ts_ms: i64) -> String {
+    crate::accounting::calendar::local_time(tz, ts_ms)
+        .format("%Y-%m-%d %H:%M")
+        .to_string()
 }
 
 fn account_rows(

@@ -8,7 +8,9 @@
 //! purchased + generated − exported, the consumption the accounts use. Every row carries the
 //! share of its 15-minute intervals that were measured (`completeness_pct`; the platform asks
 //! ≥ 90 %, S70) and a quality: `measured`, `estimated` (every interval covered, some from a
-//! bridged gap) or `incomplete`.
+//! bridged gap) or `incomplete`. A bucket without any data is left out (never a 0), a month in
+//! progress is exported up to its last closed interval (`in_progress`, `data_to`), and a
+//! period that has not started is refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +90,9 @@ pub struct Export {
     /// "15m", "1d" or "1mo".
     pub resolution: &'static str,
     pub timezone: String,
+    /// The period has not ended: only its closed intervals, up to `data_to`, are exported.
+    pub in_progress: bool,
+    pub data_to: Option<String>,
     pub codes_note: &'static str,
     /// carrier/item pairs exported without a code.
     pub unmapped: Vec<String>,
@@ -196,7 +201,9 @@ fn quality(measured: usize, covered: usize, n: usize) -> &'static str {
 pub fn build(cfg: &Config, period: Period, codes: &Codes) -> Result<Vec<Export>> {
     let plan = Plan::build(cfg)?;
     let store = AccountingStore::open(&cfg.store_path())?;
-    let (from, to) = period.bounds(plan.tz);
+    let (from, _) = period.bounds(plan.tz);
+    // A month in progress: its closed intervals only; a future one is refused.
+    let (to, in_progress) = super::period_extent(plan.tz, period, crate::readings::now_ms())?;
     let data = load_range(&plan, &store, from, to)?;
     let s = slots(&plan, &data);
     let mut unmapped = Vec::new();
@@ -226,6 +233,12 @@ pub fn build(cfg: &Config, period: Period, codes: &Codes) -> Result<Vec<Export>>
                     j += 1;
                 }
                 let n = j - i;
+                if c == 0 {
+                    // No data in the bucket: absent, never a 0 a platform would take as
+                    // consumption.
+                    i = j;
+                    continue;
+                }
                 rows.push(Row {
                     time: rfc3339(plan.tz, start),
                     code: code.map(|c| c.code.clone()).unwrap_or_default(),
@@ -253,6 +266,8 @@ pub fn build(cfg: &Config, period: Period, codes: &Codes) -> Result<Vec<Export>>
             period: period.to_string(),
             resolution: name,
             timezone: plan.tz.name().to_string(),
+            in_progress,
+            data_to: in_progress.then(|| rfc3339(plan.tz, to)),
             codes_note: "item codes from the mapping file; the national coding rules (GB/T 37947.3/.4) were not available, the shipped codes are placeholders",
             unmapped: unmapped.clone(),
             rows,

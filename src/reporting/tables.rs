@@ -166,6 +166,14 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
     kv.add("period", L("报告期", "period"), t(&r.period), "");
     kv.add("from", L("起", "from"), t(&r.from), "");
     kv.add("to", L("止", "to"), t(&r.to), "");
+    if let Some(d) = &r.data_to {
+        kv.add(
+            "data_to",
+            L("进行中，数据截至", "in progress, data to"),
+            t(d),
+            "",
+        );
+    }
     kv.add(
         "factor_table",
         L("折标系数表", "factor table"),

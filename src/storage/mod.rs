@@ -352,8 +352,19 @@ impl Store {
             sids.push(self.series_id(&r.device, r.quantity)?);
             rows.push(r);
         }
-        let first = self.next_reading_id()?;
-        let tx = self.conn.transaction().map_err(ctx("begin"))?;
+        let cached = self.next_reading_id()?;
+        // Another process may add readings to the same store (`import readings` while `run`
+        // runs): the first id is settled inside a write transaction, above every existing one.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(ctx("begin"))?;
+        let stored_max: i64 = tx
+            .query_row("SELECT coalesce(max(id), 0) FROM readings", [], |r| {
+                r.get(0)
+            })
+            .map_err(ctx("read the last reading id"))?;
+        let first = cached.max(stored_max + 1);
         {
             // Rows go in by statements of ROWS_PER_INSERT rows (fewer statement executions),
             // the rest one by one.

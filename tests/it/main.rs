@@ -9,6 +9,7 @@ mod http_support;
 
 mod accounting_counters;
 mod accounting_report;
+mod accounting_service;
 mod alerts;
 mod cli_check;
 mod demo;

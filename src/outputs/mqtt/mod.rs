@@ -413,6 +413,7 @@ pub fn indicators_payload(
     devices_online: usize,
     devices: usize,
     site_power_kw: Option<f64>,
+    accounts: &crate::accounting::service::Held,
 ) -> String {
     let ts = now_ms();
     json!({
@@ -423,8 +424,31 @@ pub fn indicators_payload(
         "devices_online": devices_online,
         "devices": devices,
         "site_power_kw": site_power_kw,
+        "accounts": accounts_indicators(accounts),
     })
     .to_string()
+}
+
+/// The month's accounts as the accounting service holds them, for the indicators (`null`
+/// before its first month).
+fn accounts_indicators(h: &crate::accounting::service::Held) -> serde_json::Value {
+    let Some(r) = &h.month else {
+        return serde_json::Value::Null;
+    };
+    json!({
+        "period": r.period,
+        "in_progress": r.in_progress,
+        "data_to": r.data_to,
+        "revision": h.revision,
+        "comprehensive_energy_tce": r.comprehensive_energy_tce,
+        "assessment_energy_tce": r.assessment_energy_tce,
+        "electricity_kwh": r.electricity.consumed_kwh,
+        "value_added_10k_cny": r.value_added_10k_cny,
+        "intensity_tce_per_10k_cny": r.intensity_tce_per_10k_cny,
+        "total_tco2": r.carbon.total_tco2,
+        "completeness_pct": r.data_quality.completeness_pct,
+        "today_tce": h.today.as_ref().and_then(|t| t.tce),
+    })
 }
 
 #[cfg(test)]
