@@ -12,7 +12,11 @@ use energy_gateway::accounting::import::{ConsumptionRow, ImportRow, ProductionRo
 use energy_gateway::accounting::store::AccountingStore;
 use energy_gateway::config::{load_str, Config, Synchronous};
 use energy_gateway::readings::{Quantity, Reading};
-use energy_gateway::reporting::{build, Report};
+use energy_gateway::reporting::{build_as_of, Report};
+
+/// Reports are built as of 2030-01-01: the worked examples run to January 2027, and the real
+/// clock (a period in progress or not started yet) must not change them.
+const AS_OF: i64 = 1_893_427_200_000; // 2030-01-01T00:00:00+08:00
 
 fn ms(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -72,8 +76,10 @@ impl Site {
         st.insert_readings(&rs).unwrap();
     }
 
+    /// The report as of 2030-01-01: the worked examples run to January 2027, and the real
+    /// clock (a period in progress or not started yet) must not change them.
     fn report(&self, period: &str) -> Report {
-        build(&self.cfg, period.parse::<Period>().unwrap(), false).unwrap()
+        build_as_of(&self.cfg, period.parse::<Period>().unwrap(), false, AS_OF).unwrap()
     }
 
     fn store(&self) -> AccountingStore {
@@ -268,8 +274,8 @@ fn month_quarter_and_year_boundaries_in_shanghai() {
     assert_close!(kwh("2027-01"), 48.0);
     assert_close!(kwh("2027-Q1"), 48.0);
     // The local hour and day buckets written to the store split at midnight the same way.
-    build(&s.cfg, "2026-Q3".parse().unwrap(), true).unwrap();
-    build(&s.cfg, "2026-Q4".parse().unwrap(), true).unwrap();
+    build_as_of(&s.cfg, "2026-Q3".parse().unwrap(), true, AS_OF).unwrap();
+    build_as_of(&s.cfg, "2026-Q4".parse().unwrap(), true, AS_OF).unwrap();
     let st = s.store();
     let at = |res: &str, t: &str| {
         st.interval("main", Quantity::EnergyImport, res, ms(t))
@@ -571,7 +577,7 @@ fn accounts_are_written_to_the_store_and_revised_only_when_they_change() {
             ("2026-10-01T01:00:00+08:00", 1_000.0),
         ],
     );
-    build(&s.cfg, "2026-10".parse().unwrap(), true).unwrap();
+    build_as_of(&s.cfg, "2026-10".parse().unwrap(), true, AS_OF).unwrap();
     let st = s.store();
     // 1 000 kWh × 0.1229 = 122.9 kgce
     let (v, rev1) = st
@@ -581,7 +587,7 @@ fn accounts_are_written_to_the_store_and_revised_only_when_they_change() {
     assert_close!(v, 0.1229);
     // Four 15-minute intervals, one hour, one day.
     assert_eq!(st.count("energy_intervals").unwrap(), 6);
-    build(&s.cfg, "2026-10".parse().unwrap(), true).unwrap();
+    build_as_of(&s.cfg, "2026-10".parse().unwrap(), true, AS_OF).unwrap();
     let (_, rev2) = st
         .account("2026-10", "comprehensive_energy_tce")
         .unwrap()
@@ -592,7 +598,7 @@ fn accounts_are_written_to_the_store_and_revised_only_when_they_change() {
         Quantity::EnergyImport,
         &[("2026-10-01T02:00:00+08:00", 1_500.0)],
     );
-    build(&s.cfg, "2026-Q4".parse().unwrap(), true).unwrap();
+    build_as_of(&s.cfg, "2026-Q4".parse().unwrap(), true, AS_OF).unwrap();
     let (v, rev3) = st
         .account("2026-10", "comprehensive_energy_tce")
         .unwrap()
