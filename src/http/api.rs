@@ -90,6 +90,31 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             )
         },
     });
+    if let Some(m) = &gw.mqtt_in {
+        let ok = m.connected.load(Ordering::Relaxed);
+        checks.push(Check {
+            name: "mqtt_source",
+            ok,
+            detail: if ok {
+                "connected to the broker".into()
+            } else {
+                "not connected to the broker: no MQTT readings arrive".into()
+            },
+        });
+    }
+    if let Some(m) = &gw.mqtt_out {
+        let ok = m.connected.load(Ordering::Relaxed);
+        checks.push(Check {
+            name: "mqtt_output",
+            ok,
+            detail: if ok {
+                "connected to the broker".into()
+            } else {
+                "not connected to the broker: status, alerts and indicators wait in the store"
+                    .into()
+            },
+        });
+    }
     let writer_alive = gw.committed.has_changed().is_ok();
     checks.push(Check {
         name: "store",

@@ -31,6 +31,11 @@
 //! | `alerts_firing` | | rules firing |
 //! | `alert_firing` | `rule`, `device`, `severity` | 1 per firing rule |
 //! | `alert_events_total` | | pending/firing/resolved transitions |
+//! | `mqtt_source_connected`, `mqtt_output_connected` | | 1 while connected to the broker |
+//! | `mqtt_source_connects_total`, `mqtt_source_messages_total`, `mqtt_source_readings_total`, `mqtt_source_bad_messages_total` | | MQTT in |
+//! | `mqtt_output_published_total`, `mqtt_output_acknowledged_total` | | MQTT out (acknowledged = PUBACK) |
+//! | `notifier_sent_total`, `notifier_suppressed_total`, `notifier_failures_total` | `notifier` | alert notifications |
+//! | `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` | | the gateway process (Linux) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -406,7 +411,136 @@ pub fn render(
         );
     }
 
+    if let Some(gw) = gw {
+        if let Some(m) = &gw.mqtt_in {
+            gauge(
+                &mut reg,
+                "energy_gateway_mqtt_source_connected",
+                "1 while the MQTT source is connected to the broker",
+                f64::from(u8::from(m.connected.load(Ordering::Relaxed))),
+            );
+            for (name, help, v) in [
+                ("connects", "Connections to the broker", &m.connects),
+                ("messages", "Messages received", &m.messages),
+                ("readings", "Readings taken from messages", &m.readings),
+                (
+                    "bad_messages",
+                    "Messages counted as bad (unreadable, oversized, unknown device or quantity)",
+                    &m.bad_messages,
+                ),
+            ] {
+                counter(
+                    &mut reg,
+                    &format!("energy_gateway_mqtt_source_{name}"),
+                    help,
+                    v.load(Ordering::Relaxed),
+                );
+            }
+        }
+        if let Some(m) = &gw.mqtt_out {
+            gauge(
+                &mut reg,
+                "energy_gateway_mqtt_output_connected",
+                "1 while the MQTT output is connected to the broker",
+                f64::from(u8::from(m.connected.load(Ordering::Relaxed))),
+            );
+            counter(
+                &mut reg,
+                "energy_gateway_mqtt_output_published",
+                "Messages published",
+                m.published.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut reg,
+                "energy_gateway_mqtt_output_acknowledged",
+                "Messages the broker acknowledged (PUBACK)",
+                m.acknowledged.load(Ordering::Relaxed),
+            );
+        }
+        for (name, help) in [
+            ("sent", "Notifications delivered"),
+            ("suppressed", "Notifications held back by the rate limit"),
+            ("failures", "Failed delivery attempts"),
+        ] {
+            counter_family(
+                &mut reg,
+                &format!("energy_gateway_notifier_{name}"),
+                help,
+                gw.notifiers.iter().map(|(id, st)| {
+                    let v = match name {
+                        "sent" => &st.sent,
+                        "suppressed" => &st.suppressed,
+                        _ => &st.failures,
+                    };
+                    (vec![("notifier", id.clone())], v.load(Ordering::Relaxed))
+                }),
+            );
+        }
+    }
+    let proc = process_stats();
+    if let Some(rss) = proc.rss_bytes {
+        gauge(
+            &mut reg,
+            "energy_gateway_process_resident_memory_bytes",
+            "Resident memory of the gateway process",
+            rss as f64,
+        );
+    }
+    if let Some(fds) = proc.open_fds {
+        gauge(
+            &mut reg,
+            "energy_gateway_process_open_fds",
+            "Open file descriptors of the gateway process",
+            fds as f64,
+        );
+    }
+    if let Some(cpu) = proc.cpu_seconds {
+        let c = Counter::<f64, AtomicU64>::default();
+        c.inc_by(cpu);
+        reg.register(
+            "energy_gateway_process_cpu_seconds",
+            "CPU time of the gateway process (user + system), seconds",
+            c,
+        );
+    }
+
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// What the kernel says of this process (Linux `/proc/self`); None where it cannot be read.
+#[derive(Debug, Default)]
+struct ProcessStats {
+    rss_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    cpu_seconds: Option<f64>,
+}
+
+fn process_stats() -> ProcessStats {
+    let mut p = ProcessStats::default();
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        p.rss_bytes = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024);
+    }
+    p.open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as u64);
+    // Fields 14 and 15 of /proc/self/stat (utime, stime) in clock ticks, after the command
+    // name in parentheses; ticks are 100 per second on every Linux the gateway targets.
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if let (Some(u), Some(s)) = (
+                f.get(11).and_then(|v| v.parse::<f64>().ok()),
+                f.get(12).and_then(|v| v.parse::<f64>().ok()),
+            ) {
+                p.cpu_seconds = Some((u + s) / 100.0);
+            }
+        }
+    }
+    p
 }

@@ -64,6 +64,12 @@ pub struct GatewayView {
     pub requests_per_cycle: BTreeMap<String, usize>,
     /// The accounts the accounting service keeps.
     pub accounts: Arc<crate::accounting::service::Accounts>,
+    /// MQTT source counters (when `[mqtt]` has subscriptions).
+    pub mqtt_in: Option<Arc<crate::acquisition::mqtt::MqttStats>>,
+    /// MQTT output counters (when `[mqtt.publish]` is enabled).
+    pub mqtt_out: Option<Arc<crate::outputs::mqtt::MqttOutputStats>>,
+    /// Notifier counters, by notifier id.
+    pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// When this pipeline was started.
     pub started: Instant,
 }
@@ -81,6 +87,9 @@ impl GatewayView {
             committed: gw.committed.clone(),
             requests_per_cycle: gw.requests_per_cycle.clone(),
             accounts: gw.accounts.clone(),
+            mqtt_in: gw.mqtt_in.clone(),
+            mqtt_out: gw.mqtt_out.clone(),
+            notifiers: gw.notifiers.clone(),
             started: Instant::now(),
         })
     }

@@ -668,3 +668,50 @@ fn slow_clients_are_closed_by_the_header_timeout_while_others_are_served() {
     let log = gw.stop();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn readyz_and_metrics_know_mqtt_and_the_process() {
+    let factory = Factory::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let dead_broker = common::free_port();
+    let mut spec = ConfigSpec::new(format!("127.0.0.1:{port}"));
+    spec.extra = format!(
+        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{dead_broker}\"\nclient_id = \"gw-dead\"\nmax_backoff = \"1s\"\n\
+         [mqtt.publish]\nenabled = false\n\
+         [[mqtt.subscriptions]]\ntopic = \"meters/+/+\"\ndevice = \"{{1}}\"\nquantity = \"{{2}}\"\n"
+    );
+    let config = write_config(dir.path(), &factory, &spec);
+    let mut gw = Gateway::spawn(&config, &format!("127.0.0.1:{port}"), None);
+    // The Modbus meters are all online, but the broker is dead: not ready, and it says why.
+    gw.wait_running(2, Duration::from_secs(30));
+    let ready = wait_for("readyz names mqtt", Duration::from_secs(30), || {
+        let r = gw.get("/readyz");
+        let body = r.json();
+        let mqtt = body["checks"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "mqtt_source")?
+            .clone();
+        Some((r.status, mqtt))
+    });
+    assert_eq!(ready.0, 503, "{ready:?}");
+    assert_eq!(ready.1["ok"], false, "{ready:?}");
+    let text = gw.get("/metrics").text();
+    let m = metric_values(&text);
+    assert_eq!(
+        m.get("energy_gateway_mqtt_source_connected"),
+        Some(&0.0),
+        "{text}"
+    );
+    assert!(
+        m["energy_gateway_process_resident_memory_bytes"] > 1e6,
+        "{text}"
+    );
+    assert!(m["energy_gateway_process_open_fds"] >= 3.0, "{text}");
+    assert!(
+        m.contains_key("energy_gateway_process_cpu_seconds_total"),
+        "{text}"
+    );
+    gw.stop();
+}
