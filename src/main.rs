@@ -502,6 +502,14 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", result.to_text());
     }
+    // A probe that read nothing found no meter: say so in the exit status too.
+    if !result.values.is_empty() && result.values.values().all(|v| v.value.is_none()) {
+        anyhow::bail!(
+            "no value could be read from unit {} at {} (every point failed)",
+            result.unit_id,
+            result.link
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,17 @@ pub fn now_ms() -> TimestampMs {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A timestamp for people and logs: RFC 3339 in UTC to the second, or `never` when there is
+/// none (and the raw number when it is out of chrono's range).
+pub fn rfc3339_utc(ts: Option<TimestampMs>) -> String {
+    match ts {
+        None => "never".into(),
+        Some(ms) => chrono::DateTime::from_timestamp_millis(ms)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| ms.to_string()),
+    }
+}
+
 macro_rules! quantities {
     ($( $variant:ident => $name:literal, $unit:literal, $cumulative:literal, $doc:literal; )*) => {
         /// The controlled vocabulary of measured quantities. Each has exactly one canonical unit.

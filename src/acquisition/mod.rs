@@ -136,7 +136,7 @@ pub async fn log_device_status(
             tracing::info!(
                 device = %id,
                 online = s.online,
-                last_success_ms = s.last_success_ms,
+                last_success = %crate::readings::rfc3339_utc(s.last_success_ms),
                 consecutive_failures = s.consecutive_failures,
                 requests = s.requests,
                 failures = s.failures,

@@ -128,7 +128,16 @@ fn probe_command_prints_the_documented_json() {
         ])
         .output()
         .unwrap();
+    // The wrong model: every register is refused (exception 2). The values say why, and the
+    // exit status says that nothing could be read.
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        .args(["probe", "--tcp", &addr, "--model", "eastron-sdm120"])
+        .output()
+        .unwrap();
     server.abort();
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("no value could be read"), "{err}");
     assert!(
         out.status.success(),
         "{}",
