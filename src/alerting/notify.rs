@@ -433,7 +433,13 @@ impl Notifier {
 
     async fn send(&self, a: &StoredAlert) -> Result<(), String> {
         if self.n.kind == NotifierKind::Log {
-            let text = alert_text(&self.config, a);
+            // One line per notification: the robots' multi-line text joined with " | ".
+            let text = alert_text(&self.config, a)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ");
             if a.state == "resolved" {
                 tracing::info!(notifier = %self.n.id, rule = %a.rule, "{text}");
             } else {
