@@ -175,14 +175,19 @@ fn ceramic_tile_month_worked_example() {
     assert_eq!(r["products"][0]["limit"]["standard"], "GB 21252-2023");
     // Scope 1: 372 000 m³ × 389.31/10⁴ × 15.3 × 0.99 × 44/12 / 1000 = 804.334236948 t
     assert_close(&r, "carbon.scope1_tco2", 804.334236948);
-    // Scope 2: 1 351 850 kWh × 0.2472 t/MWh (2023, 西南, as 重庆 has no 2023 factor) = 334.17732 t
-    assert_close(&r, "carbon.scope2_tco2", 334.17732);
-    assert_eq!(r["carbon"]["scope2"]["grid_factor"]["area"], "southwest");
-    assert_close(&r, "carbon.total_tco2", 1_138.511556948);
+    // Scope 2: 重庆's own factor first, at its latest year up to 2026: 2022, 0.5227 t/MWh (not
+    // 西南's 2023 0.2472). 1 351 850 kWh × 0.5227 = 706.611995 t
+    assert_close(&r, "carbon.scope2_tco2", 706.611995);
+    let g = &r["carbon"]["scope2"]["grid_factor"];
+    assert_eq!(g["area"], "chongqing");
+    assert_eq!(g["basis"], "province");
+    assert_eq!(g["year"], 2022);
+    assert_eq!(g["reason"], "province_latest_year");
+    assert_close(&r, "carbon.total_tco2", 1_510.946231948);
     assert_close(
         &r,
         "products.0.co2_kg_per_unit",
-        1_138_511.556948 / 130_000.0,
+        1_510_946.231948 / 130_000.0,
     );
     // Demand: 700 kWh in 15 min = 2 800 kW on 15 October at 10:00.
     assert_close(&r, "max_demand_kw", 2_800.0);
@@ -206,6 +211,113 @@ fn ceramic_tile_month_worked_example() {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, vec!["spike", "rollover", "gap"]);
+}
+
+/// A copy of the ceramic case with its config edited and, when given, another production.csv.
+fn edited_case(edit: impl Fn(String) -> String, production: Option<&str>) -> tempfile::TempDir {
+    let src = case_dir("accounting_ceramic_month");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["readings.csv", "value_added.csv", "production.csv"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    if let Some(p) = production {
+        std::fs::write(dir.path().join("production.csv"), p).unwrap();
+    }
+    let cfg = std::fs::read_to_string(src.join("config.toml")).unwrap();
+    let edited = edit(cfg.clone());
+    assert_ne!(edited, cfg, "the edit changed nothing");
+    std::fs::write(dir.path().join("config.toml"), edited).unwrap();
+    dir
+}
+
+/// The same plant in 四川: the province's own 2023 factor, 0.1564 t/MWh (S84 表3, read in the
+/// transcription S85), and only scope 2 moves.
+#[test]
+fn sichuan_plant_takes_sichuans_own_latest_factor() {
+    let case = edited_case(
+        |c| c.replace("province = \"chongqing\"", "province = \"sichuan\""),
+        None,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+    let g = &r["carbon"]["scope2"]["grid_factor"];
+    assert_eq!(g["area"], "sichuan");
+    assert_eq!(g["basis"], "province");
+    assert_eq!(g["year"], 2023);
+    assert_eq!(g["reason"], "province_latest_year");
+    assert_close(&r, "carbon.scope2.grid_factor.tco2_per_mwh", 0.1564);
+    // 1 351 850 kWh × 0.1564 t/MWh = 211.42934 t; scope 1 unchanged 804.334236948 t.
+    assert_close(&r, "carbon.scope2_tco2", 211.42934);
+    assert_close(&r, "carbon.scope1_tco2", 804.334236948);
+    assert_close(&r, "carbon.total_tco2", 1_015.763576948);
+    // The energy accounts do not depend on the province.
+    assert_close(&r, "assessment_energy_tce", 599.426965);
+    let notes = r["data_quality"]["notes"].to_string();
+    assert!(notes.contains("secondary transcription"), "{notes}");
+    assert!(r["sources"]["S84"]
+        .as_str()
+        .unwrap()
+        .contains("公告2025年第47号"));
+    assert!(r["sources"]["S85"].as_str().unwrap().starts_with("[C]"));
+    // Pinning the year still wins: 2022 gives 四川 2022, 0.1404.
+    let pinned = edited_case(
+        |c| {
+            c.replace(
+                "province = \"chongqing\"",
+                "province = \"sichuan\"\nfactor_year = 2022",
+            )
+        },
+        None,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(pinned.path(), data.path(), "2026-10");
+    assert_eq!(
+        r["carbon"]["scope2"]["grid_factor"]["reason"],
+        "configured_year"
+    );
+    // 1 351 850 × 0.1404 = 189.79974 t
+    assert_close(&r, "carbon.scope2_tco2", 189.79974);
+}
+
+/// A cement plant in 四川 that is in the national ETS: the national average factor of the latest
+/// year, 2023: 0.5306 t/MWh, whatever the province's own factor.
+#[test]
+fn cement_plant_in_the_national_ets_takes_the_national_factor() {
+    let case = edited_case(
+        |c| {
+            c.replace(
+                "province = \"chongqing\"",
+                "province = \"sichuan\"\nnational_ets = true",
+            )
+            .replace(
+                "id = \"tile\"\nname = \"Porcelain floor tile (E ≤ 0.2 %)\"\nunit = \"m2\"",
+                "id = \"cement\"\nname = \"P.O 42.5 cement\"\nunit = \"t\"",
+            )
+            .replace(
+                "limit = \"gb21252-2023.tile_dry_pressed_e_le_0_2\"",
+                "limit = \"gb16780-2021.cement\"",
+            )
+        },
+        Some("period,product,quantity\n2026-10,cement,7000\n"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+    let g = &r["carbon"]["scope2"]["grid_factor"];
+    assert_eq!(g["area"], "national");
+    assert_eq!(g["basis"], "national");
+    assert_eq!(g["year"], 2023);
+    assert_eq!(g["reason"], "national_ets");
+    // 1 351 850 kWh × 0.5306 t/MWh = 717.29161 t
+    assert_close(&r, "carbon.scope2_tco2", 717.29161);
+    assert_close(&r, "carbon.total_tco2", 804.334236948 + 717.29161);
+    // 631 958.595 kgce / 7 000 t = 90.279799… kgce/t: GB 16780-2021 grade 3 (87 < x ≤ 94).
+    assert_close(&r, "products.0.unit_energy", 631_958.595 / 7_000.0);
+    assert_eq!(r["products"][0]["grade"], "grade_3");
+    assert_close(
+        &r,
+        "products.0.co2_kg_per_unit",
+        (804_334.236948 + 717_291.61) / 7_000.0,
+    );
 }
 
 #[test]

@@ -178,6 +178,10 @@ pub struct CarbonConfig {
     pub factor_year: Option<i32>,
     #[serde(default)]
     pub scope2_method: Scope2Method,
+    /// The enterprise is in the national carbon market (power, cement, steel, aluminium…): its
+    /// sector's supplementary data table prescribes the national average grid factor.
+    #[serde(default)]
+    pub national_ets: bool,
 }
 
 /// What a meter measures for the accounts.

@@ -592,6 +592,22 @@ impl Tables {
             .find(|r| r.year == year && r.area == area && r.series == series)
     }
 
+    /// The factor of `area` and `series` at its latest year not after `year`.
+    pub fn latest_grid(&self, area: &str, series: GridSeries, year: i32) -> Option<&GridRow> {
+        self.grid
+            .iter()
+            .filter(|r| r.area == area && r.series == series && r.year <= year)
+            .max_by_key(|r| r.year)
+    }
+
+    /// The factor of `area` and `series` at its earliest year.
+    pub fn earliest_grid(&self, area: &str, series: GridSeries) -> Option<&GridRow> {
+        self.grid
+            .iter()
+            .filter(|r| r.area == area && r.series == series)
+            .min_by_key(|r| r.year)
+    }
+
     /// The latest year ≤ `year` with any grid factor.
     pub fn latest_grid_year(&self, year: i32) -> Option<i32> {
         self.grid

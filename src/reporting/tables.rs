@@ -132,6 +132,37 @@ impl Kv {
     }
 }
 
+/// Why the grid factor was chosen (`carbon.scope2.grid_factor.reason`).
+pub fn grid_reason_label(r: &str) -> L {
+    use crate::accounting::carbon::reason;
+    match r {
+        reason::CONFIGURED_YEAR => L("指定因子年份", "factor year configured"),
+        reason::PROVINCE_LATEST_YEAR => L("本省因子，最新年份", "province, latest year"),
+        reason::REGION_LATEST_YEAR => L(
+            "本省无因子，区域电网最新年份",
+            "no provincial factor; region, latest year",
+        ),
+        reason::NATIONAL_LATEST_YEAR => L("全国平均，最新年份", "national average, latest year"),
+        reason::NATIONAL_ETS => L(
+            "全国碳市场重点排放单位：全国电网平均因子",
+            "national ETS enterprise: national average factor",
+        ),
+        reason::MARKET_RESIDUAL => L(
+            "市场法：全国因子(不包括市场化交易的非化石能源电量)",
+            "market-based: national factor excluding market-traded non-fossil electricity",
+        ),
+        _ => L("", "unknown"),
+    }
+}
+
+fn grid_level_label(b: &str) -> L {
+    match b {
+        "province" => L("省级", "province"),
+        "region" => L("区域电网", "grid region"),
+        _ => L("全国", "national"),
+    }
+}
+
 fn grade_label(g: &str) -> L {
     match g {
         "grade_1" => L("1级", "grade 1"),
@@ -629,6 +660,51 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         ]),
         rows,
     });
+
+    // Grid factor choice
+    if let Some(g) = c.scope2.grid_factor.as_ref() {
+        let mut kv = Kv::new(lang);
+        kv.add(
+            "grid_factor",
+            L("电力排放因子", "grid factor"),
+            n(g.tco2_per_mwh, 4),
+            "tCO2/MWh",
+        );
+        kv.add(
+            "grid_level",
+            L("因子层级", "level"),
+            t(s(grid_level_label(g.basis))),
+            "",
+        );
+        kv.add(
+            "grid_area",
+            L("地区", "area"),
+            t(format!("{} ({})", g.area_name, g.area)),
+            "",
+        );
+        kv.add(
+            "grid_year",
+            L("因子年份", "factor year"),
+            t(g.year.to_string()),
+            "",
+        );
+        kv.add(
+            "grid_reason",
+            L("选用理由", "why"),
+            t(s(grid_reason_label(g.reason))),
+            "",
+        );
+        kv.add(
+            "grid_sources",
+            L("来源", "sources"),
+            t(g.sources.join(" ")),
+            "",
+        );
+        out.push(kv.table(
+            "grid_factor",
+            L("外购电力排放因子的选用", "Choice of the grid factor"),
+        ));
+    }
 
     // Time of use
     let mut rows = Vec::new();
