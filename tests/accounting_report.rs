@@ -320,6 +320,115 @@ fn cement_plant_in_the_national_ets_takes_the_national_factor() {
     );
 }
 
+/// 113号: certificates bundled with the October green-power purchase, and the non-tradable
+/// certificates of the plant's own PV, would deduct the same electricity a second time. They are
+/// listed, refused and warned about; the deduction stays that of the worked example.
+#[test]
+fn bundled_and_own_pv_certificates_are_not_deducted_twice() {
+    let case = edited_case(
+        |c| {
+            c + r#"source = "unbundled certificates, October 2026 (example)"
+
+[[accounting.green_certificates]]
+id = "GP-2026-10"
+period = "2026-10"
+production_period = "2026-10"
+certificates = 100
+kind = "bundled"
+origin_province = "chongqing"
+source = "certificates of the October green-power trade (example)"
+
+[[accounting.green_certificates]]
+id = "PV-2026-10"
+period = "2026-10"
+production_period = "2026-09"
+certificates = 114
+kind = "own_pv"
+origin_province = "chongqing"
+
+[[accounting.green_certificates]]
+id = "SC-2026-10"
+period = "2026-10"
+certificates = 10
+origin_province = "sichuan"
+"#
+        },
+        None,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+    let nf = &r["non_fossil"];
+    // Deducted: own PV 114 700 (metered) + green power 100 000 + unbundled (50 + 10) × 1 000
+    // = 274 700 kWh; the bundled 100 and own-PV 114 certificates add nothing.
+    assert_close(&r, "non_fossil.green_certificates", 60.0);
+    assert_close(&r, "non_fossil.certificates_refused", 214.0);
+    assert_close(&r, "non_fossil.green_certificate_kwh", 60_000.0);
+    assert_close(&r, "non_fossil.total_kwh", 274_700.0);
+    assert_close(&r, "non_fossil.deducted_kwh", 274_700.0);
+    // 274 700 × 0.1229 / 1000 = 33.76063 tce; assessment 631.958595 − 33.76063 = 598.197965.
+    assert_close(&r, "non_fossil_tce", 33.76063);
+    assert_close(&r, "assessment_energy_tce", 598.197965);
+    let status: Vec<(&str, &str)> = nf["certificate_batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap_or("-"),
+                b["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        vec![
+            ("-", "deducted"),
+            ("GP-2026-10", "refused_bundled"),
+            ("PV-2026-10", "refused_own_pv"),
+            ("SC-2026-10", "deducted"),
+        ]
+    );
+    let warnings: Vec<&str> = nf["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0]
+        .starts_with("green certificates GP-2026-10 (2026-10): 100 certificates bundled"));
+    assert!(warnings[1].starts_with("green certificates PV-2026-10 (2026-10): 114 non-tradable"));
+    assert!(warnings[2].contains("another province (sichuan)"));
+    // The warnings are in the report's notes too.
+    let notes = r["data_quality"]["notes"].to_string();
+    assert!(notes.contains("not deducted again"), "{notes}");
+
+    // Without the green-power purchase the bundled batch is still refused, and the report says
+    // the purchase is missing.
+    let case = edited_case(
+        |c| {
+            c.replace("kwh = 100000", "kwh = 0")
+                + r#"
+[[accounting.green_certificates]]
+id = "GP-2026-10"
+period = "2026-10"
+certificates = 100
+kind = "bundled"
+"#
+        },
+        None,
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+    // 114 700 + 0 + 50 000 = 164 700 kWh
+    assert_close(&r, "non_fossil.total_kwh", 164_700.0);
+    let warnings = r["non_fossil"]["warnings"].to_string();
+    assert!(
+        warnings.contains("only 0 kWh of green power is configured for 2026-10"),
+        "{warnings}"
+    );
+}
+
 #[test]
 fn reimporting_readings_writes_nothing_twice() {
     let data = tempfile::tempdir().unwrap();

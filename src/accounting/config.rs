@@ -337,14 +337,27 @@ pub struct GreenPower {
     pub source: Option<String>,
 }
 
-/// `[[accounting.green_certificates]]`
+/// `[[accounting.green_certificates]]`: one batch of certificates.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GreenCertificates {
+    /// The month the batch is counted for.
     pub period: String,
     pub certificates: u64,
     #[serde(default)]
     pub source: Option<String>,
+    /// Batch id (certificate numbers or the trade's reference).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The month the electricity was produced.
+    #[serde(default)]
+    pub production_period: Option<String>,
+    /// `unbundled` (default), `bundled` (with a green-power purchase) or `own_pv`.
+    #[serde(default)]
+    pub kind: super::certificates::CertificateKind,
+    /// Province of the generating plant.
+    #[serde(default)]
+    pub origin_province: Option<String>,
 }
 
 /// The counter that measures a carrier's consumption by default.
@@ -1052,15 +1065,34 @@ pub fn validate(
             );
         }
     }
-    let mut months = HashSet::new();
+    let (mut ids, mut anonymous) = (HashSet::new(), HashSet::new());
     for (i, g) in acc.green_certificates.iter().enumerate() {
         let at = format!("accounting.green_certificates[{i}]");
-        match g.period.parse::<super::calendar::Month>() {
-            Err(e) => push(format!("{at}.period"), e),
-            Ok(m) => {
-                if !months.insert(m) {
-                    push(format!("{at}.period"), format!("{m} is given twice"));
+        let period = g.period.parse::<super::calendar::Month>();
+        match (&period, &g.id) {
+            (Err(e), _) => push(format!("{at}.period"), e.clone()),
+            (Ok(_), Some(id)) => {
+                if !ids.insert(id.clone()) {
+                    push(format!("{at}.id"), format!("batch {id} is given twice"));
                 }
+            }
+            (Ok(m), None) => {
+                if !anonymous.insert(*m) {
+                    push(
+                        format!("{at}.period"),
+                        format!("{m} is given twice (give each batch an id)"),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &g.production_period {
+            match (p.parse::<super::calendar::Month>(), &period) {
+                (Err(e), _) => push(format!("{at}.production_period"), e),
+                (Ok(pm), Ok(m)) if pm > *m => push(
+                    format!("{at}.production_period"),
+                    format!("{pm} is after the period the batch is counted for ({m})"),
+                ),
+                _ => {}
             }
         }
     }
@@ -1305,6 +1337,22 @@ source = "x"
 [[accounting.green_certificates]]
 period = "2026"
 certificates = 1
+[[accounting.green_certificates]]
+id = "B1"
+period = "2026-10"
+production_period = "2026-11"
+certificates = 1
+kind = "bundled"
+[[accounting.green_certificates]]
+id = "B1"
+period = "2026-09"
+certificates = 1
+[[accounting.green_certificates]]
+period = "2026-10"
+certificates = 1
+[[accounting.green_certificates]]
+period = "2026-10"
+certificates = 2
 "#
         );
         let p = problems(&toml);
@@ -1321,6 +1369,9 @@ certificates = 1
             "accounting.factors[0].source: say where the kgce_per_unit comes from",
             "accounting.emission_factors[0].unit: \"kg\" does not convert to m3",
             "accounting.green_certificates[0].period: \"2026\" is not a month",
+            "accounting.green_certificates[1].production_period: 2026-11 is after the period the batch is counted for (2026-10)",
+            "accounting.green_certificates[2].id: batch B1 is given twice",
+            "accounting.green_certificates[4].period: 2026-10 is given twice (give each batch an id)",
         ];
         for e in expect {
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e}\n{p:#?}");

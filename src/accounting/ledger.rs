@@ -502,6 +502,7 @@ pub struct NonFossil {
     pub self_generated_kwh: f64,
     /// Purchased green power (绿电 trades).
     pub green_power_kwh: f64,
+    /// Certificates deducted (unbundled batches of the period's months).
     pub green_certificates: u64,
     pub kwh_per_certificate: f64,
     pub green_certificate_kwh: f64,
@@ -511,6 +512,12 @@ pub struct NonFossil {
     pub capped: bool,
     pub tce: f64,
     pub equal_value_tce: f64,
+    /// Certificates not deducted: bundled with green power or issued for own generation.
+    pub certificates_refused: u64,
+    /// Every certificate batch of the period's months and what became of it.
+    pub certificate_batches: Vec<super::certificates::BatchOut>,
+    /// Every refused, capped or questionable deduction, in words.
+    pub warnings: Vec<String>,
 }
 
 /// Electricity flows.
@@ -663,22 +670,23 @@ pub fn ledger(plan: &Plan, data: &RangeData, inputs: &Inputs, months: &[Month]) 
         .iter()
         .filter(|g| g.period.parse::<Month>().is_ok_and(|m| months.contains(&m)))
         .fold(0.0, |a, g| a + g.kwh);
-    let certs: u64 = plan
-        .cfg
-        .green_certificates
-        .iter()
-        .filter(|g| g.period.parse::<Month>().is_ok_and(|m| months.contains(&m)))
-        .map(|g| g.certificates)
-        .sum();
     let kwh_per_cert = plan
         .tables
         .kwh_per_green_certificate()
         .map(|c| c.value)
         .unwrap_or(0.0);
+    let cert_ledger = super::certificates::certificates(plan, months, kwh_per_cert);
+    let certs = cert_ledger.deductible;
     let self_generated = (elec.generated_kwh - elec.exported_kwh).max(0.0);
     let cert_kwh = certs as f64 * kwh_per_cert;
     let total_nf = self_generated + green_power_kwh + cert_kwh;
     let deducted = total_nf.min(elec.consumed_kwh.max(0.0));
+    let mut warnings = cert_ledger.warnings;
+    if deducted < total_nf {
+        warnings.push(format!(
+            "non-fossil electricity ({total_nf} kWh) exceeds the electricity consumed; {deducted} kWh deducted"
+        ));
+    }
     let non_fossil = NonFossil {
         self_generated_kwh: self_generated,
         green_power_kwh,
@@ -690,6 +698,9 @@ pub fn ledger(plan: &Plan, data: &RangeData, inputs: &Inputs, months: &[Month]) 
         capped: deducted < total_nf,
         tce: deducted * elec_factor / 1000.0,
         equal_value_tce: deducted * eq.kgce_per_kwh / 1000.0,
+        certificates_refused: cert_ledger.refused,
+        certificate_batches: cert_ledger.batches,
+        warnings,
     };
     Ledger {
         from_ms: from,

@@ -418,12 +418,7 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
     }
 
     // Notes from the ledgers.
-    if l.non_fossil.capped {
-        notes.push(format!(
-            "non-fossil electricity ({} kWh) exceeds the electricity consumed; {} kWh deducted",
-            l.non_fossil.total_kwh, l.non_fossil.deducted_kwh
-        ));
-    }
+    notes.extend(l.non_fossil.warnings.iter().cloned());
     if let Some(n) = &l.equal_value.note {
         notes.push(n.clone());
     }

@@ -155,6 +155,30 @@ pub fn grid_reason_label(r: &str) -> L {
     }
 }
 
+fn certificate_kind_label(k: &str) -> L {
+    match k {
+        "unbundled" => L("单独交易", "unbundled"),
+        "bundled" => L("随绿电交易", "bundled with green power"),
+        "own_pv" => L("自发自用(不可交易)", "own generation (non-tradable)"),
+        _ => L("", "unknown"),
+    }
+}
+
+fn certificate_status_label(st: &str) -> L {
+    match st {
+        "deducted" => L("扣除", "deducted"),
+        "refused_bundled" => L(
+            "不重复扣除(已随绿电扣除)",
+            "refused: deducted with the green power",
+        ),
+        "refused_own_pv" => L(
+            "不重复扣除(已按自发电量扣除)",
+            "refused: deducted as own generation",
+        ),
+        _ => L("", "unknown"),
+    }
+}
+
 fn grid_level_label(b: &str) -> L {
     match b {
         "province" => L("省级", "province"),
@@ -445,6 +469,43 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             "Electricity, feedstock and non-fossil",
         ),
     ));
+
+    // Green-certificate batches (113号): deducted or refused.
+    let rows = nf
+        .certificate_batches
+        .iter()
+        .map(|b| {
+            vec![
+                ot(&b.id),
+                t(&b.period),
+                ot(&b.production_period),
+                t(s(certificate_kind_label(b.kind.as_str()))),
+                ot(&b.origin_province),
+                n(b.certificates as f64, 0),
+                n(b.kwh, 0),
+                n(b.deductible_kwh, 0),
+                t(s(certificate_status_label(b.status))),
+                ot(&b.source),
+            ]
+        })
+        .collect();
+    out.push(Table {
+        id: "green_certificates",
+        title: L("绿证批次", "Green-certificate batches"),
+        columns: cols(&[
+            ("id", L("批次", "batch")),
+            ("period", L("计入月份", "counted for")),
+            ("production_period", L("生产月份", "produced")),
+            ("kind", L("类型", "kind")),
+            ("origin_province", L("来源省份", "province of origin")),
+            ("certificates", L("绿证数", "certificates")),
+            ("kwh", L("电量", "kWh")),
+            ("deductible_kwh", L("可扣除电量", "deductible kWh")),
+            ("status", L("处理", "status")),
+            ("source", L("依据", "source")),
+        ]),
+        rows,
+    });
 
     // Intensity
     let mut kv = Kv::new(lang);
