@@ -155,19 +155,38 @@ fn ceramic_tile_month_worked_example() {
         "intensity_comparable_tce_per_10k_cny",
         599.426965 / 1_900.0,
     );
-    // vs base 0.40: (599.426965 / 1 900 / 0.40 − 1) × 100 = −21.128030921052…%
+    // vs the configured base 0.40, declared gross (statistical returns, nothing deducted): like
+    // with like, the gross energy: 631.958595 / 1 900 = 0.332609786842…;
+    // (0.332609786842… / 0.40 − 1) × 100 = −16.847553289473…% (not −21.13 % after deductions).
+    assert_eq!(r["baseline"]["basis"], "gross");
+    assert_close(
+        &r,
+        "intensity_compared_tce_per_10k_cny",
+        631.958595 / 1_900.0,
+    );
     assert_close(
         &r,
         "change_vs_baseline_pct",
-        (599.426965 / 1_900.0 / 0.40 - 1.0) * 100.0,
+        (631.958595 / 1_900.0 / 0.40 - 1.0) * 100.0,
     );
-    // Path 2026: (0.87^(4/5) − 1) × 100 = −10.5428 %: on track.
+    // Path 2026: (0.87^(4/5) − 1) × 100 = −10.5428 %; a month is not judged against it.
     assert_close(
         &r,
         "target.path_change_pct",
         (0.87f64.powf(0.8) - 1.0) * 100.0,
     );
-    assert_eq!(r["on_track"], Value::Bool(true));
+    assert_eq!(r["on_track"], Value::Null);
+    assert_eq!(
+        r["progress"]["on_track"],
+        Value::Null,
+        "no value added for Jan-Sep"
+    );
+    assert_eq!(r["target"]["preset"], "chongqing-manufacturing-2023-2027");
+    assert_eq!(r["target"]["source"], "S87");
+    assert!(r["sources"]["S87"]
+        .as_str()
+        .unwrap()
+        .contains("累计下降13%"));
     // Unit energy 631 958.595 kgce / 130 000 m² = 4.86122 kgce/m²: GB 21252-2023 E ≤ 0.2 %
     // grade 2 (4.5 < x ≤ 5.5).
     assert_close(&r, "products.0.unit_energy", 631_958.595 / 130_000.0);

@@ -256,11 +256,11 @@ fn html_report_renders_in_headless_chromium() {
         "631.959",                                  // comprehensive energy, tce (当量值)
         "891.685",                                  // 等价值
         "0.3155",                                   // intensity, comparable prices
-        "-21.13",                                   // vs the 2022 baseline, %
-        "1,510.946",                                // tCO2
+        "-16.85",    // vs the 2022 baseline (gross, like with like), %
+        "1,510.946", // tCO2
         "本省因子，最新年份 province, latest year", // why this grid factor
-        "2,800.0",                                  // maximum demand, kW
-        "99.46",                                    // gas meter completeness, %
+        "2,800.0",   // maximum demand, kW
+        "99.46",     // gas meter completeness, %
         "综合能耗(当量值) comprehensive energy (equivalent value)",
     ] {
         assert!(dom.contains(key), "{key} is not in the rendered page");

@@ -119,6 +119,20 @@ pub struct TargetConfig {
     /// Cumulative change of intensity from the base year to the target year, percent.
     #[serde(default = "default_target_change")]
     pub target_change_pct: f64,
+    /// What the configured base intensity counts: `gross` (default; statistical returns) or
+    /// `after_deductions`.
+    #[serde(default)]
+    pub base_basis: Option<super::targets::BaseBasis>,
+    /// Price year of the comparable value added behind the base intensity (reported).
+    #[serde(default)]
+    pub base_price_year: Option<i32>,
+    /// A shipped target from a published plan (`chongqing-manufacturing-2023-2027`,
+    /// `rongchang-manufacturing-2023-2027`); it sets the source.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Where the target comes from (plan, notice, responsibility letter).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl Default for TargetConfig {
@@ -128,6 +142,10 @@ impl Default for TargetConfig {
             base_intensity_tce_per_10k_cny: None,
             target_year: default_target_year(),
             target_change_pct: default_target_change(),
+            base_basis: None,
+            base_price_year: None,
+            preset: None,
+            source: None,
         }
     }
 }
@@ -563,6 +581,42 @@ pub fn validate(
             "accounting.target.target_change_pct".into(),
             "must be a number greater than -100".into(),
         );
+    }
+    if let Some(id) = &t.preset {
+        match super::targets::preset(id) {
+            None => push(
+                "accounting.target.preset".into(),
+                format!(
+                    "unknown preset \"{id}\"; available: {}",
+                    super::targets::PRESETS
+                        .iter()
+                        .map(|p| p.id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(p) => {
+                if (p.base_year, p.target_year, p.target_change_pct)
+                    != (t.base_year, t.target_year, t.target_change_pct)
+                {
+                    push(
+                        "accounting.target.preset".into(),
+                        format!(
+                            "{id} is {} → {}, {} %; base_year, target_year and target_change_pct must match it (or drop the preset)",
+                            p.base_year, p.target_year, p.target_change_pct
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(y) = t.base_price_year {
+        if !(1990..=2200).contains(&y) {
+            push(
+                "accounting.target.base_price_year".into(),
+                format!("{y} is not a plausible year"),
+            );
+        }
     }
     if let Some(b) = t.base_intensity_tce_per_10k_cny {
         if !(b.is_finite() && b > 0.0) {

@@ -558,6 +558,22 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "",
     );
     kv.add(
+        "baseline_basis",
+        L("基期口径", "base basis"),
+        t(s(if r.baseline.basis == "gross" {
+            L("未扣除(统计口径)", "gross (nothing deducted)")
+        } else {
+            L("扣除原料用能和非化石能源后", "after the deductions")
+        })),
+        "",
+    );
+    kv.add(
+        "intensity_compared_tce_per_10k_cny",
+        L("同口径本期强度", "intensity on the base's basis"),
+        on(r.intensity_compared_tce_per_10k_cny, 4),
+        "tce/10k CNY",
+    );
+    kv.add(
         "change_vs_baseline_pct",
         L("较基期变化", "change vs base year"),
         on(r.change_vs_baseline_pct, 2),
@@ -595,6 +611,43 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "on_track",
         L("是否达到路径", "on track"),
         r.on_track.map(Cell::Flag).unwrap_or(Cell::Empty),
+        "",
+    );
+    let p = &r.progress;
+    kv.add(
+        "ytd_intensity_tce_per_10k_cny",
+        L(
+            "年初至今同口径强度",
+            "year-to-date intensity (base's basis)",
+        ),
+        on(p.ytd_intensity_tce_per_10k_cny, 4),
+        "tce/10k CNY",
+    );
+    kv.add(
+        "cumulative_change_pct",
+        L(
+            "较基期累计变化(年初至今)",
+            "cumulative change since the base year (YTD)",
+        ),
+        on(p.cumulative_change_pct, 2),
+        "%",
+    );
+    kv.add(
+        "completion_pct",
+        L("完成进度", "target completion"),
+        on(p.completion_pct, 1),
+        "%",
+    );
+    kv.add(
+        "progress_on_track",
+        L("年初至今是否达到路径", "on track (year to date)"),
+        p.on_track.map(Cell::Flag).unwrap_or(Cell::Empty),
+        "",
+    );
+    kv.add(
+        "target_source",
+        L("目标依据", "target source"),
+        ot(&r.target.source),
         "",
     );
     out.push(kv.table("intensity", L("能耗强度", "Energy intensity")));
