@@ -448,6 +448,108 @@ kind = "bundled"
     );
 }
 
+/// 803号 / 113号: deductions "同步从基年和目标年度". The base year 2022 is computed from its own
+/// meter data, PV, green power and certificates in the store, on the same basis as 2026-10.
+#[test]
+fn base_year_with_pv_and_certificates_is_compared_like_with_like() {
+    let case = edited_case(
+        |c| {
+            c.replace("base_intensity_tce_per_10k_cny = 0.40\n", "")
+                .replace("base_basis = \"gross\"\n", "")
+                + r#"source = "unbundled certificates, October 2026 (example)"
+
+[[accounting.green_power]]
+period = "2022-06"
+kwh = 200000
+source = "green power trade 2022 (example)"
+
+[[accounting.green_certificates]]
+id = "GP-2022-06"
+period = "2022-06"
+certificates = 200
+kind = "bundled"
+
+[[accounting.green_certificates]]
+id = "U-2022-06"
+period = "2022-06"
+certificates = 100
+"#
+        },
+        None,
+    );
+    // 2022: one measured quarter hour on 1 January, then the year's step to 2023-01-01.
+    let mut readings = std::fs::read_to_string(case.path().join("readings.csv")).unwrap();
+    for (device, quantity, start, end) in [
+        ("main", "energy_import", "100000", "4100000"),
+        ("main", "energy_export", "0", "10000"),
+        ("pv", "energy_import", "10000", "260000"),
+        ("gas", "gas_volume", "1000000.00", "5000000.00"),
+    ] {
+        for (time, v) in [
+            ("2022-01-01T00:00:00+08:00", start),
+            ("2022-01-01T00:15:00+08:00", start),
+            ("2023-01-01T00:00:00+08:00", end),
+        ] {
+            readings.push_str(&format!("{time},{device},{quantity},{v}\n"));
+        }
+    }
+    std::fs::write(case.path().join("readings.csv"), readings).unwrap();
+    let mut va = std::fs::read_to_string(case.path().join("value_added.csv")).unwrap();
+    for m in 1..=12 {
+        va.push_str(&format!("2022-{m:02},1200,1200\n"));
+    }
+    std::fs::write(case.path().join("value_added.csv"), va).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+
+    // Base 2022 by hand: electricity 4 000 000 + 250 000 − 10 000 = 4 240 000 kWh × 0.1229
+    // = 521.096 tce; gas 4 000 000 m³ × 1.2143 = 4 857.2 tce; gross 5 378.296 tce.
+    // Non-fossil: own PV 250 000 − 10 000 = 240 000 + green power 200 000 + 100 unbundled
+    // certificates 100 000 (the 200 bundled ones refused) = 540 000 kWh × 0.1229 = 66.366 tce.
+    // Assessment 5 378.296 − 66.366 = 5 311.93 tce ÷ 14 400 (12 × 1 200) = 0.368884027…
+    let base = (5_378.296 - 66.366) / 14_400.0;
+    assert_eq!(r["baseline"]["origin"], "computed");
+    assert_eq!(r["baseline"]["basis"], "after_deductions");
+    assert!(
+        (num(&r, "baseline.intensity_tce_per_10k_cny") - base).abs() < 1e-9,
+        "{}",
+        r["baseline"]
+    );
+    // 2026-10 on the same basis: 599.426965 / 1 900 (comparable) = 0.315487876…
+    let current = 599.426965 / 1_900.0;
+    assert_close(&r, "intensity_compared_tce_per_10k_cny", current);
+    // (0.315487876… / 0.368884027… − 1) × 100 = −14.4750…%
+    assert_close(&r, "change_vs_baseline_pct", (current / base - 1.0) * 100.0);
+    assert!((num(&r, "change_vs_baseline_pct") + 14.475).abs() < 1e-3);
+    // The month is not judged; the year to date lacks value added for January-September.
+    assert_eq!(r["on_track"], Value::Null);
+    assert_eq!(r["progress"]["cumulative_change_pct"], Value::Null);
+
+    // The base year's own report: the same deductions, the bundled batch refused.
+    let out = common::expect_success(&common::run_gateway(
+        data.path(),
+        &[
+            "report",
+            "--config",
+            case.path().join("config.toml").to_str().unwrap(),
+            "--period",
+            "2022",
+            "--format",
+            "json",
+        ],
+    ));
+    let y: Value = serde_json::from_str(&out).unwrap();
+    assert_close(&y, "non_fossil.total_kwh", 540_000.0);
+    assert_close(&y, "assessment_energy_tce", 5_311.93);
+    assert_close(&y, "non_fossil.certificates_refused", 200.0);
+    // A year is judged: the base year against itself is 0 % change, on the 0 % path, and its
+    // year to date is the year: 完成进度 0 %.
+    assert_close(&y, "change_vs_baseline_pct", 0.0);
+    assert_eq!(y["on_track"], Value::Bool(true));
+    assert_close(&y, "progress.cumulative_change_pct", 0.0);
+    assert_close(&y, "progress.completion_pct", 0.0);
+}
+
 #[test]
 fn reimporting_readings_writes_nothing_twice() {
     let data = tempfile::tempdir().unwrap();
