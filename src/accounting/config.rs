@@ -62,6 +62,29 @@ pub struct AccountingConfig {
     /// (see `crate::reporting::indicators`).
     #[serde(default)]
     pub indicators: crate::reporting::indicators::IndicatorsConfig,
+    /// `[accounting.enterprise]`: the identity every report carries.
+    #[serde(default)]
+    pub enterprise: EnterpriseConfig,
+}
+
+/// `[accounting.enterprise]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    /// Registered name (default: `[site] name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// 统一社会信用代码 (GB 32100-2015: 18 characters).
+    #[serde(default)]
+    pub credit_code: Option<String>,
+    /// Industry, GB/T 4754-2017 code (e.g. "C3071").
+    #[serde(default)]
+    pub industry_code: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Contact person and telephone.
+    #[serde(default)]
+    pub contact: Option<String>,
 }
 
 impl Default for AccountingConfig {
@@ -82,6 +105,7 @@ impl Default for AccountingConfig {
             green_power: Vec::new(),
             green_certificates: Vec::new(),
             indicators: Default::default(),
+            enterprise: EnterpriseConfig::default(),
         }
     }
 }
@@ -1150,6 +1174,31 @@ pub fn validate(
             }
         }
     }
+    let e = &acc.enterprise;
+    if let Some(c) = &e.credit_code {
+        // GB 32100-2015: 18 characters of 0-9 and A-Y without I, O, S, V, Z.
+        let ok = c.chars().count() == 18
+            && c.chars()
+                .all(|ch| ch.is_ascii_digit() || "ABCDEFGHJKLMNPQRTUWXY".contains(ch));
+        if !ok {
+            push(
+                "accounting.enterprise.credit_code".into(),
+                "a 统一社会信用代码 is 18 characters: digits and capital letters except I, O, S, V, Z".into(),
+            );
+        }
+    }
+    if let Some(c) = &e.industry_code {
+        // GB/T 4754-2017: an optional section letter A-T, then 2 to 4 digits.
+        let digits = c
+            .strip_prefix(|ch: char| ('A'..='T').contains(&ch))
+            .unwrap_or(c);
+        if !(2..=4).contains(&digits.len()) || !digits.chars().all(|ch| ch.is_ascii_digit()) {
+            push(
+                "accounting.enterprise.industry_code".into(),
+                format!("\"{c}\" is not a GB/T 4754 code (e.g. \"C3071\")"),
+            );
+        }
+    }
     crate::reporting::indicators::validate(&acc.indicators, push);
 }
 
@@ -1388,6 +1437,9 @@ carrier = "natural_gas"
 unit = "kg"
 tco2_per_unit = 1.0
 source = "x"
+[accounting.enterprise]
+credit_code = "91500226MA00EXAMPS"
+industry_code = "3071X"
 [[accounting.green_certificates]]
 period = "2026"
 certificates = 1
@@ -1423,6 +1475,8 @@ certificates = 2
             "accounting.factors[0].source: say where the kgce_per_unit comes from",
             "accounting.emission_factors[0].unit: \"kg\" does not convert to m3",
             "accounting.green_certificates[0].period: \"2026\" is not a month",
+            "accounting.enterprise.credit_code: a 统一社会信用代码 is 18 characters",
+            "accounting.enterprise.industry_code: \"3071X\" is not a GB/T 4754 code",
             "accounting.green_certificates[1].production_period: 2026-11 is after the period the batch is counted for (2026-10)",
             "accounting.green_certificates[2].id: batch B1 is given twice",
             "accounting.green_certificates[4].period: 2026-10 is given twice (give each batch an id)",

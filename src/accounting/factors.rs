@@ -231,6 +231,8 @@ pub struct Tables {
     pub limits: Vec<LimitRow>,
     /// Set when a site file was merged in.
     pub override_file: Option<String>,
+    /// Each merged file and its edition (when the file names one), in load order.
+    pub editions: Vec<(String, Option<String>)>,
 }
 
 /// Units the tables may use, and how many base units each is (kg and t, MJ and GJ, kWh and MWh).
@@ -291,6 +293,7 @@ impl Tables {
             grid: Vec::new(),
             limits: Vec::new(),
             override_file: None,
+            editions: Vec::new(),
         };
         for (name, text) in [
             ("sources.toml", SOURCES),
@@ -299,12 +302,15 @@ impl Tables {
             ("limits-gb.toml", LIMITS),
         ] {
             let f = parse_file(name, text)?;
+            t.editions.push((name.to_string(), f.edition.clone()));
             t.merge(f, name, false)?;
         }
         if let Some(path) = override_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let f = parse_file(&path.display().to_string(), &text)?;
+            t.editions
+                .push((path.display().to_string(), f.edition.clone()));
             t.merge(f, &path.display().to_string(), true)?;
             t.override_file = Some(path.display().to_string());
         }

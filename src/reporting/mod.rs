@@ -223,10 +223,33 @@ pub struct DataQuality {
     pub notes: Vec<String>,
 }
 
+/// Who the report is about and what made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnterpriseOut {
+    pub name: Option<String>,
+    /// 统一社会信用代码.
+    pub credit_code: Option<String>,
+    /// GB/T 4754-2017 industry code.
+    pub industry_code: Option<String>,
+    pub address: Option<String>,
+    pub contact: Option<String>,
+    /// energy-gateway version that computed the report.
+    pub software_version: &'static str,
+    /// Each factor-table file and its edition.
+    pub factor_tables: Vec<FactorTableOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FactorTableOut {
+    pub file: String,
+    pub edition: Option<String>,
+}
+
 /// The account of one site for one period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub site: String,
+    pub enterprise: EnterpriseOut,
     pub period: String,
     pub period_kind: &'static str,
     pub timezone: String,
@@ -683,8 +706,47 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
     tags.extend(["S40", "S55", "S59"].map(String::from));
     tags.sort();
     tags.dedup();
+    let e = &plan.cfg.enterprise;
+    let enterprise = EnterpriseOut {
+        name: e.name.clone().or_else(|| cfg.site.name.clone()),
+        credit_code: e.credit_code.clone(),
+        industry_code: e.industry_code.clone(),
+        address: e.address.clone(),
+        contact: e.contact.clone(),
+        software_version: env!("CARGO_PKG_VERSION"),
+        factor_tables: plan
+            .tables
+            .editions
+            .iter()
+            .map(|(file, edition)| FactorTableOut {
+                file: file.clone(),
+                edition: edition.clone(),
+            })
+            .collect(),
+    };
+    let unset: Vec<&str> = [
+        ("name", enterprise.name.is_none()),
+        ("credit_code", enterprise.credit_code.is_none()),
+        ("industry_code", enterprise.industry_code.is_none()),
+        ("address", enterprise.address.is_none()),
+        ("contact", enterprise.contact.is_none()),
+    ]
+    .into_iter()
+    .filter(|(_, m)| *m)
+    .map(|(k, _)| k)
+    .collect();
+    if !unset.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "enterprise identity incomplete: set {} in [accounting.enterprise]",
+                unset.join(", ")
+            ),
+        );
+    }
     let mut report = Report {
         site: plan.site.clone(),
+        enterprise,
         period: period.to_string(),
         period_kind: period.kind(),
         timezone: tz.name().to_string(),

@@ -214,6 +214,44 @@ fn band_label(b: &str) -> L {
 pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
     let mut out = Vec::new();
     let s = |l: L| lang.show(l);
+    // Enterprise identity
+    let e = &r.enterprise;
+    let mut kv = Kv::new(lang);
+    kv.add("name", L("企业名称", "enterprise"), ot(&e.name), "");
+    kv.add(
+        "credit_code",
+        L("统一社会信用代码", "unified social credit code"),
+        ot(&e.credit_code),
+        "",
+    );
+    kv.add(
+        "industry_code",
+        L("行业代码(GB/T 4754)", "industry (GB/T 4754)"),
+        ot(&e.industry_code),
+        "",
+    );
+    kv.add("address", L("地址", "address"), ot(&e.address), "");
+    kv.add("contact", L("联系人", "contact"), ot(&e.contact), "");
+    kv.add(
+        "software_version",
+        L("软件版本", "software version"),
+        t(format!("energy-gateway {}", e.software_version)),
+        "",
+    );
+    kv.add(
+        "factor_tables",
+        L("系数表版本", "factor tables"),
+        t(e.factor_tables
+            .iter()
+            .map(|f| match &f.edition {
+                Some(ed) => format!("{} ({ed})", f.file),
+                None => f.file.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")),
+        "",
+    );
+    out.push(kv.table("enterprise", L("企业信息", "Enterprise")));
 
     // Summary
     let mut kv = Kv::new(lang);
