@@ -10,8 +10,8 @@
 //! which the reference marks as not confirmed to be the score weight.
 //!
 //! 亩均 (S59): 单位能耗增加值 = 工业增加值 ÷ 综合能耗(等价值); 亩均增加值 = 工业增加值 ÷ 用地面积.
-//! Energy per 亩 (等价值 ÷ 用地面积) is asked for by the issue and has no sourced formula beyond
-//! that division.
+//! Energy per 亩 (等价值 ÷ 用地面积) has no sourced formula beyond that division, and the report
+//! says so.
 
 use serde::{Deserialize, Serialize};
 
@@ -435,7 +435,7 @@ pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Ind
             value: land.map(|l| ev / l),
             unit: "tce/mu",
             formula: "综合能耗(等价值) ÷ 用地面积",
-            source: "issue 8 (division only; no sourced formula)",
+            source: "unsourced: no published formula found; the per-亩 division of S59 applied to 综合能耗(等价值)",
         },
     ];
     if land.is_none() {
