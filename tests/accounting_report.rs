@@ -314,7 +314,7 @@ fn cement_plant_in_the_national_ets_takes_the_national_factor() {
             )
             .replace(
                 "limit = \"gb21252-2023.tile_dry_pressed_e_le_0_2\"",
-                "limit = \"gb16780-2021.cement\"",
+                "limit = \"gb16780-2021.cement\"\nshare_pct = 80",
             )
         },
         Some("period,product,quantity\n2026-10,cement,7000\n"),
@@ -329,9 +329,15 @@ fn cement_plant_in_the_national_ets_takes_the_national_factor() {
     // 1 351 850 kWh × 0.5306 t/MWh = 717.29161 t
     assert_close(&r, "carbon.scope2_tco2", 717.29161);
     assert_close(&r, "carbon.total_tco2", 804.334236948 + 717.29161);
-    // 631 958.595 kgce / 7 000 t = 90.279799… kgce/t: GB 16780-2021 grade 3 (87 < x ≤ 94).
+    // 631 958.595 kgce / 7 000 t = 90.279799… kgce/t. GB 16780-2021's grades 80/87/94 are for
+    // 75 % clinker; at 80 % they move additively by 5 × 1.10/1.15/1.20: 85.5/92.75/100 → grade 2
+    // (it would be grade 3 against the uncorrected 87).
     assert_close(&r, "products.0.unit_energy", 631_958.595 / 7_000.0);
-    assert_eq!(r["products"][0]["grade"], "grade_3");
+    assert_close(&r, "products.0.limit.grade1", 85.5);
+    assert_close(&r, "products.0.limit.grade2", 92.75);
+    assert_close(&r, "products.0.limit.grade3", 100.0);
+    assert_close(&r, "products.0.limit.share_pct", 80.0);
+    assert_eq!(r["products"][0]["grade"], "grade_2");
     assert_close(
         &r,
         "products.0.co2_kg_per_unit",

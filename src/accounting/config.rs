@@ -326,6 +326,10 @@ pub struct ProductConfig {
     /// Multiplies the limit's grade values (thickness, altitude… corrections of the standard).
     #[serde(default = "one")]
     pub limit_correction: f64,
+    /// The product's share that moves the limit's grades additively, percent (GB 16780-2021
+    /// cement: clinker share; the grades are for 75 %).
+    #[serde(default)]
+    pub share_pct: Option<f64>,
     /// 标杆 level, in the limit's unit.
     #[serde(default)]
     pub benchmark: Option<f64>,
@@ -970,6 +974,14 @@ pub fn validate(
                     ),
                 ),
                 Some(_) => {}
+            }
+        }
+        if let Some(s) = p.share_pct {
+            if !(s.is_finite() && s > 0.0 && s <= 100.0) {
+                push(
+                    format!("{at}.share_pct"),
+                    "must be a percentage above 0 and at most 100".into(),
+                );
             }
         }
         if !(p.limit_correction.is_finite() && p.limit_correction > 0.0) {

@@ -207,9 +207,33 @@ pub struct LimitRow {
     pub sources: Vec<String>,
     #[serde(default)]
     pub note: Option<String>,
+    /// Additive correction by a share (GB 16780-2021 cement: clinker share): the grades move by
+    /// `per_share_point[i]` per percentage point of the product's `share_pct` away from this.
+    #[serde(default)]
+    pub share_reference_pct: Option<f64>,
+    /// Per grade 1, 2, 3, in the row's unit per percentage point.
+    #[serde(default)]
+    pub per_share_point: Vec<f64>,
 }
 
 impl LimitRow {
+    /// The row with its grades moved additively for a product share (when the row has such a
+    /// correction and the share is given); otherwise the row as it is.
+    pub fn with_share(&self, share_pct: Option<f64>) -> LimitRow {
+        let mut r = self.clone();
+        if let (Some(reference), Some(share), [k1, k2, k3]) = (
+            self.share_reference_pct,
+            share_pct,
+            self.per_share_point.as_slice(),
+        ) {
+            let d = share - reference;
+            r.grade1 = r.grade1.map(|g| g + k1 * d);
+            r.grade2 = r.grade2.map(|g| g + k2 * d);
+            r.grade3 = r.grade3.map(|g| g + k3 * d);
+        }
+        r
+    }
+
     /// The product unit this row is per (`m2` of `kgce/m2`).
     pub fn product_unit(&self) -> &str {
         self.unit.split_once('/').map(|(_, u)| u).unwrap_or("")
@@ -529,6 +553,14 @@ impl Tables {
                 .into_iter()
                 .flatten()
                 .collect();
+            if (r.per_share_point.is_empty() != r.share_reference_pct.is_none())
+                || !(r.per_share_point.is_empty() || r.per_share_point.len() == 3)
+            {
+                problems.push(format!(
+                    "limit row {}: give share_reference_pct with three per_share_point values, or neither",
+                    r.id
+                ));
+            }
             if grades.is_empty() || grades.windows(2).any(|w| w[0] > w[1]) {
                 problems.push(format!(
                     "limit row {}: grades must be given and must not decrease from grade 1 to 3",
