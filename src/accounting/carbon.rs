@@ -419,4 +419,44 @@ type = "f32"
         );
         assert_eq!(g.reason, reason::CONFIGURED_YEAR);
     }
+
+    #[test]
+    fn a_measured_ncv_changes_energy_and_co2_alike() {
+        let toml = r#"
+[site]
+id = "plant-1"
+
+[[devices]]
+id = "gas"
+carrier = "natural_gas"
+[devices.modbus]
+address = "127.0.0.1:5022"
+[[devices.points]]
+quantity = "gas_volume"
+register = 0
+type = "u32"
+
+[[accounting.factors]]
+carrier = "natural_gas"
+ncv_kj_per_unit = 36000
+source = "gas supplier's monthly analysis (example)"
+"#;
+        let cfg = crate::config::load_str(toml).unwrap();
+        let plan = Plan::build(&cfg).unwrap();
+        // Energy: 36 000 / 29 307 kgce/m³.
+        let f = &plan.factors["natural_gas"];
+        assert!((f.kgce_per_unit - 36_000.0 / 29_307.0).abs() < 1e-12);
+        // CO₂: 36 000 kJ = 3.6e-5 TJ × 15.3 tC/TJ × 0.99 × 44/12 t/m³, not the table's 389.31 GJ/10⁴ m³.
+        let e = &plan.emissions["natural_gas"];
+        let expected = 36_000.0 / 1e9 * 15.3 * 0.99 * 44.0 / 12.0;
+        assert!(
+            (e.tco2_per_unit - expected).abs() < 1e-15,
+            "{}",
+            e.tco2_per_unit
+        );
+        assert_eq!(
+            e.site_source.as_deref(),
+            Some("gas supplier's monthly analysis (example)")
+        );
+    }
 }

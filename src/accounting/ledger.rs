@@ -343,6 +343,26 @@ fn emission_factor(
         }));
     }
     if let Some(row) = tables.fuel_row(carrier) {
+        // One calorific basis per carrier: a site-measured NCV (per unit of the carrier's energy
+        // row) replaces the table's NCV in the CO₂ factor too.
+        let measured = acc
+            .factors
+            .iter()
+            .find(|o| o.carrier == carrier)
+            .and_then(|o| o.ncv_kj_per_unit.map(|n| (n, o.source.clone())));
+        if let Some((ncv_kj, source)) = measured {
+            return Ok(Some(EmissionFactor {
+                carrier: carrier.into(),
+                tco2_per_unit: ncv_kj / 1e9 * row.cc_tc_per_tj * row.oxidation * 44.0 / 12.0,
+                row: row.id.clone(),
+                scope: 1,
+                sources: row.sources.clone(),
+                site_source: source,
+                note: Some(format!(
+                    "measured NCV {ncv_kj} kJ/{unit} (the energy's) with the row's carbon content and oxidation"
+                )),
+            }));
+        }
         return Ok(Some(EmissionFactor {
             carrier: carrier.into(),
             tco2_per_unit: row.tco2_per_unit() * per(&row.unit)?,
