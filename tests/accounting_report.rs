@@ -556,6 +556,46 @@ certificates = 100
     assert_close(&y, "progress.completion_pct", 0.0);
 }
 
+/// GB/T 36132: two graded products make one 单位产品综合能耗 indicator, each weighted by its
+/// energy (tce), not 8 points each.
+#[test]
+fn two_products_share_one_unit_energy_indicator_by_tce() {
+    let case = edited_case(
+        |c| {
+            c.replace("common_share = 1.0", "common_share = 0.75")
+                + r#"
+[[accounting.products]]
+id = "wall"
+name = "Wall tile (E 0.5-10 %)"
+unit = "m2"
+common_share = 0.25
+limit = "gb21252-2023.tile_dry_pressed_e_0_5_to_10"
+"#
+        },
+        Some("period,product,quantity\n2026-10,tile,100000\n2026-10,wall,50000\n"),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let r = import_and_report(case.path(), data.path(), "2026-10");
+    let g = r["indicators"]["green_factory"].as_array().unwrap();
+    // tile: 0.75 × 631.958595 = 473.96894625 tce / 100 000 m² = 4.7396894625 kgce/m²:
+    // score (5.5 − 4.7396894625) / (5.5 − 4.5) = 0.7603105375; weight 8 × 0.75 = 6.
+    assert_eq!(g[0]["id"], "unit_product_energy.tile");
+    assert_close(&r, "indicators.green_factory.0.score", 0.7603105375);
+    assert_close(&r, "indicators.green_factory.0.weight", 6.0);
+    assert_close(&r, "indicators.green_factory.0.points", 6.0 * 0.7603105375);
+    // wall: 0.25 × 631.958595 = 157.98964875 tce / 50 000 = 3.159792975 ≤ 引领值 3.4: score 1;
+    // weight 8 × 0.25 = 2.
+    assert_eq!(g[1]["id"], "unit_product_energy.wall");
+    assert_close(&r, "indicators.green_factory.1.score", 1.0);
+    assert_close(&r, "indicators.green_factory.1.weight", 2.0);
+    // Together the indicator counts 8 points at most.
+    assert_close(
+        &r,
+        "indicators.green_factory.0.weight",
+        8.0 - num(&r, "indicators.green_factory.1.weight"),
+    );
+}
+
 #[test]
 fn reimporting_readings_writes_nothing_twice() {
     let data = tempfile::tempdir().unwrap();

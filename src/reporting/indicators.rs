@@ -338,6 +338,19 @@ pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Ind
             None,
         ));
     }
+    // GB/T 36132: 单位产品综合能耗 is one indicator; with several products each one's share of its
+    // weight is its share of the products' energy (tce), so together they count once.
+    let total_tce: f64 = limited.iter().map(|p| p.energy_tce).sum();
+    if limited.len() > 1 && total_tce > 0.0 {
+        for (ind, p) in g.iter_mut().zip(&limited) {
+            ind.weight *= p.energy_tce / total_tce;
+            ind.points = ind.score.map(|s| s * ind.weight);
+        }
+        notes.push(format!(
+            "单位产品综合能耗 of {} products weighted by their energy (tce) within one indicator",
+            limited.len()
+        ));
+    }
     if limited.is_empty() {
         if output_value.is_none() {
             notes.push(format!(
