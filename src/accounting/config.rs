@@ -65,6 +65,29 @@ pub struct AccountingConfig {
     /// `[accounting.service]`: the cadence of the accounting service of `run`.
     #[serde(default)]
     pub service: super::service::ServiceConfig,
+    /// `[accounting.enterprise]`: the identity every report carries.
+    #[serde(default)]
+    pub enterprise: EnterpriseConfig,
+}
+
+/// `[accounting.enterprise]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    /// Registered name (default: `[site] name`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// 统一社会信用代码 (GB 32100-2015: 18 characters).
+    #[serde(default)]
+    pub credit_code: Option<String>,
+    /// Industry, GB/T 4754-2017 code (e.g. "C3071").
+    #[serde(default)]
+    pub industry_code: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Contact person and telephone.
+    #[serde(default)]
+    pub contact: Option<String>,
 }
 
 impl Default for AccountingConfig {
@@ -86,6 +109,7 @@ impl Default for AccountingConfig {
             green_certificates: Vec::new(),
             indicators: Default::default(),
             service: Default::default(),
+            enterprise: EnterpriseConfig::default(),
         }
     }
 }
@@ -123,6 +147,20 @@ pub struct TargetConfig {
     /// Cumulative change of intensity from the base year to the target year, percent.
     #[serde(default = "default_target_change")]
     pub target_change_pct: f64,
+    /// What the configured base intensity counts: `gross` (default; statistical returns) or
+    /// `after_deductions`.
+    #[serde(default)]
+    pub base_basis: Option<super::targets::BaseBasis>,
+    /// Price year of the comparable value added behind the base intensity (reported).
+    #[serde(default)]
+    pub base_price_year: Option<i32>,
+    /// A shipped target from a published plan (`chongqing-manufacturing-2023-2027`,
+    /// `rongchang-manufacturing-2023-2027`); it sets the source.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Where the target comes from (plan, notice, responsibility letter).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl Default for TargetConfig {
@@ -132,6 +170,10 @@ impl Default for TargetConfig {
             base_intensity_tce_per_10k_cny: None,
             target_year: default_target_year(),
             target_change_pct: default_target_change(),
+            base_basis: None,
+            base_price_year: None,
+            preset: None,
+            source: None,
         }
     }
 }
@@ -182,6 +224,10 @@ pub struct CarbonConfig {
     pub factor_year: Option<i32>,
     #[serde(default)]
     pub scope2_method: Scope2Method,
+    /// The enterprise is in the national carbon market (power, cement, steel, aluminium…): its
+    /// sector's supplementary data table prescribes the national average grid factor.
+    #[serde(default)]
+    pub national_ets: bool,
 }
 
 /// What a meter measures for the accounts.
@@ -284,6 +330,10 @@ pub struct ProductConfig {
     /// Multiplies the limit's grade values (thickness, altitude… corrections of the standard).
     #[serde(default = "one")]
     pub limit_correction: f64,
+    /// The product's share that moves the limit's grades additively, percent (GB 16780-2021
+    /// cement: clinker share; the grades are for 75 %).
+    #[serde(default)]
+    pub share_pct: Option<f64>,
     /// 标杆 level, in the limit's unit.
     #[serde(default)]
     pub benchmark: Option<f64>,
@@ -337,14 +387,27 @@ pub struct GreenPower {
     pub source: Option<String>,
 }
 
-/// `[[accounting.green_certificates]]`
+/// `[[accounting.green_certificates]]`: one batch of certificates.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GreenCertificates {
+    /// The month the batch is counted for.
     pub period: String,
     pub certificates: u64,
     #[serde(default)]
     pub source: Option<String>,
+    /// Batch id (certificate numbers or the trade's reference).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The month the electricity was produced.
+    #[serde(default)]
+    pub production_period: Option<String>,
+    /// `unbundled` (default), `bundled` (with a green-power purchase) or `own_pv`.
+    #[serde(default)]
+    pub kind: super::certificates::CertificateKind,
+    /// Province of the generating plant.
+    #[serde(default)]
+    pub origin_province: Option<String>,
 }
 
 /// The counter that measures a carrier's consumption by default.
@@ -550,6 +613,42 @@ pub fn validate(
             "accounting.target.target_change_pct".into(),
             "must be a number greater than -100".into(),
         );
+    }
+    if let Some(id) = &t.preset {
+        match super::targets::preset(id) {
+            None => push(
+                "accounting.target.preset".into(),
+                format!(
+                    "unknown preset \"{id}\"; available: {}",
+                    super::targets::PRESETS
+                        .iter()
+                        .map(|p| p.id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(p) => {
+                if (p.base_year, p.target_year, p.target_change_pct)
+                    != (t.base_year, t.target_year, t.target_change_pct)
+                {
+                    push(
+                        "accounting.target.preset".into(),
+                        format!(
+                            "{id} is {} → {}, {} %; base_year, target_year and target_change_pct must match it (or drop the preset)",
+                            p.base_year, p.target_year, p.target_change_pct
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(y) = t.base_price_year {
+        if !(1990..=2200).contains(&y) {
+            push(
+                "accounting.target.base_price_year".into(),
+                format!("{y} is not a plausible year"),
+            );
+        }
     }
     if let Some(b) = t.base_intensity_tce_per_10k_cny {
         if !(b.is_finite() && b > 0.0) {
@@ -881,6 +980,14 @@ pub fn validate(
                 Some(_) => {}
             }
         }
+        if let Some(s) = p.share_pct {
+            if !(s.is_finite() && s > 0.0 && s <= 100.0) {
+                push(
+                    format!("{at}.share_pct"),
+                    "must be a percentage above 0 and at most 100".into(),
+                );
+            }
+        }
         if !(p.limit_correction.is_finite() && p.limit_correction > 0.0) {
             push(
                 format!("{at}.limit_correction"),
@@ -1052,16 +1159,60 @@ pub fn validate(
             );
         }
     }
-    let mut months = HashSet::new();
+    let (mut ids, mut anonymous) = (HashSet::new(), HashSet::new());
     for (i, g) in acc.green_certificates.iter().enumerate() {
         let at = format!("accounting.green_certificates[{i}]");
-        match g.period.parse::<super::calendar::Month>() {
-            Err(e) => push(format!("{at}.period"), e),
-            Ok(m) => {
-                if !months.insert(m) {
-                    push(format!("{at}.period"), format!("{m} is given twice"));
+        let period = g.period.parse::<super::calendar::Month>();
+        match (&period, &g.id) {
+            (Err(e), _) => push(format!("{at}.period"), e.clone()),
+            (Ok(_), Some(id)) => {
+                if !ids.insert(id.clone()) {
+                    push(format!("{at}.id"), format!("batch {id} is given twice"));
                 }
             }
+            (Ok(m), None) => {
+                if !anonymous.insert(*m) {
+                    push(
+                        format!("{at}.period"),
+                        format!("{m} is given twice (give each batch an id)"),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &g.production_period {
+            match (p.parse::<super::calendar::Month>(), &period) {
+                (Err(e), _) => push(format!("{at}.production_period"), e),
+                (Ok(pm), Ok(m)) if pm > *m => push(
+                    format!("{at}.production_period"),
+                    format!("{pm} is after the period the batch is counted for ({m})"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    let e = &acc.enterprise;
+    if let Some(c) = &e.credit_code {
+        // GB 32100-2015: 18 characters of 0-9 and A-Y without I, O, S, V, Z.
+        let ok = c.chars().count() == 18
+            && c.chars()
+                .all(|ch| ch.is_ascii_digit() || "ABCDEFGHJKLMNPQRTUWXY".contains(ch));
+        if !ok {
+            push(
+                "accounting.enterprise.credit_code".into(),
+                "a 统一社会信用代码 is 18 characters: digits and capital letters except I, O, S, V, Z".into(),
+            );
+        }
+    }
+    if let Some(c) = &e.industry_code {
+        // GB/T 4754-2017: an optional section letter A-T, then 2 to 4 digits.
+        let digits = c
+            .strip_prefix(|ch: char| ('A'..='T').contains(&ch))
+            .unwrap_or(c);
+        if !(2..=4).contains(&digits.len()) || !digits.chars().all(|ch| ch.is_ascii_digit()) {
+            push(
+                "accounting.enterprise.industry_code".into(),
+                format!("\"{c}\" is not a GB/T 4754 code (e.g. \"C3071\")"),
+            );
         }
     }
     crate::reporting::indicators::validate(&acc.indicators, push);
@@ -1302,9 +1453,28 @@ carrier = "natural_gas"
 unit = "kg"
 tco2_per_unit = 1.0
 source = "x"
+[accounting.enterprise]
+credit_code = "91500226MA00EXAMPS"
+industry_code = "3071X"
 [[accounting.green_certificates]]
 period = "2026"
 certificates = 1
+[[accounting.green_certificates]]
+id = "B1"
+period = "2026-10"
+production_period = "2026-11"
+certificates = 1
+kind = "bundled"
+[[accounting.green_certificates]]
+id = "B1"
+period = "2026-09"
+certificates = 1
+[[accounting.green_certificates]]
+period = "2026-10"
+certificates = 1
+[[accounting.green_certificates]]
+period = "2026-10"
+certificates = 2
 "#
         );
         let p = problems(&toml);
@@ -1321,6 +1491,11 @@ certificates = 1
             "accounting.factors[0].source: say where the kgce_per_unit comes from",
             "accounting.emission_factors[0].unit: \"kg\" does not convert to m3",
             "accounting.green_certificates[0].period: \"2026\" is not a month",
+            "accounting.enterprise.credit_code: a 统一社会信用代码 is 18 characters",
+            "accounting.enterprise.industry_code: \"3071X\" is not a GB/T 4754 code",
+            "accounting.green_certificates[1].production_period: 2026-11 is after the period the batch is counted for (2026-10)",
+            "accounting.green_certificates[2].id: batch B1 is given twice",
+            "accounting.green_certificates[4].period: 2026-10 is given twice (give each batch an id)",
         ];
         for e in expect {
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e}\n{p:#?}");

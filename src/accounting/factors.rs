@@ -207,9 +207,33 @@ pub struct LimitRow {
     pub sources: Vec<String>,
     #[serde(default)]
     pub note: Option<String>,
+    /// Additive correction by a share (GB 16780-2021 cement: clinker share): the grades move by
+    /// `per_share_point[i]` per percentage point of the product's `share_pct` away from this.
+    #[serde(default)]
+    pub share_reference_pct: Option<f64>,
+    /// Per grade 1, 2, 3, in the row's unit per percentage point.
+    #[serde(default)]
+    pub per_share_point: Vec<f64>,
 }
 
 impl LimitRow {
+    /// The row with its grades moved additively for a product share (when the row has such a
+    /// correction and the share is given); otherwise the row as it is.
+    pub fn with_share(&self, share_pct: Option<f64>) -> LimitRow {
+        let mut r = self.clone();
+        if let (Some(reference), Some(share), [k1, k2, k3]) = (
+            self.share_reference_pct,
+            share_pct,
+            self.per_share_point.as_slice(),
+        ) {
+            let d = share - reference;
+            r.grade1 = r.grade1.map(|g| g + k1 * d);
+            r.grade2 = r.grade2.map(|g| g + k2 * d);
+            r.grade3 = r.grade3.map(|g| g + k3 * d);
+        }
+        r
+    }
+
     /// The product unit this row is per (`m2` of `kgce/m2`).
     pub fn product_unit(&self) -> &str {
         self.unit.split_once('/').map(|(_, u)| u).unwrap_or("")
@@ -231,6 +255,8 @@ pub struct Tables {
     pub limits: Vec<LimitRow>,
     /// Set when a site file was merged in.
     pub override_file: Option<String>,
+    /// Each merged file and its edition (when the file names one), in load order.
+    pub editions: Vec<(String, Option<String>)>,
 }
 
 /// Units the tables may use, and how many base units each is (kg and t, MJ and GJ, kWh and MWh).
@@ -291,6 +317,7 @@ impl Tables {
             grid: Vec::new(),
             limits: Vec::new(),
             override_file: None,
+            editions: Vec::new(),
         };
         for (name, text) in [
             ("sources.toml", SOURCES),
@@ -299,12 +326,15 @@ impl Tables {
             ("limits-gb.toml", LIMITS),
         ] {
             let f = parse_file(name, text)?;
+            t.editions.push((name.to_string(), f.edition.clone()));
             t.merge(f, name, false)?;
         }
         if let Some(path) = override_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let f = parse_file(&path.display().to_string(), &text)?;
+            t.editions
+                .push((path.display().to_string(), f.edition.clone()));
             t.merge(f, &path.display().to_string(), true)?;
             t.override_file = Some(path.display().to_string());
         }
@@ -523,6 +553,14 @@ impl Tables {
                 .into_iter()
                 .flatten()
                 .collect();
+            if (r.per_share_point.is_empty() != r.share_reference_pct.is_none())
+                || !(r.per_share_point.is_empty() || r.per_share_point.len() == 3)
+            {
+                problems.push(format!(
+                    "limit row {}: give share_reference_pct with three per_share_point values, or neither",
+                    r.id
+                ));
+            }
             if grades.is_empty() || grades.windows(2).any(|w| w[0] > w[1]) {
                 problems.push(format!(
                     "limit row {}: grades must be given and must not decrease from grade 1 to 3",
@@ -590,6 +628,22 @@ impl Tables {
         self.grid
             .iter()
             .find(|r| r.year == year && r.area == area && r.series == series)
+    }
+
+    /// The factor of `area` and `series` at its latest year not after `year`.
+    pub fn latest_grid(&self, area: &str, series: GridSeries, year: i32) -> Option<&GridRow> {
+        self.grid
+            .iter()
+            .filter(|r| r.area == area && r.series == series && r.year <= year)
+            .max_by_key(|r| r.year)
+    }
+
+    /// The factor of `area` and `series` at its earliest year.
+    pub fn earliest_grid(&self, area: &str, series: GridSeries) -> Option<&GridRow> {
+        self.grid
+            .iter()
+            .filter(|r| r.area == area && r.series == series)
+            .min_by_key(|r| r.year)
     }
 
     /// The latest year ≤ `year` with any grid factor.

@@ -53,6 +53,8 @@ pub struct LimitUsed {
     pub grade2: Option<f64>,
     pub grade3: Option<f64>,
     pub correction: f64,
+    /// The product's share behind an additive correction (already in grade1..3).
+    pub share_pct: Option<f64>,
     pub sources: Vec<String>,
     pub note: Option<String>,
 }
@@ -185,7 +187,12 @@ pub fn products(
             let per = |x: f64| output.filter(|o| *o > 0.0).map(|o| x / o);
             let unit_energy = per(energy * 1000.0);
             let unit_electricity = per(kwh);
-            let row = p.limit.as_deref().and_then(|l| plan.tables.limit(l));
+            let row = p
+                .limit
+                .as_deref()
+                .and_then(|l| plan.tables.limit(l))
+                .map(|r| r.with_share(p.share_pct));
+            let row = row.as_ref();
             let graded = row.and_then(|r| match r.indicator {
                 Indicator::Comprehensive => unit_energy,
                 Indicator::Electricity => unit_electricity,
@@ -224,6 +231,7 @@ pub fn products(
                     grade2: r.grade2,
                     grade3: r.grade3,
                     correction: p.limit_correction,
+                    share_pct: p.share_pct.filter(|_| r.share_reference_pct.is_some()),
                     sources: r.sources.clone(),
                     note: r.note.clone(),
                 }),

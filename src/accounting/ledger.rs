@@ -343,6 +343,26 @@ fn emission_factor(
         }));
     }
     if let Some(row) = tables.fuel_row(carrier) {
+        // One calorific basis per carrier: a site-measured NCV (per unit of the carrier's energy
+        // row) replaces the table's NCV in the CO₂ factor too.
+        let measured = acc
+            .factors
+            .iter()
+            .find(|o| o.carrier == carrier)
+            .and_then(|o| o.ncv_kj_per_unit.map(|n| (n, o.source.clone())));
+        if let Some((ncv_kj, source)) = measured {
+            return Ok(Some(EmissionFactor {
+                carrier: carrier.into(),
+                tco2_per_unit: ncv_kj / 1e9 * row.cc_tc_per_tj * row.oxidation * 44.0 / 12.0,
+                row: row.id.clone(),
+                scope: 1,
+                sources: row.sources.clone(),
+                site_source: source,
+                note: Some(format!(
+                    "measured NCV {ncv_kj} kJ/{unit} (the energy's) with the row's carbon content and oxidation"
+                )),
+            }));
+        }
         return Ok(Some(EmissionFactor {
             carrier: carrier.into(),
             tco2_per_unit: row.tco2_per_unit() * per(&row.unit)?,
@@ -502,6 +522,7 @@ pub struct NonFossil {
     pub self_generated_kwh: f64,
     /// Purchased green power (绿电 trades).
     pub green_power_kwh: f64,
+    /// Certificates deducted (unbundled batches of the period's months).
     pub green_certificates: u64,
     pub kwh_per_certificate: f64,
     pub green_certificate_kwh: f64,
@@ -511,6 +532,12 @@ pub struct NonFossil {
     pub capped: bool,
     pub tce: f64,
     pub equal_value_tce: f64,
+    /// Certificates not deducted: bundled with green power or issued for own generation.
+    pub certificates_refused: u64,
+    /// Every certificate batch of the period's months and what became of it.
+    pub certificate_batches: Vec<super::certificates::BatchOut>,
+    /// Every refused, capped or questionable deduction, in words.
+    pub warnings: Vec<String>,
 }
 
 /// Electricity flows.
@@ -663,22 +690,23 @@ pub fn ledger(plan: &Plan, data: &RangeData, inputs: &Inputs, months: &[Month]) 
         .iter()
         .filter(|g| g.period.parse::<Month>().is_ok_and(|m| months.contains(&m)))
         .fold(0.0, |a, g| a + g.kwh);
-    let certs: u64 = plan
-        .cfg
-        .green_certificates
-        .iter()
-        .filter(|g| g.period.parse::<Month>().is_ok_and(|m| months.contains(&m)))
-        .map(|g| g.certificates)
-        .sum();
     let kwh_per_cert = plan
         .tables
         .kwh_per_green_certificate()
         .map(|c| c.value)
         .unwrap_or(0.0);
+    let cert_ledger = super::certificates::certificates(plan, months, kwh_per_cert);
+    let certs = cert_ledger.deductible;
     let self_generated = (elec.generated_kwh - elec.exported_kwh).max(0.0);
     let cert_kwh = certs as f64 * kwh_per_cert;
     let total_nf = self_generated + green_power_kwh + cert_kwh;
     let deducted = total_nf.min(elec.consumed_kwh.max(0.0));
+    let mut warnings = cert_ledger.warnings;
+    if deducted < total_nf {
+        warnings.push(format!(
+            "non-fossil electricity ({total_nf} kWh) exceeds the electricity consumed; {deducted} kWh deducted"
+        ));
+    }
     let non_fossil = NonFossil {
         self_generated_kwh: self_generated,
         green_power_kwh,
@@ -690,6 +718,9 @@ pub fn ledger(plan: &Plan, data: &RangeData, inputs: &Inputs, months: &[Month]) 
         capped: deducted < total_nf,
         tce: deducted * elec_factor / 1000.0,
         equal_value_tce: deducted * eq.kgce_per_kwh / 1000.0,
+        certificates_refused: cert_ledger.refused,
+        certificate_batches: cert_ledger.batches,
+        warnings,
     };
     Ledger {
         from_ms: from,

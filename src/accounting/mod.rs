@@ -21,6 +21,7 @@
 //! | [`factors`] | the factor tables (data with sources, embedded from `config/factors/`) |
 //! | [`ledger`] | plan of the accounts, energy ledgers, maximum demand |
 //! | [`carbon`] | scope 1 and scope 2 CO₂ |
+//! | [`certificates`] | green-certificate batches: deductible or refused (113号) |
 //! | [`grades`] | unit-product energy and limit-standard grades |
 //! | [`balance`] | parent meter vs Σ children |
 //! | [`targets`] | intensity targets and progress |
@@ -32,6 +33,7 @@
 pub mod balance;
 pub mod calendar;
 pub mod carbon;
+pub mod certificates;
 pub mod config;
 pub mod counters;
 pub mod factors;

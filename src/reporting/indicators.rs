@@ -10,8 +10,8 @@
 //! which the reference marks as not confirmed to be the score weight.
 //!
 //! 亩均 (S59): 单位能耗增加值 = 工业增加值 ÷ 综合能耗(等价值); 亩均增加值 = 工业增加值 ÷ 用地面积.
-//! Energy per 亩 (等价值 ÷ 用地面积) is asked for by the issue and has no sourced formula beyond
-//! that division.
+//! Energy per 亩 (等价值 ÷ 用地面积) has no sourced formula beyond that division, and the report
+//! says so.
 
 use serde::{Deserialize, Serialize};
 
@@ -338,6 +338,19 @@ pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Ind
             None,
         ));
     }
+    // GB/T 36132: 单位产品综合能耗 is one indicator; with several products each one's share of its
+    // weight is its share of the products' energy (tce), so together they count once.
+    let total_tce: f64 = limited.iter().map(|p| p.energy_tce).sum();
+    if limited.len() > 1 && total_tce > 0.0 {
+        for (ind, p) in g.iter_mut().zip(&limited) {
+            ind.weight *= p.energy_tce / total_tce;
+            ind.points = ind.score.map(|s| s * ind.weight);
+        }
+        notes.push(format!(
+            "单位产品综合能耗 of {} products weighted by their energy (tce) within one indicator",
+            limited.len()
+        ));
+    }
     if limited.is_empty() {
         if output_value.is_none() {
             notes.push(format!(
@@ -435,7 +448,7 @@ pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Ind
             value: land.map(|l| ev / l),
             unit: "tce/mu",
             formula: "综合能耗(等价值) ÷ 用地面积",
-            source: "issue 8 (division only; no sourced formula)",
+            source: "unsourced: no published formula found; the per-亩 division of S59 applied to 综合能耗(等价值)",
         },
     ];
     if land.is_none() {

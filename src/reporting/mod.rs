@@ -31,7 +31,9 @@ use crate::accounting::ledger::{
     Plan, RangeData, SeriesQuality,
 };
 use crate::accounting::store::{AccountRow, AccountingStore, IntervalRow};
-use crate::accounting::targets::{annual_change_pct, change_pct, path_change_pct};
+use crate::accounting::targets::{
+    annual_change_pct, change_pct, completion_pct, path_change_pct, BaseBasis,
+};
 use crate::config::Config;
 use crate::readings::Quantity;
 
@@ -131,6 +133,11 @@ pub struct BaselineOut {
     pub intensity_tce_per_10k_cny: Option<f64>,
     /// "configured", "computed" or "missing".
     pub origin: &'static str,
+    /// "gross" or "after_deductions": what the base intensity counts; the current period is
+    /// compared on the same basis.
+    pub basis: &'static str,
+    /// Price year of the comparable value added behind a configured base (as configured).
+    pub price_year: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,6 +148,28 @@ pub struct TargetOut {
     pub annual_change_pct: f64,
     /// The cumulative change the path allows in the period's year.
     pub path_change_pct: f64,
+    /// The shipped preset, when configured.
+    pub preset: Option<String>,
+    /// Where the target comes from: the configured `source`, else the preset's source tags.
+    pub source: Option<String>,
+}
+
+/// Progress against the target, judged on the calendar year to date (never on a single month).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressOut {
+    /// The months of the year to date (January to the period's last month).
+    pub ytd_from: String,
+    pub ytd_to: String,
+    /// Year-to-date intensity on the baseline's basis, at comparable prices.
+    pub ytd_intensity_tce_per_10k_cny: Option<f64>,
+    /// Cumulative change since the base year: (YTD intensity ÷ base − 1) × 100.
+    pub cumulative_change_pct: Option<f64>,
+    /// 完成进度: cumulative change ÷ target change × 100 (100 = the target met).
+    pub completion_pct: Option<f64>,
+    /// The path's cumulative change for the period's year.
+    pub path_change_pct: f64,
+    /// Cumulative change ≤ the path.
+    pub on_track: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,10 +223,33 @@ pub struct DataQuality {
     pub notes: Vec<String>,
 }
 
+/// Who the report is about and what made it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnterpriseOut {
+    pub name: Option<String>,
+    /// 统一社会信用代码.
+    pub credit_code: Option<String>,
+    /// GB/T 4754-2017 industry code.
+    pub industry_code: Option<String>,
+    pub address: Option<String>,
+    pub contact: Option<String>,
+    /// energy-gateway version that computed the report.
+    pub software_version: &'static str,
+    /// Each factor-table file and its edition.
+    pub factor_tables: Vec<FactorTableOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FactorTableOut {
+    pub file: String,
+    pub edition: Option<String>,
+}
+
 /// The account of one site for one period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub site: String,
+    pub enterprise: EnterpriseOut,
     pub period: String,
     pub period_kind: &'static str,
     pub timezone: String,
@@ -232,9 +284,13 @@ pub struct Report {
     /// "comparable" or "current": the prices of the intensity compared with the baseline.
     pub intensity_basis: &'static str,
     pub baseline: BaselineOut,
+    /// The period's intensity on the baseline's basis (gross or after deductions) and prices.
+    pub intensity_compared_tce_per_10k_cny: Option<f64>,
     pub change_vs_baseline_pct: Option<f64>,
     pub target: TargetOut,
+    /// Judged for a year only (a month or quarter is shown for information; see `progress`).
     pub on_track: Option<bool>,
+    pub progress: ProgressOut,
     pub products: Vec<ProductLine>,
     pub carbon: CarbonOut,
     pub max_demand_kw: Option<f64>,
@@ -283,6 +339,46 @@ fn intensity(l: &Ledger, inputs: &Inputs, months: &[Month]) -> Option<(f64, &'st
         (None, Some(i)) => Some((i, "current")),
         _ => None,
     }
+}
+
+/// Intensity of a ledger on the baseline's basis: gross energy or the assessment energy, over
+/// comparable value added when every month has it, else current.
+fn compared_intensity(
+    l: &Ledger,
+    basis: BaseBasis,
+    inputs: &Inputs,
+    months: &[Month],
+) -> Option<(f64, &'static str)> {
+    let energy = match basis {
+        BaseBasis::Gross => l.gross_tce,
+        BaseBasis::AfterDeductions => l.assessment_tce,
+    };
+    let (cur, comp, _) = value_added(inputs, months);
+    match (ratio(energy, comp), ratio(energy, cur)) {
+        (Some(i), _) => Some((i, "comparable")),
+        (None, Some(i)) => Some((i, "current")),
+        _ => None,
+    }
+}
+
+/// (intensity ÷ base − 1) × 100, refused with a note when the intensity is at current prices
+/// outside the base year (the statistics bureau compares comparable prices:
+/// (1 + energy growth) ÷ (1 + comparable value-added growth) − 1, which is this ratio).
+fn versus_base(
+    intensity: Option<(f64, &'static str)>,
+    base: Option<f64>,
+    what: &str,
+    base_year: bool,
+    notes: &mut Vec<String>,
+) -> Option<f64> {
+    let ((i, prices), b) = intensity.zip(base)?;
+    if prices == "current" && !base_year {
+        notes.push(format!(
+            "no change against the base year for {what}: its value added has no comparable prices (import value_added_comparable_10k_cny)"
+        ));
+        return None;
+    }
+    Some(change_pct(i, b))
 }
 
 fn overall_completeness(q: &[SeriesQuality]) -> (f64, usize, usize, usize, usize) {
@@ -363,15 +459,16 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     let ytd_months = period.year_to_date();
     // Year to date only when every month of it has its value added (the months before are
     // read again from the store: not for nothing).
-    let ytd = if !value_added(&inputs, &ytd_months).2.is_empty() {
+    let ytd_ledger = if !value_added(&inputs, &ytd_months).2.is_empty() {
         None
     } else if ytd_months == months {
-        ratio(l.assessment_tce, va)
+        Some(l.clone())
     } else {
-        let (yl, _) = other_ledger(&plan, &store, &inputs, &ytd_months)?;
-        let (cur, _, _) = value_added(&inputs, &ytd_months);
-        ratio(yl.assessment_tce, cur)
+        Some(other_ledger(&plan, &store, &inputs, &ytd_months)?.0)
     };
+    let ytd = ytd_ledger
+        .as_ref()
+        .and_then(|yl| ratio(yl.assessment_tce, value_added(&inputs, &ytd_months).0));
     // Year on year, at comparable prices where both years have them.
     let prev = period.previous_year();
     let prev_months = prev.months();
@@ -396,11 +493,20 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     };
     // Baseline.
     let t = &plan.cfg.target;
+    let basis = match t.base_intensity_tce_per_10k_cny {
+        Some(_) => t.base_basis.unwrap_or_default(),
+        None => BaseBasis::AfterDeductions,
+    };
+    if t.base_intensity_tce_per_10k_cny.is_some() && t.base_basis.is_none() {
+        notes.push("accounting.target.base_basis is not set: the configured base intensity is taken as gross (nothing deducted, as in the statistical returns) and compared with this period's gross energy".into());
+    }
     let baseline = match t.base_intensity_tce_per_10k_cny {
         Some(b) => BaselineOut {
             year: t.base_year,
             intensity_tce_per_10k_cny: Some(b),
             origin: "configured",
+            basis: basis.as_str(),
+            price_year: t.base_price_year,
         },
         None => {
             let base_months = Period::Year(t.base_year).months();
@@ -426,6 +532,8 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
                         year: t.base_year,
                         intensity_tce_per_10k_cny: Some(b),
                         origin: "computed",
+                        basis: basis.as_str(),
+                        price_year: None,
                     }
                 }
                 None => {
@@ -437,27 +545,82 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
                         year: t.base_year,
                         intensity_tce_per_10k_cny: None,
                         origin: "missing",
+                        basis: basis.as_str(),
+                        price_year: None,
                     }
                 }
             }
         }
     };
-    let change = this
-        .zip(baseline.intensity_tce_per_10k_cny)
-        .map(|((i, _), b)| change_pct(i, b));
+    // Like with like: the period's energy on the baseline's basis, at comparable prices.
+    let compared = compared_intensity(&l, basis, &inputs, &months);
+    let change = versus_base(
+        compared,
+        baseline.intensity_tce_per_10k_cny,
+        &period.to_string(),
+        year == t.base_year,
+        &mut notes,
+    );
     let path = path_change_pct(t, year);
-    let on_track = change.map(|c| c <= path);
-    if change.is_some() {
-        tags.push("S24".into());
-    }
-
-    // Notes from the ledgers.
-    if l.non_fossil.capped {
+    let ytd_compared = ytd_ledger
+        .as_ref()
+        .and_then(|yl| compared_intensity(yl, basis, &inputs, &ytd_months));
+    let cumulative = versus_base(
+        ytd_compared,
+        baseline.intensity_tce_per_10k_cny,
+        "the year to date",
+        year == t.base_year,
+        &mut Vec::new(),
+    );
+    let ytd_missing = value_added(&inputs, &ytd_months).2;
+    if baseline.intensity_tce_per_10k_cny.is_some() && !ytd_missing.is_empty() {
         notes.push(format!(
-            "non-fossil electricity ({} kWh) exceeds the electricity consumed; {} kWh deducted",
-            l.non_fossil.total_kwh, l.non_fossil.deducted_kwh
+            "no year-to-date progress: value added is missing for {} of the {} months {}..{}",
+            ytd_missing.len(),
+            ytd_months.len(),
+            ytd_months
+                .first()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            ytd_months.last().map(|m| m.to_string()).unwrap_or_default(),
         ));
     }
+    let progress = ProgressOut {
+        ytd_from: ytd_months
+            .first()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        ytd_to: ytd_months.last().map(|m| m.to_string()).unwrap_or_default(),
+        ytd_intensity_tce_per_10k_cny: ytd_compared.map(|(i, _)| i),
+        cumulative_change_pct: cumulative,
+        completion_pct: cumulative.and_then(|c| completion_pct(c, t.target_change_pct)),
+        path_change_pct: path,
+        on_track: cumulative.map(|c| c <= path),
+    };
+    let on_track = if period.kind() == "year" {
+        change.map(|c| c <= path)
+    } else {
+        if change.is_some() {
+            notes.push(format!(
+                "a {} is shown for information and not judged against the annual path; progress is judged on the year to date (progress.on_track)",
+                period.kind()
+            ));
+        }
+        None
+    };
+    if change.is_some() || cumulative.is_some() {
+        tags.push("S24".into());
+    }
+    let target_sources: Vec<String> = t
+        .preset
+        .as_deref()
+        .and_then(crate::accounting::targets::preset)
+        .map(|p| p.sources.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    tags.extend(target_sources.iter().cloned());
+
+    // Notes from the ledgers.
+    notes.extend(l.non_fossil.warnings.iter().cloned());
     if let Some(n) = &l.equal_value.note {
         notes.push(n.clone());
     }
@@ -577,8 +740,47 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     tags.extend(["S40", "S55", "S59"].map(String::from));
     tags.sort();
     tags.dedup();
+    let e = &plan.cfg.enterprise;
+    let enterprise = EnterpriseOut {
+        name: e.name.clone().or_else(|| cfg.site.name.clone()),
+        credit_code: e.credit_code.clone(),
+        industry_code: e.industry_code.clone(),
+        address: e.address.clone(),
+        contact: e.contact.clone(),
+        software_version: env!("CARGO_PKG_VERSION"),
+        factor_tables: plan
+            .tables
+            .editions
+            .iter()
+            .map(|(file, edition)| FactorTableOut {
+                file: file.clone(),
+                edition: edition.clone(),
+            })
+            .collect(),
+    };
+    let unset: Vec<&str> = [
+        ("name", enterprise.name.is_none()),
+        ("credit_code", enterprise.credit_code.is_none()),
+        ("industry_code", enterprise.industry_code.is_none()),
+        ("address", enterprise.address.is_none()),
+        ("contact", enterprise.contact.is_none()),
+    ]
+    .into_iter()
+    .filter(|(_, m)| *m)
+    .map(|(k, _)| k)
+    .collect();
+    if !unset.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "enterprise identity incomplete: set {} in [accounting.enterprise]",
+                unset.join(", ")
+            ),
+        );
+    }
     let mut report = Report {
         site: plan.site.clone(),
+        enterprise,
         period: period.to_string(),
         period_kind: period.kind(),
         timezone: tz.name().to_string(),
@@ -618,6 +820,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
         intensity_yoy_change_pct: yoy,
         intensity_basis: this.map(|(_, b)| b).unwrap_or("current"),
         baseline,
+        intensity_compared_tce_per_10k_cny: compared.map(|(i, _)| i),
         change_vs_baseline_pct: change,
         target: TargetOut {
             base_year: t.base_year,
@@ -625,8 +828,14 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
             target_change_pct: t.target_change_pct,
             annual_change_pct: annual_change_pct(t),
             path_change_pct: path,
+            preset: t.preset.clone(),
+            source: t
+                .source
+                .clone()
+                .or_else(|| (!target_sources.is_empty()).then(|| target_sources.join(" "))),
         },
         on_track,
+        progress,
         products: prods,
         carbon: CarbonOut {
             scope1_tco2: c.scope1_tco2,

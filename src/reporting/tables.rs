@@ -132,6 +132,61 @@ impl Kv {
     }
 }
 
+/// Why the grid factor was chosen (`carbon.scope2.grid_factor.reason`).
+pub fn grid_reason_label(r: &str) -> L {
+    use crate::accounting::carbon::reason;
+    match r {
+        reason::CONFIGURED_YEAR => L("指定因子年份", "factor year configured"),
+        reason::PROVINCE_LATEST_YEAR => L("本省因子，最新年份", "province, latest year"),
+        reason::REGION_LATEST_YEAR => L(
+            "本省无因子，区域电网最新年份",
+            "no provincial factor; region, latest year",
+        ),
+        reason::NATIONAL_LATEST_YEAR => L("全国平均，最新年份", "national average, latest year"),
+        reason::NATIONAL_ETS => L(
+            "全国碳市场重点排放单位：全国电网平均因子",
+            "national ETS enterprise: national average factor",
+        ),
+        reason::MARKET_RESIDUAL => L(
+            "市场法：全国因子(不包括市场化交易的非化石能源电量)",
+            "market-based: national factor excluding market-traded non-fossil electricity",
+        ),
+        _ => L("", "unknown"),
+    }
+}
+
+fn certificate_kind_label(k: &str) -> L {
+    match k {
+        "unbundled" => L("单独交易", "unbundled"),
+        "bundled" => L("随绿电交易", "bundled with green power"),
+        "own_pv" => L("自发自用(不可交易)", "own generation (non-tradable)"),
+        _ => L("", "unknown"),
+    }
+}
+
+fn certificate_status_label(st: &str) -> L {
+    match st {
+        "deducted" => L("扣除", "deducted"),
+        "refused_bundled" => L(
+            "不重复扣除(已随绿电扣除)",
+            "refused: deducted with the green power",
+        ),
+        "refused_own_pv" => L(
+            "不重复扣除(已按自发电量扣除)",
+            "refused: deducted as own generation",
+        ),
+        _ => L("", "unknown"),
+    }
+}
+
+fn grid_level_label(b: &str) -> L {
+    match b {
+        "province" => L("省级", "province"),
+        "region" => L("区域电网", "grid region"),
+        _ => L("全国", "national"),
+    }
+}
+
 fn grade_label(g: &str) -> L {
     match g {
         "grade_1" => L("1级", "grade 1"),
@@ -159,6 +214,44 @@ fn band_label(b: &str) -> L {
 pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
     let mut out = Vec::new();
     let s = |l: L| lang.show(l);
+    // Enterprise identity
+    let e = &r.enterprise;
+    let mut kv = Kv::new(lang);
+    kv.add("name", L("企业名称", "enterprise"), ot(&e.name), "");
+    kv.add(
+        "credit_code",
+        L("统一社会信用代码", "unified social credit code"),
+        ot(&e.credit_code),
+        "",
+    );
+    kv.add(
+        "industry_code",
+        L("行业代码(GB/T 4754)", "industry (GB/T 4754)"),
+        ot(&e.industry_code),
+        "",
+    );
+    kv.add("address", L("地址", "address"), ot(&e.address), "");
+    kv.add("contact", L("联系人", "contact"), ot(&e.contact), "");
+    kv.add(
+        "software_version",
+        L("软件版本", "software version"),
+        t(format!("energy-gateway {}", e.software_version)),
+        "",
+    );
+    kv.add(
+        "factor_tables",
+        L("系数表版本", "factor tables"),
+        t(e.factor_tables
+            .iter()
+            .map(|f| match &f.edition {
+                Some(ed) => format!("{} ({ed})", f.file),
+                None => f.file.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")),
+        "",
+    );
+    out.push(kv.table("enterprise", L("企业信息", "Enterprise")));
 
     // Summary
     let mut kv = Kv::new(lang);
@@ -423,6 +516,43 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         ),
     ));
 
+    // Green-certificate batches (113号): deducted or refused.
+    let rows = nf
+        .certificate_batches
+        .iter()
+        .map(|b| {
+            vec![
+                ot(&b.id),
+                t(&b.period),
+                ot(&b.production_period),
+                t(s(certificate_kind_label(b.kind.as_str()))),
+                ot(&b.origin_province),
+                n(b.certificates as f64, 0),
+                n(b.kwh, 0),
+                n(b.deductible_kwh, 0),
+                t(s(certificate_status_label(b.status))),
+                ot(&b.source),
+            ]
+        })
+        .collect();
+    out.push(Table {
+        id: "green_certificates",
+        title: L("绿证批次", "Green-certificate batches"),
+        columns: cols(&[
+            ("id", L("批次", "batch")),
+            ("period", L("计入月份", "counted for")),
+            ("production_period", L("生产月份", "produced")),
+            ("kind", L("类型", "kind")),
+            ("origin_province", L("来源省份", "province of origin")),
+            ("certificates", L("绿证数", "certificates")),
+            ("kwh", L("电量", "kWh")),
+            ("deductible_kwh", L("可扣除电量", "deductible kWh")),
+            ("status", L("处理", "status")),
+            ("source", L("依据", "source")),
+        ]),
+        rows,
+    });
+
     // Intensity
     let mut kv = Kv::new(lang);
     kv.add(
@@ -474,6 +604,22 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "",
     );
     kv.add(
+        "baseline_basis",
+        L("基期口径", "base basis"),
+        t(s(if r.baseline.basis == "gross" {
+            L("未扣除(统计口径)", "gross (nothing deducted)")
+        } else {
+            L("扣除原料用能和非化石能源后", "after the deductions")
+        })),
+        "",
+    );
+    kv.add(
+        "intensity_compared_tce_per_10k_cny",
+        L("同口径本期强度", "intensity on the base's basis"),
+        on(r.intensity_compared_tce_per_10k_cny, 4),
+        "tce/10k CNY",
+    );
+    kv.add(
         "change_vs_baseline_pct",
         L("较基期变化", "change vs base year"),
         on(r.change_vs_baseline_pct, 2),
@@ -511,6 +657,43 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "on_track",
         L("是否达到路径", "on track"),
         r.on_track.map(Cell::Flag).unwrap_or(Cell::Empty),
+        "",
+    );
+    let p = &r.progress;
+    kv.add(
+        "ytd_intensity_tce_per_10k_cny",
+        L(
+            "年初至今同口径强度",
+            "year-to-date intensity (base's basis)",
+        ),
+        on(p.ytd_intensity_tce_per_10k_cny, 4),
+        "tce/10k CNY",
+    );
+    kv.add(
+        "cumulative_change_pct",
+        L(
+            "较基期累计变化(年初至今)",
+            "cumulative change since the base year (YTD)",
+        ),
+        on(p.cumulative_change_pct, 2),
+        "%",
+    );
+    kv.add(
+        "completion_pct",
+        L("完成进度", "target completion"),
+        on(p.completion_pct, 1),
+        "%",
+    );
+    kv.add(
+        "progress_on_track",
+        L("年初至今是否达到路径", "on track (year to date)"),
+        p.on_track.map(Cell::Flag).unwrap_or(Cell::Empty),
+        "",
+    );
+    kv.add(
+        "target_source",
+        L("目标依据", "target source"),
+        ot(&r.target.source),
         "",
     );
     out.push(kv.table("intensity", L("能耗强度", "Energy intensity")));
@@ -637,6 +820,51 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         ]),
         rows,
     });
+
+    // Grid factor choice
+    if let Some(g) = c.scope2.grid_factor.as_ref() {
+        let mut kv = Kv::new(lang);
+        kv.add(
+            "grid_factor",
+            L("电力排放因子", "grid factor"),
+            n(g.tco2_per_mwh, 4),
+            "tCO2/MWh",
+        );
+        kv.add(
+            "grid_level",
+            L("因子层级", "level"),
+            t(s(grid_level_label(g.basis))),
+            "",
+        );
+        kv.add(
+            "grid_area",
+            L("地区", "area"),
+            t(format!("{} ({})", g.area_name, g.area)),
+            "",
+        );
+        kv.add(
+            "grid_year",
+            L("因子年份", "factor year"),
+            t(g.year.to_string()),
+            "",
+        );
+        kv.add(
+            "grid_reason",
+            L("选用理由", "why"),
+            t(s(grid_reason_label(g.reason))),
+            "",
+        );
+        kv.add(
+            "grid_sources",
+            L("来源", "sources"),
+            t(g.sources.join(" ")),
+            "",
+        );
+        out.push(kv.table(
+            "grid_factor",
+            L("外购电力排放因子的选用", "Choice of the grid factor"),
+        ));
+    }
 
     // Time of use
     let mut rows = Vec::new();

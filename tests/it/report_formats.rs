@@ -183,9 +183,9 @@ fn indicators_alerts_and_quality_by_hand() {
     close(&g[0]["baseline"], 5.5);
     close(&g[0]["leading"], 4.5);
     close(&g[0]["score"], 5.5 - 631958.595 / 130000.0);
-    // Carbon per output value: 1 138.5115… t × 1000 / 8 000 (10⁴ CNY) = 142.31… kg; levels
-    // 200 → 100: score (200 − 142.31…) / 100.
-    let cpo = 1138.5115569480022 * 1000.0 / 8000.0;
+    // Carbon per output value: 1 510.9462… t (scope 2 from 重庆's own 2022 factor) × 1000 /
+    // 8 000 (10⁴ CNY) = 188.87… kg; levels 200 → 100: score (200 − 188.87…) / 100.
+    let cpo = (804.334236948 + 1_351_850.0 * 0.5227 / 1000.0) * 1000.0 / 8000.0;
     close(&g[1]["value"], cpo);
     close(&g[1]["score"], (200.0 - cpo) / 100.0);
     // Renewable share 32.53163 / 631.958595 = 5.1477… %; band from 631.96 × 12 = 7 583 tce →
@@ -253,11 +253,12 @@ fn html_report_renders_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("</html>"), "no DOM");
     for key in [
-        "631.959",   // comprehensive energy, tce (当量值)
-        "891.685",   // 等价值
-        "0.3155",    // intensity, comparable prices
-        "-21.13",    // vs the 2022 baseline, %
-        "1,138.512", // tCO2
+        "631.959",                                  // comprehensive energy, tce (当量值)
+        "891.685",                                  // 等价值
+        "0.3155",                                   // intensity, comparable prices
+        "-16.85",    // vs the 2022 baseline (gross, like with like), %
+        "1,510.946", // tCO2
+        "本省因子，最新年份 province, latest year", // why this grid factor
         "2,800.0",   // maximum demand, kW
         "99.46",     // gas meter completeness, %
         "综合能耗(当量值) comprehensive energy (equivalent value)",
