@@ -235,12 +235,13 @@ pub fn import_readings(cfg: &Config, path: &Path) -> Result<ImportSummary> {
         bail!("{}: {}", path.display(), summarize(errors));
     }
     let acc = AccountingStore::open(&cfg.store_path())?;
-    let mut fresh = Vec::with_capacity(readings.len());
-    for r in &readings {
-        if !acc.has_reading(&r.device, r.quantity, r.ts_ms)? {
-            fresh.push(r.clone());
-        }
-    }
+    let present = acc.has_readings(&readings)?;
+    let fresh: Vec<Reading> = readings
+        .iter()
+        .zip(present)
+        .filter(|(_, there)| !there)
+        .map(|(r, _)| r.clone())
+        .collect();
     drop(acc);
     let mut store = crate::storage::Store::open(&cfg.store_path(), cfg.storage.synchronous)?;
     for chunk in fresh.chunks(cfg.storage.max_batch.max(1)) {

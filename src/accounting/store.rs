@@ -222,6 +222,11 @@ impl AccountingStore {
         Ok(())
     }
 
+    /// For each reading, whether the store already has one of its series at its instant.
+    pub fn has_readings(&self, readings: &[crate::readings::Reading]) -> Result<Vec<bool>> {
+        Ok(self.readings.contains_readings(readings)?)
+    }
+
     /// True when the store already has a reading of this series at this instant.
     pub fn has_reading(
         &self,

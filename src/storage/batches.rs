@@ -491,6 +491,43 @@ impl Store {
         Ok(())
     }
 
+    /// For each reading, whether the store already has one of its series at its instant (any
+    /// quality). One pass over the batches of the readings' time span: re-importing a file of
+    /// readings checks them all at once.
+    pub fn contains_readings(&self, readings: &[Reading]) -> Result<Vec<bool>> {
+        let mut wanted: HashMap<(i64, TimestampMs), Vec<usize>> = HashMap::new();
+        let (mut from, mut to) = (i64::MAX, i64::MIN);
+        for (k, r) in readings.iter().enumerate() {
+            if let Some(sid) = self.find_series(&r.device, r.quantity)? {
+                wanted.entry((sid, r.ts_ms)).or_default().push(k);
+                from = from.min(r.ts_ms);
+                to = to.max(r.ts_ms);
+            }
+        }
+        let mut found = vec![false; readings.len()];
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM reading_batches WHERE max_ts >= ?1 AND min_ts <= ?2")
+            .map_err(ctx("prepare history query"))?;
+        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
+        while let Some(row) = rows.next().map_err(ctx("read history"))? {
+            let data = row.get_ref(0).map_err(ctx("read history"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
+            for r in codec::Decoder::new(blob).map_err(decode_err)? {
+                let r = r.map_err(decode_err)?;
+                if let Some(ks) = wanted.get(&(r.series_id, r.ts_ms)) {
+                    for &k in ks {
+                        found[k] = true;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// The latest good value of a series: (timestamp, value).
     pub fn latest_good(
         &self,
@@ -661,7 +698,7 @@ mod tests {
         assert_eq!(s.prune(100, &["out".into()]).unwrap(), 3);
         assert_eq!(ids(&s), vec![4, 5, 6]);
         // ids are never reused
-        let mut s2 = Store::open(&_d.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        let s2 = Store::open(&_d.path().join("s.sqlite"), Synchronous::Normal).unwrap();
         s2.delete_ids(0, 100).unwrap();
         drop(s2);
         let mut s3 = Store::open(&_d.path().join("s.sqlite"), Synchronous::Normal).unwrap();
