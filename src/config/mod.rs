@@ -182,6 +182,10 @@ pub struct StorageConfig {
     /// sustains higher ingest rates; smaller keeps the resident memory down on small boxes.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u32,
+    /// Most bytes the store may use (`max_disk`); 0 = derived at the first start (half of the
+    /// free space of its filesystem then). Past it the oldest delivered readings are dropped.
+    #[serde(default, with = "byte_size")]
+    pub max_disk: u64,
     /// `[storage.outbox]`: bounds of the undelivered part of the store.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -195,6 +199,7 @@ impl Default for StorageConfig {
             retention: default_retention(),
             max_batch: default_max_batch(),
             cache_mib: default_cache_mib(),
+            max_disk: 0,
             outbox: OutboxConfig::default(),
         }
     }

@@ -57,12 +57,37 @@ impl Store {
         &mut self,
         readings: impl IntoIterator<Item = &'a Reading>,
     ) -> Result<i64> {
+        // Series seen for the first time are added in the same transaction (one commit).
         let mut rows = Vec::new();
+        let mut new_series: HashMap<(&str, Quantity), i64> = HashMap::new();
         for r in readings {
-            rows.push((self.series_id(&r.device, r.quantity)?, r));
+            let known = self.series.get(&r.device).and_then(|m| m.get(&r.quantity));
+            if known.is_none() {
+                new_series.insert((r.device.as_str(), r.quantity), 0);
+            }
+            rows.push((known.copied().unwrap_or(0), r));
         }
         let first = self.next_reading_id()?;
         let tx = self.conn.transaction().map_err(ctx("begin"))?;
+        if !new_series.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO series(device, quantity) VALUES (?1, ?2)
+                     ON CONFLICT(device, quantity) DO UPDATE SET device=excluded.device
+                     RETURNING id",
+                )
+                .map_err(ctx("prepare series insert"))?;
+            for ((device, quantity), id) in new_series.iter_mut() {
+                *id = stmt
+                    .query_row(params![device, quantity.as_str()], |r| r.get(0))
+                    .map_err(ctx("insert series"))?;
+            }
+            for (sid, r) in rows.iter_mut() {
+                if let Some(id) = new_series.get(&(r.device.as_str(), r.quantity)) {
+                    *sid = *id;
+                }
+            }
+        }
         {
             let mut insert = tx
                 .prepare_cached(
@@ -91,6 +116,12 @@ impl Store {
             }
         }
         tx.commit().map_err(ctx("commit"))?;
+        for ((device, quantity), id) in new_series {
+            self.series
+                .entry(device.to_string())
+                .or_default()
+                .insert(quantity, id);
+        }
         let next = first + rows.len() as i64;
         self.next_id = Some(next);
         Ok(next - 1)

@@ -131,11 +131,6 @@ impl<'a> Decoder<'a> {
         Ok(d)
     }
 
-    /// Number of readings in the blob (read from its header).
-    pub fn len(&self) -> u64 {
-        self.left
-    }
-
     fn byte(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.get(self.pos).ok_or(DecodeError("truncated"))?;
         self.pos += 1;

@@ -4,9 +4,11 @@
 //! output advances its cursor only after its destination confirmed the write.
 
 pub mod batches;
+pub mod budget;
 pub mod codec;
 pub mod quarantine;
 pub mod schema;
+pub mod wal;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -138,9 +140,10 @@ impl Store {
             Synchronous::Full => "FULL",
         };
         // Larger WAL checkpoints (32 MiB) write each hot page once per checkpoint instead of
-        // once per 4 MiB of WAL.
+        // once per 4 MiB of WAL; after one the WAL file is cut back to wal::WAL_LIMIT_BYTES.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint=8192;"
+            "PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint=8192; PRAGMA journal_size_limit={};",
+            wal::WAL_LIMIT_BYTES
         ))
         .map_err(ctx("set synchronous"))?;
         schema::migrate(&mut conn, path)?;
@@ -199,28 +202,6 @@ impl Store {
             + 1;
         self.next_id = Some(n);
         Ok(n)
-    }
-
-    fn series_id(&mut self, device: &str, quantity: Quantity) -> Result<i64> {
-        if let Some(id) = self.series.get(device).and_then(|m| m.get(&quantity)) {
-            return Ok(*id);
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO series(device, quantity) VALUES (?1, ?2)
-                 ON CONFLICT(device, quantity) DO UPDATE SET device=excluded.device
-                 RETURNING id",
-            )
-            .map_err(ctx("prepare series insert"))?;
-        let id: i64 = stmt
-            .query_row(params![device, quantity.as_str()], |r| r.get(0))
-            .map_err(ctx("insert series"))?;
-        self.series
-            .entry(device.to_string())
-            .or_default()
-            .insert(quantity, id);
-        Ok(id)
     }
 
     /// Records an alert transition.
@@ -396,18 +377,8 @@ impl Store {
             floor = max_id;
         }
         floor = floor.max(self.meta_i64("evicted_through")?).min(max_id);
-        let (min_id, page_count, free, page_size): (i64, i64, i64, i64) = (
-            self.min_reading_id()?,
-            self.conn
-                .query_row("PRAGMA page_count", [], |r| r.get(0))
-                .map_err(ctx("page count"))?,
-            self.conn
-                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-                .map_err(ctx("freelist count"))?,
-            self.conn
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(ctx("page size"))?,
-        );
+        let min_id = self.min_reading_id()?;
+        let (page_count, free, page_size) = self.page_stats()?;
         let stored = if min_id == 0 { 0 } else { max_id - min_id + 1 };
         let used = (page_count - free).max(0) as f64 * page_size as f64;
         let bytes_per_row = if stored > 0 {
@@ -439,7 +410,21 @@ impl Store {
                 [total.to_string()],
             )
             .map_err(ctx("count evictions"))?;
-        Ok(n as u64)
+        Ok(n)
+    }
+
+    /// Pages of the database file, pages of it free, and the page size in bytes.
+    pub fn page_stats(&self) -> Result<(i64, i64, i64)> {
+        let pragma = |name: &'static str| -> Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(ctx(name))
+        };
+        Ok((
+            pragma("page_count")?,
+            pragma("freelist_count")?,
+            pragma("page_size")?,
+        ))
     }
 
     /// Readings evicted from the outbox since the store was created.

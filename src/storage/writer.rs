@@ -19,6 +19,9 @@ use super::{AlertEvent, OutboxUsage, Store};
 use crate::config::{OutboxConfig, OutboxFullPolicy};
 use crate::readings::{now_ms, Reading};
 
+/// How often the writer checks that the WAL stays within its bound.
+const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// What the pipeline asks the writer to make durable.
 #[derive(Debug)]
 pub enum StoreCommand {
@@ -52,6 +55,10 @@ pub struct WriterOptions {
     pub shutdown: CancellationToken,
     /// SQLite page cache of the writer's connection, MiB (`[storage] cache_mib`).
     pub cache_mib: u32,
+    /// Most bytes the store may use (see [`super::budget`]); 0 = no budget.
+    pub disk_budget: u64,
+    /// How often the budget is checked.
+    pub budget_every: Duration,
 }
 
 impl WriterOptions {
@@ -71,6 +78,8 @@ impl WriterOptions {
             full_recheck: Duration::from_millis(200),
             shutdown: CancellationToken::new(),
             cache_mib: 32,
+            disk_budget: 0,
+            budget_every: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +112,13 @@ pub struct OutboxStatus {
     pub evicted: AtomicU64,
     /// Failed commits (each retried).
     pub commit_errors: AtomicU64,
+    /// Delivered readings dropped to keep the store within its disk budget, since the store was
+    /// created.
+    pub budget_dropped: AtomicU64,
+    /// Bytes of the store file in use, at the last budget check.
+    pub used_bytes: AtomicU64,
+    /// The disk budget in bytes (0 = none).
+    pub disk_budget: AtomicU64,
 }
 
 /// A copy of [`OutboxStatus`] at one moment.
@@ -116,6 +132,9 @@ pub struct OutboxSnapshot {
     pub stalled_ms: u64,
     pub evicted: u64,
     pub commit_errors: u64,
+    pub budget_dropped: u64,
+    pub used_bytes: u64,
+    pub disk_budget: u64,
 }
 
 impl OutboxStatus {
@@ -129,6 +148,9 @@ impl OutboxStatus {
             stalled_ms: self.stalled_ms.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             commit_errors: self.commit_errors.load(Ordering::Relaxed),
+            budget_dropped: self.budget_dropped.load(Ordering::Relaxed),
+            used_bytes: self.used_bytes.load(Ordering::Relaxed),
+            disk_budget: self.disk_budget.load(Ordering::Relaxed),
         }
     }
 
@@ -230,6 +252,14 @@ pub fn spawn_with_status(
         .spawn(move || {
             let mut stats = WriterStats::default();
             let mut last_prune = Instant::now();
+            let mut last_wal_check = Instant::now();
+            let mut last_budget_check: Option<Instant> = None;
+            status
+                .disk_budget
+                .store(opts.disk_budget, Ordering::Relaxed);
+            if let Ok(n) = store.budget_dropped_total() {
+                status.budget_dropped.store(n, Ordering::Relaxed);
+            }
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::acquisition::LogLimiter::new(Duration::from_secs(60));
@@ -286,6 +316,18 @@ pub fn spawn_with_status(
                         &opts.destinations,
                     );
                 }
+                if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
+                    last_wal_check = Instant::now();
+                    if let Err(e) = store.bound_wal(super::wal::WAL_LIMIT_BYTES) {
+                        tracing::warn!("checkpoint failed: {e}");
+                    }
+                }
+                if opts.disk_budget > 0
+                    && last_budget_check.is_none_or(|t| t.elapsed() >= opts.budget_every)
+                {
+                    last_budget_check = Some(Instant::now());
+                    keep_budget(&store, &opts, &status);
+                }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
                     let before = now_ms() - opts.retention.as_millis() as i64;
@@ -300,6 +342,35 @@ pub fn spawn_with_status(
             stats
         })
         .expect("spawning the store writer thread")
+}
+
+/// Keeps the store within its disk budget (see [`super::budget`]), logging what it dropped.
+fn keep_budget(store: &Store, opts: &WriterOptions, status: &OutboxStatus) {
+    match store.enforce_budget(opts.disk_budget, &opts.destinations) {
+        Ok(r) => {
+            status.used_bytes.store(r.used_bytes, Ordering::Relaxed);
+            if r.dropped > 0 {
+                let total = status
+                    .budget_dropped
+                    .fetch_add(r.dropped, Ordering::Relaxed)
+                    + r.dropped;
+                tracing::warn!(
+                    dropped = r.dropped,
+                    dropped_total = total,
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store at its disk budget (storage.max_disk): dropped the oldest delivered readings"
+                );
+            } else if r.undelivered_over {
+                tracing::error!(
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store over its disk budget (storage.max_disk) with nothing delivered left to drop: the outputs are behind; bound the undelivered part with [storage.outbox]"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot keep the disk budget: {e}"),
+    }
 }
 
 /// Applies the outbox policy before `incoming` readings are committed.
