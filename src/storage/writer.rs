@@ -561,4 +561,53 @@ mod tests {
         assert!(stats.transactions <= 51);
         assert_eq!(*crx.borrow(), 51);
     }
+
+    #[test]
+    fn the_writer_keeps_the_disk_budget_and_counts_what_it_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path, Synchronous::Normal).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (ctx, _crx) = watch::channel(0);
+        let status = Arc::new(OutboxStatus::default());
+        let h = spawn_with_status(
+            store,
+            rx,
+            ctx,
+            WriterOptions {
+                disk_budget: 1 << 20,
+                budget_every: Duration::ZERO,
+                ..WriterOptions::new(100_000, vec![])
+            },
+            status.clone(),
+        );
+        // 3 MB of history at ~5 bytes a reading (no outputs: all of it is delivered).
+        for round in 0..60 {
+            let readings = (0..10_000)
+                .map(|i| {
+                    Reading::new(
+                        format!("m{}", i % 500),
+                        Quantity::ALL[i % 15],
+                        f64::from(round * 10_000 + i as i32) + 0.5,
+                        now_ms(),
+                    )
+                })
+                .collect();
+            tx.blocking_send(StoreCommand::Readings {
+                readings,
+                ack: None,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        h.join().unwrap();
+        let s = status.snapshot();
+        assert!(s.budget_dropped > 0, "{s:?}");
+        assert_eq!(s.disk_budget, 1 << 20);
+        let store = Store::open(&path, Synchronous::Normal).unwrap();
+        assert!(store.used_bytes().unwrap() <= (1 << 20) + 100_000 * 6);
+        assert_eq!(store.budget_dropped_total().unwrap(), s.budget_dropped);
+        // The newest readings are kept.
+        assert_eq!(store.max_reading_id().unwrap(), 600_000);
+    }
 }
