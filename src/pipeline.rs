@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             shutdown: writer_shutdown.clone(),
             cache_mib: config.storage.cache_mib,
             disk_budget,
+            commit_delay: config.storage.commit_delay,
             ..WriterOptions::new(config.storage.max_batch, destinations)
         },
         outbox.clone(),

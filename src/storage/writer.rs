@@ -19,6 +19,9 @@ use super::{AlertEvent, OutboxUsage, Store};
 use crate::config::{OutboxConfig, OutboxFullPolicy};
 use crate::readings::{now_ms, Reading};
 
+/// How often a writer gathering readings for `commit_delay` looks at its queue.
+const COMMIT_POLL: Duration = Duration::from_millis(20);
+
 /// How often the writer checks that the WAL stays within its bound.
 const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
@@ -59,6 +62,8 @@ pub struct WriterOptions {
     pub disk_budget: u64,
     /// How often the budget is checked.
     pub budget_every: Duration,
+    /// Longest time readings are gathered before they are committed (`[storage] commit_delay`).
+    pub commit_delay: Duration,
 }
 
 impl WriterOptions {
@@ -80,6 +85,7 @@ impl WriterOptions {
             cache_mib: 32,
             disk_budget: 0,
             budget_every: Duration::from_secs(60),
+            commit_delay: Duration::ZERO,
         }
     }
 }
@@ -253,6 +259,8 @@ pub fn spawn_with_status(
             let mut stats = WriterStats::default();
             let mut last_prune = Instant::now();
             let mut last_wal_check = Instant::now();
+            // When the batch being gathered got its first readings.
+            let mut gathering: Option<Instant> = None;
             let mut last_budget_check: Option<Instant> = None;
             status
                 .disk_budget
@@ -295,7 +303,32 @@ pub fn spawn_with_status(
                     if batch.len() < opts.max_batch {
                         next = rx.try_recv().ok();
                     }
+                    // Group readings for up to commit_delay: each commit costs a few pages
+                    // written twice (WAL, checkpoint) whatever its size. Readings a source waits
+                    // on (ack) and a stopping gateway commit at once.
+                    if next.is_none()
+                        && !batch.is_empty()
+                        && acks.is_empty()
+                        && batch.len() < opts.max_batch
+                        && !opts.shutdown.is_cancelled()
+                    {
+                        let waited = gathering.get_or_insert_with(Instant::now).elapsed();
+                        if waited < opts.commit_delay {
+                            std::thread::sleep(COMMIT_POLL.min(opts.commit_delay - waited));
+                            next = match rx.try_recv() {
+                                Ok(cmd) => Some(cmd),
+                                Err(mpsc::error::TryRecvError::Empty) => {
+                                    Some(StoreCommand::Readings {
+                                        readings: Vec::new(),
+                                        ack: None,
+                                    })
+                                }
+                                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                            };
+                        }
+                    }
                 }
+                gathering = None;
                 if !batch.is_empty() {
                     if bounded(&opts.outbox) && !opts.destinations.is_empty() {
                         make_room(
@@ -609,5 +642,55 @@ mod tests {
         assert_eq!(store.budget_dropped_total().unwrap(), s.budget_dropped);
         // The newest readings are kept.
         assert_eq!(store.max_reading_id().unwrap(), 600_000);
+    }
+
+    #[test]
+    fn readings_are_gathered_for_commit_delay_and_acked_ones_commit_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        let (tx, rx) = mpsc::channel(1024);
+        let (ctx, crx) = watch::channel(0);
+        let h = spawn(
+            store,
+            rx,
+            ctx,
+            WriterOptions {
+                commit_delay: Duration::from_millis(400),
+                ..WriterOptions::new(10_000, vec![])
+            },
+        );
+        // 40 polls arriving over ~200 ms: one or two commits, not 40.
+        for i in 0..40 {
+            tx.blocking_send(StoreCommand::Readings {
+                readings: vec![Reading::new(
+                    "m",
+                    Quantity::ActivePower,
+                    f64::from(i),
+                    i.into(),
+                )],
+                ack: None,
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A reading a source waits on is committed without waiting out the delay.
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let t = Instant::now();
+        tx.blocking_send(StoreCommand::Readings {
+            readings: vec![Reading::new("m", Quantity::ActivePower, 1.0, 100)],
+            ack: Some(ack_tx),
+        })
+        .unwrap();
+        ack_rx.blocking_recv().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(*crx.borrow(), 41);
+        drop(tx);
+        let stats = h.join().unwrap();
+        assert_eq!(stats.readings, 41);
+        assert!(stats.transactions <= 3, "{stats:?}");
     }
 }
