@@ -1,10 +1,15 @@
 //! Load run: N simulated Modbus TCP meters × R registers polled every second by the real
 //! `energy-gateway run` (release build), the reference scenario Neuron publishes (500 × 30 at
-//! 1 s). The meters are served by a separate process (this bench re-executed), so the numbers
-//! are the gateway's alone: CPU % of one core and resident memory, sampled from /proc.
+//! 1 s), every reading stored and forwarded to a local `influxd` 1.x (started on loopback by
+//! the test harness, `apt-get install influxdb`). The meters are served by a
+//! separate process (this bench re-executed), so the numbers are the gateway's alone, sampled
+//! from /proc: CPU % of one core (overall and a curve per sample period), resident memory,
+//! bytes the gateway wrote to disk (`write_bytes` of /proc/PID/io) per stored reading, bytes
+//! on disk per stored reading, the largest WAL seen, and the share of readings forwarded.
 //!
-//!   cargo bench --bench modbus_load                 # 500 devices, 30 registers, 60 s
-//!   cargo bench --bench modbus_load -- 100 30 20    # devices, registers, seconds
+//!   cargo bench --bench modbus_load                    # 500 devices, 30 registers, 60 s
+//!   cargo bench --bench modbus_load -- 100 30 20       # devices, registers, seconds
+//!   EGW_BENCH_SAMPLE=60 cargo bench --bench modbus_load -- 500 30 3600   # the hour-long run
 //!
 //! Every device is an electricity meter whose `energy_import` counter the accounts use, so the
 //! accounting service of `run` keeps the books of 500 counters: the gateway's clock is shifted
@@ -18,6 +23,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/it/common/mod.rs"]
+mod common;
 
 use energy_gateway::config::{ValueType, WordOrder};
 use energy_gateway::demo::simulator::{self, BusService, RegisterBank};
@@ -81,6 +89,26 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes this process caused to be written to storage (`write_bytes` of /proc/PID/io).
+fn write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn max_id(store: &std::path::Path) -> i64 {
+    energy_gateway::storage::Store::open(store, energy_gateway::config::Synchronous::Normal)
+        .and_then(|s| s.max_reading_id())
+        .unwrap_or(0)
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -109,12 +137,21 @@ fn main() {
         .unwrap();
     let ports: Vec<u16> = line.trim().split(',').map(|p| p.parse().unwrap()).collect();
 
-    let dir = tempfile::tempdir().unwrap();
     let service = std::env::var_os("EGW_BENCH_NO_SERVICE").is_none();
+    // The store lives under target/ (a real disk, as on a gateway; /tmp may be tmpfs, whose
+    // writes /proc/PID/io does not count).
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let influx = common::Influxd::start();
+    influx.create_database("energy");
     let mut cfg = format!(
         "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n\
          [accounting.service]\nenabled = {service}\ninterval_grace = \"2s\"\nrepublish_every = \"5s\"\n",
         dir.path().display()
+    );
+    cfg += &format!(
+        "[outputs.influxdb.local]\nurl = \"{}\"\ndatabase = \"energy\"\n",
+        influx.url
     );
     let quantities = [
         "voltage_l1",
@@ -168,18 +205,40 @@ fn main() {
     }
     let mut gw = gw.spawn().unwrap();
     let pid = gw.id();
+    let store_path = dir.path().join("store.sqlite");
+    let wal_path = dir.path().join("store.sqlite-wal");
     // Warm up (connections, first commits), then measure.
     std::thread::sleep(Duration::from_secs(5));
+    let sample: u64 = std::env::var("EGW_BENCH_SAMPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((seconds / 10).max(1));
     let hz = 100.0; // USER_HZ
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid);
+    let w0 = write_bytes(pid);
+    let id0 = max_id(&store_path);
     let mut rss_max = 0;
+    let mut wal_max = 0;
+    let (mut last_t, mut last_c) = (Instant::now(), c0);
+    let mut curve = Vec::new();
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
         rss_max = rss_max.max(status_kb(pid, "VmRSS:"));
+        wal_max = wal_max.max(file_len(&wal_path));
+        if last_t.elapsed() >= Duration::from_secs(sample) {
+            let c = cpu_ticks(pid);
+            let pct = (c - last_c) as f64 / hz / last_t.elapsed().as_secs_f64() * 100.0;
+            curve.push(format!("{:.0}s {pct:.2}%", t0.elapsed().as_secs_f64()));
+            (last_t, last_c) = (Instant::now(), c);
+        }
     }
-    let cpu = (cpu_ticks(pid) - c0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - c0) as f64 / hz / elapsed * 100.0;
+    let written = write_bytes(pid).saturating_sub(w0);
     let hwm = status_kb(pid, "VmHWM:");
+    // Readings committed during the measured window (ids are dense and ordered by commit).
+    let stored_window = max_id(&store_path) - id0;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -187,11 +246,13 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
     let store = energy_gateway::storage::Store::open(
-        &dir.path().join("store.sqlite"),
+        &store_path,
         energy_gateway::config::Synchronous::Normal,
     )
     .unwrap();
     let rows = store.count_readings().unwrap();
+    let delivered = store.cursor("influxdb.local").unwrap();
+    let (pages, free, page_size): (i64, i64, i64) = store.page_stats().unwrap();
     drop(store);
     // One close of the service over the store the run filled (month, stored), timed here.
     let close = service.then(|| {
@@ -208,16 +269,8 @@ fn main() {
         )
         .unwrap();
         let spent = t.elapsed();
-        let counted: i64 = rusqlite::Connection::open(dir.path().join("store.sqlite"))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT count(*) FROM readings r JOIN series s ON s.id = r.series_id
-                     WHERE s.quantity = 'energy_import'",
-                    [],
-                    |r| r.get(0),
-                )
-            })
-            .unwrap_or(0);
+        // One point of each device is its energy_import counter.
+        let counted = rows as i64 / i64::from((registers / 2).max(1));
         (spent, r.data_quality.series.len(), counted)
     });
     let db_bytes: u64 = std::fs::read_dir(dir.path())
@@ -226,14 +279,29 @@ fn main() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("store.sqlite"))
         .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
         .sum();
+    let per_s = rows as f64 / (elapsed + 5.0);
+    let expected = devices as f64 * f64::from(registers / 2);
     println!(
-        "modbus load: {devices} devices x {registers} registers at 1 s for {:.0} s: gateway CPU {cpu:.2} % of one core, RSS max {:.1} MB (high-water {:.1} MB); {rows} readings stored ({:.0}/s over the whole run), store {:.1} MB",
-        t0.elapsed().as_secs_f64(),
+        "modbus load: {devices} devices x {registers} registers at 1 s for {elapsed:.0} s forwarding to influxd: gateway CPU {cpu:.2} % of one core, RSS max {:.1} MB (high-water {:.1} MB); {rows} readings stored ({per_s:.0}/s over the whole run, {:.1} % of {expected:.0}/s), {:.1} % forwarded",
         rss_max as f64 / 1024.0,
         hwm as f64 / 1024.0,
-        rows as f64 / (t0.elapsed().as_secs_f64() + 5.0),
-        db_bytes as f64 / 1e6
+        per_s / expected * 100.0,
+        if rows > 0 { delivered as f64 / rows as f64 * 100.0 } else { 0.0 },
     );
+    println!(
+        "  disk: {:.1} bytes written per reading (write_bytes {:.1} MB over the window, {stored_window} readings committed by the end), store files {:.1} MB = {:.2} bytes per reading on disk ({:.2} in used pages), WAL max {:.1} MB",
+        written as f64 / stored_window.max(1) as f64,
+        written as f64 / 1e6,
+        db_bytes as f64 / 1e6,
+        db_bytes as f64 / rows.max(1) as f64,
+        ((pages - free) * page_size) as f64 / rows.max(1) as f64,
+        wal_max as f64 / 1e6,
+    );
+    println!(
+        "  CPU curve (% of one core per {sample} s): {}",
+        curve.join(", ")
+    );
+    drop(influx);
     match close {
         Some((d, series, counted)) => println!(
             "accounting service on: one close (month computed and stored, {series} counters, {counted} counter readings) over this store took {:.0} ms, {:.0} counter readings/s",

@@ -80,6 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     let store = Store::open(&store_path, config.storage.synchronous)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let start_id = store.max_reading_id()?;
+    let disk_budget = store.disk_budget(&store_path, config.storage.max_disk)?;
 
     let cap = config.pipeline.channel_capacity;
     let (src_tx, src_rx) = mpsc::channel::<SourceBatch>(cap);
@@ -104,6 +105,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             outbox: config.storage.outbox.clone(),
             shutdown: writer_shutdown.clone(),
             cache_mib: config.storage.cache_mib,
+            disk_budget,
+            commit_delay: config.storage.commit_delay,
             ..WriterOptions::new(config.storage.max_batch, destinations)
         },
         outbox.clone(),

@@ -386,15 +386,13 @@ pub fn import_readings(
         return Err(summarize(errors));
     }
     let acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
-    let mut fresh = Vec::with_capacity(readings.len());
-    for r in &readings {
-        if !acc
-            .has_reading(&r.device, r.quantity, r.ts_ms)
-            .map_err(ImportError::store)?
-        {
-            fresh.push(r.clone());
-        }
-    }
+    let present = acc.has_readings(&readings).map_err(ImportError::store)?;
+    let fresh: Vec<Reading> = readings
+        .iter()
+        .zip(present)
+        .filter(|(_, there)| !there)
+        .map(|(r, _)| r.clone())
+        .collect();
     drop(acc);
     let mut store = crate::storage::Store::open(&cfg.store_path(), cfg.storage.synchronous)
         .map_err(ImportError::store)?;

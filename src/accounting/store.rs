@@ -95,15 +95,16 @@ CREATE TABLE IF NOT EXISTS counter_events (
 );
 ";
 
-fn sample_row(r: &rusqlite::Row) -> rusqlite::Result<Option<Sample>> {
-    let v: Option<f64> = r.get(1)?;
-    let q: i64 = r.get(2)?;
-    let ts_ms: i64 = r.get(0)?;
-    Ok(v.map(|value| Sample {
-        ts_ms,
+/// A usable reading of a counter as a sample (bad readings and absent values are not).
+fn sample(r: &crate::storage::batches::SeriesReading) -> Option<Sample> {
+    if r.quality.code() == 1 {
+        return None;
+    }
+    r.value.map(|value| Sample {
+        ts_ms: r.ts_ms,
         value,
-        estimated: q == 2,
-    }))
+        estimated: r.quality.code() == 2,
+    })
 }
 
 /// One interval row to write.
@@ -150,31 +151,23 @@ pub struct ValueAdded {
 
 pub struct AccountingStore {
     conn: Connection,
+    readings: crate::storage::Store,
 }
 
 impl AccountingStore {
     /// Opens the store at `path` (creating it and the gateway's own schema if needed) and the
     /// accounting tables.
     pub fn open(path: &Path) -> Result<AccountingStore> {
-        // The gateway's store creates the directory, WAL mode and the reading tables.
-        drop(
-            crate::storage::Store::open(path, crate::config::Synchronous::Normal)
-                .with_context(|| format!("opening the store {}", path.display()))?,
-        );
+        // The gateway's store creates the directory, WAL mode and the reading tables; readings
+        // are read through it.
+        let readings = crate::storage::Store::open(path, crate::config::Synchronous::Normal)
+            .with_context(|| format!("opening the store {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)
             .context("creating the accounting tables")?;
-        Ok(AccountingStore { conn })
-    }
-
-    fn series_id(&self, device: &str, quantity: Quantity) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT id FROM series WHERE device = ?1 AND quantity = ?2")?
-            .query_row(params![device, quantity.as_str()], |r| r.get(0))
-            .optional()?)
+        Ok(AccountingStore { conn, readings })
     }
 
     /// Up to `margin` usable readings of a counter before `from`, oldest first.
@@ -185,18 +178,14 @@ impl AccountingStore {
         from: TimestampMs,
         margin: usize,
     ) -> Result<Vec<Sample>> {
-        let Some(sid) = self.series_id(device, quantity)? else {
-            return Ok(Vec::new());
-        };
-        let mut before: Vec<Sample> = self
-            .conn
-            .prepare_cached(
-                "SELECT ts_ms, value, quality FROM readings WHERE series_id = ?1 AND quality != 1
-                 AND ts_ms < ?2 ORDER BY ts_ms DESC LIMIT ?3",
-            )?
-            .query_map(params![sid, from, margin as i64], sample_row)?
-            .filter_map(|r| r.transpose())
-            .collect::<rusqlite::Result<_>>()?;
+        let mut before = Vec::new();
+        if margin > 0 {
+            self.readings
+                .series_history(device, quantity, i64::MIN, from - 1, false, |r| {
+                    before.extend(sample(&r));
+                    before.len() < margin
+                })?;
+        }
         before.reverse();
         Ok(before)
     }
@@ -212,28 +201,30 @@ impl AccountingStore {
         margin: usize,
         mut f: impl FnMut(Sample),
     ) -> Result<()> {
-        let Some(sid) = self.series_id(device, quantity)? else {
-            return Ok(());
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts_ms, value, quality FROM readings WHERE series_id = ?1 AND quality != 1
-             AND ts_ms >= ?2 AND ts_ms <= ?3 ORDER BY ts_ms",
-        )?;
-        for s in stmt.query_map(params![sid, from, to], sample_row)? {
-            if let Some(s) = s? {
-                f(s);
-            }
-        }
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts_ms, value, quality FROM readings WHERE series_id = ?1 AND quality != 1
-             AND ts_ms > ?2 ORDER BY ts_ms LIMIT ?3",
-        )?;
-        for s in stmt.query_map(params![sid, to, margin as i64], sample_row)? {
-            if let Some(s) = s? {
-                f(s);
-            }
+        self.readings
+            .series_history(device, quantity, from, to, true, |r| {
+                if let Some(s) = sample(&r) {
+                    f(s);
+                }
+                true
+            })?;
+        let mut after = 0;
+        if margin > 0 && to < i64::MAX {
+            self.readings
+                .series_history(device, quantity, to + 1, i64::MAX, true, |r| {
+                    if let Some(s) = sample(&r) {
+                        f(s);
+                        after += 1;
+                    }
+                    after < margin
+                })?;
         }
         Ok(())
+    }
+
+    /// For each reading, whether the store already has one of its series at its instant.
+    pub fn has_readings(&self, readings: &[crate::readings::Reading]) -> Result<Vec<bool>> {
+        Ok(self.readings.contains_readings(readings)?)
     }
 
     /// True when the store already has a reading of this series at this instant.
@@ -243,15 +234,13 @@ impl AccountingStore {
         quantity: Quantity,
         ts_ms: TimestampMs,
     ) -> Result<bool> {
-        let Some(sid) = self.series_id(device, quantity)? else {
-            return Ok(false);
-        };
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM readings WHERE series_id = ?1 AND ts_ms = ?2 LIMIT 1")?
-            .query_row(params![sid, ts_ms], |_| Ok(()))
-            .optional()?
-            .is_some())
+        let mut found = false;
+        self.readings
+            .series_history(device, quantity, ts_ms, ts_ms, true, |_| {
+                found = true;
+                false
+            })?;
+        Ok(found)
     }
 
     /// Records a meter replacement (replacing an earlier record at the same instant).

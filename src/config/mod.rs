@@ -160,6 +160,14 @@ pub struct StorageConfig {
     /// sustains higher ingest rates; smaller keeps the resident memory down on small boxes.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u32,
+    /// Longest time the store writer gathers readings before committing them (0 = commit
+    /// whatever is queued at once). Readings a source waits on are committed at once.
+    #[serde(default = "default_commit_delay", with = "duration")]
+    pub commit_delay: Duration,
+    /// Most bytes the store may use (`max_disk`); 0 = derived at the first start (half of the
+    /// free space of its filesystem then). Past it the oldest delivered readings are dropped.
+    #[serde(default, with = "byte_size")]
+    pub max_disk: u64,
     /// `[storage.outbox]`: bounds of the undelivered part of the store.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -173,6 +181,8 @@ impl Default for StorageConfig {
             retention: default_retention(),
             max_batch: default_max_batch(),
             cache_mib: default_cache_mib(),
+            max_disk: 0,
+            commit_delay: default_commit_delay(),
             outbox: OutboxConfig::default(),
         }
     }
@@ -181,6 +191,10 @@ impl Default for StorageConfig {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/energy-gateway")
 }
+fn default_commit_delay() -> Duration {
+    Duration::from_millis(500)
+}
+
 fn default_retention() -> Duration {
     Duration::from_secs(400 * 86_400)
 }

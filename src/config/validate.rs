@@ -112,6 +112,15 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     if cfg.storage.retention.is_zero() {
         push("storage.retention".into(), "must be greater than 0".into());
     }
+    if cfg.storage.max_disk != 0 && cfg.storage.max_disk < 16 << 20 {
+        push(
+            "storage.max_disk".into(),
+            format!(
+                "{} bytes is too small; use 0 (derived from the free disk space) or at least \"16MiB\"",
+                cfg.storage.max_disk
+            ),
+        );
+    }
     let outbox = &cfg.storage.outbox;
     if outbox.max_bytes != 0 && outbox.max_bytes < 1 << 20 {
         push(

@@ -24,6 +24,7 @@
 //! | `store_commit_errors_total` | | |
 //! | `outbox_rows`, `outbox_bytes`, `outbox_full` | | undelivered part of the store |
 //! | `outbox_full_events_total`, `outbox_evicted_total` | | |
+//! | `store_budget_dropped_total`, `store_used_bytes`, `store_disk_budget_bytes` | | disk budget |
 //! | `output_outbox_depth` | `destination` | readings the destination has not confirmed |
 //! | `output_outbox_age_seconds` | `destination` | age of the oldest of them |
 //! | `output_points_sent_total`, `output_requests_total`, `output_request_failures_total`, `output_quarantined_total` | `destination` | |
@@ -307,6 +308,24 @@ pub fn render(
             "energy_gateway_outbox_full_events",
             "Times the outbox became full",
             ob.full_events,
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_store_budget_dropped",
+            "Delivered readings dropped to keep the store within storage.max_disk",
+            ob.budget_dropped,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_store_used_bytes",
+            "Bytes of the store file in use (at the last budget check)",
+            ob.used_bytes as f64,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_store_disk_budget_bytes",
+            "The store's disk budget (storage.max_disk or derived at the first start)",
+            ob.disk_budget as f64,
         );
         counter(
             &mut reg,

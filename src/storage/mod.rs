@@ -3,8 +3,13 @@
 //! table is the durable outbox: a reading is committed here before anything else sees it, and an
 //! output advances its cursor only after its destination confirmed the write.
 
+pub mod batches;
+pub mod budget;
+pub mod codec;
 pub mod config;
 pub mod quarantine;
+pub mod schema;
+pub mod wal;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,64 +19,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::readings::{Quality, Quantity, Reading, TimestampMs};
 use crate::storage::config::Synchronous;
-
-/// Bumped whenever the schema changes; [`Store::open`] migrates older files.
-pub const SCHEMA_VERSION: i64 = 2;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
--- One row per (device, quantity): readings refer to it to keep rows small.
-CREATE TABLE IF NOT EXISTS series (
-    id       INTEGER PRIMARY KEY,
-    device   TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    UNIQUE (device, quantity)
-);
--- Reading history and outbox. id grows with commit order; outputs deliver by id.
-CREATE TABLE IF NOT EXISTS readings (
-    id        INTEGER PRIMARY KEY,
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    ts_ms     INTEGER NOT NULL,
-    value     REAL,
-    quality   INTEGER NOT NULL,   -- 0 good, 1 bad, 2 estimated
-    reason    TEXT
-);
-CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (series_id, ts_ms);
--- Per destination: the highest reading id it has confirmed.
-CREATE TABLE IF NOT EXISTS cursors (
-    destination TEXT PRIMARY KEY,
-    last_id     INTEGER NOT NULL,
-    updated_ms  INTEGER NOT NULL
-);
--- Alert transitions (pending/firing/resolved).
-CREATE TABLE IF NOT EXISTS alert_events (
-    id       INTEGER PRIMARY KEY,
-    ts_ms    INTEGER NOT NULL,
-    rule     TEXT NOT NULL,
-    device   TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    state    TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    value    REAL,
-    message  TEXT NOT NULL
-);
--- Points a destination rejected for good (the rest of their batch was delivered). The line
--- is kept as sent, so it can be inspected, fixed and replayed (`energy-gateway quarantine`).
--- (Schema version 1 had a table `quarantine` of whole batches; it is left as it was.)
-CREATE TABLE IF NOT EXISTS quarantine_lines (
-    id          INTEGER PRIMARY KEY,
-    destination TEXT NOT NULL,
-    reading_id  INTEGER NOT NULL,
-    ts_ms       INTEGER NOT NULL,   -- when it was quarantined
-    status      INTEGER,            -- HTTP status, NULL when refused before sending
-    error       TEXT NOT NULL,
-    line        TEXT NOT NULL,
-    UNIQUE (destination, reading_id)
-);
-";
 
 /// Errors from the store, with the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +31,8 @@ pub enum StoreError {
     },
     #[error("store at {path}: {message}")]
     Open { path: String, message: String },
+    #[error("store damaged: {0}")]
+    Corrupt(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -111,35 +60,6 @@ pub struct AlertEvent {
     pub severity: &'static str,
     pub value: Option<f64>,
     pub message: String,
-}
-
-/// Rows per multi-row INSERT statement (6 parameters each; SQLite allows 32766).
-const ROWS_PER_INSERT: usize = 64;
-
-fn multi_row_insert() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(build_multi_row_insert)
-}
-
-fn build_multi_row_insert() -> String {
-    let mut sql =
-        String::from("INSERT INTO readings(id, series_id, ts_ms, value, quality, reason) VALUES ");
-    for k in 0..ROWS_PER_INSERT {
-        if k > 0 {
-            sql.push(',');
-        }
-        let b = k * 6;
-        sql.push_str(&format!(
-            "(?{},?{},?{},?{},?{},?{})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
-    }
-    sql
 }
 
 /// One connection to the store. The writer thread owns one; readers open their own.
@@ -201,7 +121,7 @@ impl Store {
                 })?;
             }
         }
-        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
@@ -221,46 +141,13 @@ impl Store {
             Synchronous::Full => "FULL",
         };
         // Larger WAL checkpoints (32 MiB) write each hot page once per checkpoint instead of
-        // once per 4 MiB of WAL.
+        // once per 4 MiB of WAL; after one the WAL file is cut back to wal::WAL_LIMIT_BYTES.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint=8192;"
+            "PRAGMA synchronous={sync}; PRAGMA wal_autocheckpoint=8192; PRAGMA journal_size_limit={};",
+            wal::WAL_LIMIT_BYTES
         ))
         .map_err(ctx("set synchronous"))?;
-        conn.execute_batch(SCHEMA).map_err(ctx("create schema"))?;
-        let version: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key='schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(ctx("read schema version"))?;
-        match version.as_deref().map(str::parse::<i64>) {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(ctx("write schema version"))?;
-            }
-            Some(Ok(v)) if v == SCHEMA_VERSION => {}
-            // Version 1 lacked quarantine_lines, which SCHEMA has just created.
-            Some(Ok(v)) if v < SCHEMA_VERSION => {
-                conn.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(ctx("write schema version"))?;
-            }
-            Some(v) => {
-                return Err(StoreError::Open {
-                    path: path.display().to_string(),
-                    message: format!(
-                        "schema version {v:?} is newer than this build understands ({SCHEMA_VERSION}); upgrade energy-gateway"
-                    ),
-                })
-            }
-        }
+        schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn,
             series: HashMap::new(),
@@ -318,102 +205,6 @@ impl Store {
         Ok(n)
     }
 
-    fn series_id(&mut self, device: &str, quantity: Quantity) -> Result<i64> {
-        if let Some(id) = self.series.get(device).and_then(|m| m.get(&quantity)) {
-            return Ok(*id);
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO series(device, quantity) VALUES (?1, ?2)
-                 ON CONFLICT(device, quantity) DO UPDATE SET device=excluded.device
-                 RETURNING id",
-            )
-            .map_err(ctx("prepare series insert"))?;
-        let id: i64 = stmt
-            .query_row(params![device, quantity.as_str()], |r| r.get(0))
-            .map_err(ctx("insert series"))?;
-        self.series
-            .entry(device.to_string())
-            .or_default()
-            .insert(quantity, id);
-        Ok(id)
-    }
-
-    /// Commits the readings in one transaction (group commit). Returns the id of the last row
-    /// (the previous last id when `readings` is empty).
-    pub fn insert_readings<'a>(
-        &mut self,
-        readings: impl IntoIterator<Item = &'a Reading>,
-    ) -> Result<i64> {
-        let mut sids = Vec::new();
-        let mut rows = Vec::new();
-        for r in readings {
-            sids.push(self.series_id(&r.device, r.quantity)?);
-            rows.push(r);
-        }
-        let cached = self.next_reading_id()?;
-        // Another process may add readings to the same store (`import readings` while `run`
-        // runs): the first id is settled inside a write transaction, above every existing one.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(ctx("begin"))?;
-        let stored_max: i64 = tx
-            .query_row("SELECT coalesce(max(id), 0) FROM readings", [], |r| {
-                r.get(0)
-            })
-            .map_err(ctx("read the last reading id"))?;
-        let first = cached.max(stored_max + 1);
-        {
-            // Rows go in by statements of ROWS_PER_INSERT rows (fewer statement executions),
-            // the rest one by one.
-            let multi = multi_row_insert();
-            let mut many = tx
-                .prepare_cached(multi)
-                .map_err(ctx("prepare reading insert"))?;
-            let mut one = tx
-                .prepare_cached(
-                    "INSERT INTO readings(id, series_id, ts_ms, value, quality, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(ctx("prepare reading insert"))?;
-            let mut i = 0;
-            while rows.len() - i >= ROWS_PER_INSERT {
-                for k in 0..ROWS_PER_INSERT {
-                    let r = rows[i + k];
-                    let at = k * 6;
-                    let bind = |stmt: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
-                        stmt.raw_bind_parameter(at + 1, first + (i + k) as i64)?;
-                        stmt.raw_bind_parameter(at + 2, sids[i + k])?;
-                        stmt.raw_bind_parameter(at + 3, r.ts_ms)?;
-                        stmt.raw_bind_parameter(at + 4, r.value)?;
-                        stmt.raw_bind_parameter(at + 5, r.quality.code())?;
-                        stmt.raw_bind_parameter(at + 6, r.quality.reason())
-                    };
-                    bind(&mut many).map_err(ctx("bind reading"))?;
-                }
-                many.raw_execute().map_err(ctx("insert readings"))?;
-                i += ROWS_PER_INSERT;
-            }
-            for k in i..rows.len() {
-                let r = rows[k];
-                one.execute(params![
-                    first + k as i64,
-                    sids[k],
-                    r.ts_ms,
-                    r.value,
-                    r.quality.code(),
-                    r.quality.reason()
-                ])
-                .map_err(ctx("insert reading"))?;
-            }
-        }
-        tx.commit().map_err(ctx("commit"))?;
-        let next = first + rows.len() as i64;
-        self.next_id = Some(next);
-        Ok(next - 1)
-    }
-
     /// Records an alert transition.
     pub fn insert_alert_event(&mut self, e: &AlertEvent) -> Result<()> {
         self.conn
@@ -466,51 +257,6 @@ impl Store {
             .map_err(ctx("read alert events"))
     }
 
-    /// Up to `limit` readings with id greater than `after`, in id order.
-    pub fn readings_after(&self, after: i64, limit: usize) -> Result<Vec<StoredReading>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT r.id, s.device, s.quantity, r.ts_ms, r.value, r.quality, r.reason
-                 FROM readings r JOIN series s ON s.id = r.series_id
-                 WHERE r.id > ?1 ORDER BY r.id LIMIT ?2",
-            )
-            .map_err(ctx("prepare outbox query"))?;
-        let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
-                let q: String = r.get(2)?;
-                let quality = Quality::from_code(r.get(5)?, r.get(6)?);
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    q,
-                    r.get(3)?,
-                    r.get(4)?,
-                    quality,
-                ))
-            })
-            .map_err(ctx("query outbox"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, device, q, ts_ms, value, quality) = row.map_err(ctx("read outbox row"))?;
-            // A quantity this build does not know (written by a newer version) is skipped.
-            let Ok(quantity) = q.parse::<Quantity>() else {
-                continue;
-            };
-            out.push(StoredReading {
-                id,
-                reading: Reading {
-                    device,
-                    quantity,
-                    value,
-                    ts_ms,
-                    quality,
-                },
-            });
-        }
-        Ok(out)
-    }
-
     /// Highest reading id confirmed by `destination` (0 when it has confirmed nothing).
     pub fn cursor(&self, destination: &str) -> Result<i64> {
         self.conn
@@ -535,34 +281,6 @@ impl Store {
             )
             .map_err(ctx("advance cursor"))?;
         Ok(())
-    }
-
-    /// Up to `limit` outbox rows with id greater than `after`, in id order, without the series
-    /// names (outputs cache those by series id).
-    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, series_id, ts_ms, value, quality, reason FROM readings
-                 WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )
-            .map_err(ctx("prepare outbox query"))?;
-        let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    series_id: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    value: r.get(3)?,
-                    quality: Quality::from_code(r.get(4)?, r.get(5)?),
-                })
-            })
-            .map_err(ctx("query outbox"))?;
-        let mut out = Vec::with_capacity(limit.min(100_000));
-        for row in rows {
-            out.push(row.map_err(ctx("read outbox row"))?);
-        }
-        Ok(out)
     }
 
     /// Device and quantity name of a series (`None` for an unknown id).
@@ -660,22 +378,8 @@ impl Store {
             floor = max_id;
         }
         floor = floor.max(self.meta_i64("evicted_through")?).min(max_id);
-        let (min_id, page_count, free, page_size): (i64, i64, i64, i64) = (
-            self.conn
-                .query_row("SELECT coalesce(min(id), 0) FROM readings", [], |r| {
-                    r.get(0)
-                })
-                .map_err(ctx("min id"))?,
-            self.conn
-                .query_row("PRAGMA page_count", [], |r| r.get(0))
-                .map_err(ctx("page count"))?,
-            self.conn
-                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-                .map_err(ctx("freelist count"))?,
-            self.conn
-                .query_row("PRAGMA page_size", [], |r| r.get(0))
-                .map_err(ctx("page size"))?,
-        );
+        let min_id = self.min_reading_id()?;
+        let (page_count, free, page_size) = self.page_stats()?;
         let stored = if min_id == 0 { 0 } else { max_id - min_id + 1 };
         let used = (page_count - free).max(0) as f64 * page_size as f64;
         let bytes_per_row = if stored > 0 {
@@ -693,45 +397,10 @@ impl Store {
         })
     }
 
-    /// Acquisition time of the oldest reading above `floor` (the oldest undelivered one).
-    pub fn oldest_after(&self, floor: i64) -> Result<Option<TimestampMs>> {
-        self.conn
-            .prepare_cached("SELECT ts_ms FROM readings WHERE id > ?1 ORDER BY id LIMIT 1")
-            .and_then(|mut s| s.query_row([floor], |r| r.get(0)).optional())
-            .map_err(ctx("oldest undelivered"))
-    }
-
-    /// The highest id above `floor` such that every reading in `floor+1..=id` was acquired
-    /// before `before_ms` (`floor` when the first one is younger).
-    pub fn old_prefix_end(&self, floor: i64, before_ms: TimestampMs) -> Result<i64> {
-        let young: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT id FROM readings WHERE id > ?1 AND ts_ms >= ?2 ORDER BY id LIMIT 1",
-                params![floor, before_ms],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(ctx("find young reading"))?;
-        match young {
-            Some(id) => Ok(id - 1),
-            None => Ok(self
-                .next_id
-                .map(|n| n - 1)
-                .unwrap_or(self.max_reading_id()?)),
-        }
-    }
-
     /// Deletes the undelivered readings with ids in `floor+1..=through` (the oldest ones) to make
     /// room. Destinations behind `through` skip them. Returns how many were deleted.
     pub fn evict(&self, floor: i64, through: i64) -> Result<u64> {
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM readings WHERE id > ?1 AND id <= ?2",
-                params![floor, through],
-            )
-            .map_err(ctx("evict"))?;
+        let n = self.delete_ids(floor, through)?;
         self.raise_meta_i64("evicted_through", through)?;
         self.raise_meta_i64("deleted_through", through)?;
         let total = self.meta_i64("evicted_total")? + n as i64;
@@ -742,117 +411,26 @@ impl Store {
                 [total.to_string()],
             )
             .map_err(ctx("count evictions"))?;
-        Ok(n as u64)
+        Ok(n)
+    }
+
+    /// Pages of the database file, pages of it free, and the page size in bytes.
+    pub fn page_stats(&self) -> Result<(i64, i64, i64)> {
+        let pragma = |name: &'static str| -> Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .map_err(ctx(name))
+        };
+        Ok((
+            pragma("page_count")?,
+            pragma("freelist_count")?,
+            pragma("page_size")?,
+        ))
     }
 
     /// Readings evicted from the outbox since the store was created.
     pub fn evicted_total(&self) -> Result<u64> {
         Ok(self.meta_i64("evicted_total")?.max(0) as u64)
-    }
-
-    /// Highest reading id in the store (0 when empty).
-    pub fn max_reading_id(&self) -> Result<i64> {
-        self.conn
-            .query_row("SELECT coalesce(max(id), 0) FROM readings", [], |r| {
-                r.get(0)
-            })
-            .map_err(ctx("max id"))
-    }
-
-    /// Number of readings per device, all qualities.
-    pub fn count_by_device(&self) -> Result<BTreeMap<String, u64>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT s.device, count(*) FROM readings r JOIN series s ON s.id = r.series_id GROUP BY s.device",
-            )
-            .map_err(ctx("prepare count"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(ctx("count"))?;
-        rows.collect::<std::result::Result<_, _>>()
-            .map_err(ctx("count rows"))
-    }
-
-    /// Total number of readings.
-    pub fn count_readings(&self) -> Result<u64> {
-        self.conn
-            .query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(ctx("count readings"))
-    }
-
-    /// The latest good value of a series: (timestamp, value).
-    pub fn latest_good(
-        &self,
-        device: &str,
-        quantity: Quantity,
-    ) -> Result<Option<(TimestampMs, f64)>> {
-        self.edge_good(device, quantity, i64::MIN, "DESC")
-    }
-
-    /// The first good value of a series at or after `since_ms`.
-    pub fn first_good_since(
-        &self,
-        device: &str,
-        quantity: Quantity,
-        since_ms: TimestampMs,
-    ) -> Result<Option<(TimestampMs, f64)>> {
-        self.edge_good(device, quantity, since_ms, "ASC")
-    }
-
-    fn edge_good(
-        &self,
-        device: &str,
-        quantity: Quantity,
-        since_ms: TimestampMs,
-        dir: &str,
-    ) -> Result<Option<(TimestampMs, f64)>> {
-        let sql = format!(
-            "SELECT r.ts_ms, r.value FROM readings r JOIN series s ON s.id = r.series_id
-             WHERE s.device = ?1 AND s.quantity = ?2 AND r.ts_ms >= ?3 AND r.quality != 1
-             ORDER BY r.ts_ms {dir} LIMIT 1"
-        );
-        self.conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| {
-                s.query_row(params![device, quantity.as_str(), since_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-            })
-            .map_err(ctx("query series edge"))
-    }
-
-    /// Deletes readings older than `before_ms` that every listed destination has confirmed.
-    /// Returns how many were deleted.
-    pub fn prune(&self, before_ms: TimestampMs, destinations: &[String]) -> Result<usize> {
-        let mut limit = i64::MAX;
-        for d in destinations {
-            limit = limit.min(self.cursor(d)?);
-        }
-        let through: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT max(id) FROM readings WHERE ts_ms < ?1 AND id <= ?2",
-                params![before_ms, limit],
-                |r| r.get(0),
-            )
-            .map_err(ctx("prune"))?;
-        let Some(through) = through else {
-            return Ok(0);
-        };
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM readings WHERE ts_ms < ?1 AND id <= ?2",
-                params![before_ms, limit],
-            )
-            .map_err(ctx("prune"))?;
-        self.raise_meta_i64("deleted_through", through)?;
-        Ok(n)
     }
 
     /// Runs SQLite's integrity check; `Ok("ok")` for a sound file.

@@ -19,6 +19,12 @@ use super::{AlertEvent, OutboxUsage, Store};
 use crate::readings::{now_ms, Reading};
 use crate::storage::config::{OutboxConfig, OutboxFullPolicy};
 
+/// How often a writer gathering readings for `commit_delay` looks at its queue.
+const COMMIT_POLL: Duration = Duration::from_millis(20);
+
+/// How often the writer checks that the WAL stays within its bound.
+const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// What the pipeline asks the writer to make durable.
 #[derive(Debug)]
 pub enum StoreCommand {
@@ -52,6 +58,12 @@ pub struct WriterOptions {
     pub shutdown: CancellationToken,
     /// SQLite page cache of the writer's connection, MiB (`[storage] cache_mib`).
     pub cache_mib: u32,
+    /// Most bytes the store may use (see [`super::budget`]); 0 = no budget.
+    pub disk_budget: u64,
+    /// How often the budget is checked.
+    pub budget_every: Duration,
+    /// Longest time readings are gathered before they are committed (`[storage] commit_delay`).
+    pub commit_delay: Duration,
 }
 
 impl WriterOptions {
@@ -71,6 +83,9 @@ impl WriterOptions {
             full_recheck: Duration::from_millis(200),
             shutdown: CancellationToken::new(),
             cache_mib: 32,
+            disk_budget: 0,
+            budget_every: Duration::from_secs(60),
+            commit_delay: Duration::ZERO,
         }
     }
 }
@@ -103,6 +118,13 @@ pub struct OutboxStatus {
     pub evicted: AtomicU64,
     /// Failed commits (each retried).
     pub commit_errors: AtomicU64,
+    /// Delivered readings dropped to keep the store within its disk budget, since the store was
+    /// created.
+    pub budget_dropped: AtomicU64,
+    /// Bytes of the store file in use, at the last budget check.
+    pub used_bytes: AtomicU64,
+    /// The disk budget in bytes (0 = none).
+    pub disk_budget: AtomicU64,
 }
 
 /// A copy of [`OutboxStatus`] at one moment.
@@ -116,6 +138,9 @@ pub struct OutboxSnapshot {
     pub stalled_ms: u64,
     pub evicted: u64,
     pub commit_errors: u64,
+    pub budget_dropped: u64,
+    pub used_bytes: u64,
+    pub disk_budget: u64,
 }
 
 impl OutboxStatus {
@@ -129,6 +154,9 @@ impl OutboxStatus {
             stalled_ms: self.stalled_ms.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             commit_errors: self.commit_errors.load(Ordering::Relaxed),
+            budget_dropped: self.budget_dropped.load(Ordering::Relaxed),
+            used_bytes: self.used_bytes.load(Ordering::Relaxed),
+            disk_budget: self.disk_budget.load(Ordering::Relaxed),
         }
     }
 
@@ -230,6 +258,16 @@ pub fn spawn_with_status(
         .spawn(move || {
             let mut stats = WriterStats::default();
             let mut last_prune = Instant::now();
+            let mut last_wal_check = Instant::now();
+            // When the batch being gathered got its first readings.
+            let mut gathering: Option<Instant> = None;
+            let mut last_budget_check: Option<Instant> = None;
+            status
+                .disk_budget
+                .store(opts.disk_budget, Ordering::Relaxed);
+            if let Ok(n) = store.budget_dropped_total() {
+                status.budget_dropped.store(n, Ordering::Relaxed);
+            }
             let mut batch: Vec<Reading> = Vec::new();
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
@@ -265,7 +303,32 @@ pub fn spawn_with_status(
                     if batch.len() < opts.max_batch {
                         next = rx.try_recv().ok();
                     }
+                    // Group readings for up to commit_delay: each commit costs a few pages
+                    // written twice (WAL, checkpoint) whatever its size. Readings a source waits
+                    // on (ack) and a stopping gateway commit at once.
+                    if next.is_none()
+                        && !batch.is_empty()
+                        && acks.is_empty()
+                        && batch.len() < opts.max_batch
+                        && !opts.shutdown.is_cancelled()
+                    {
+                        let waited = gathering.get_or_insert_with(Instant::now).elapsed();
+                        if waited < opts.commit_delay {
+                            std::thread::sleep(COMMIT_POLL.min(opts.commit_delay - waited));
+                            next = match rx.try_recv() {
+                                Ok(cmd) => Some(cmd),
+                                Err(mpsc::error::TryRecvError::Empty) => {
+                                    Some(StoreCommand::Readings {
+                                        readings: Vec::new(),
+                                        ack: None,
+                                    })
+                                }
+                                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                            };
+                        }
+                    }
                 }
+                gathering = None;
                 if !batch.is_empty() {
                     if bounded(&opts.outbox) && !opts.destinations.is_empty() {
                         make_room(
@@ -286,6 +349,18 @@ pub fn spawn_with_status(
                         &opts.destinations,
                     );
                 }
+                if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
+                    last_wal_check = Instant::now();
+                    if let Err(e) = store.bound_wal(super::wal::WAL_LIMIT_BYTES) {
+                        tracing::warn!("checkpoint failed: {e}");
+                    }
+                }
+                if opts.disk_budget > 0
+                    && last_budget_check.is_none_or(|t| t.elapsed() >= opts.budget_every)
+                {
+                    last_budget_check = Some(Instant::now());
+                    keep_budget(&store, &opts, &status);
+                }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
                     let before = now_ms() - opts.retention.as_millis() as i64;
@@ -300,6 +375,35 @@ pub fn spawn_with_status(
             stats
         })
         .expect("spawning the store writer thread")
+}
+
+/// Keeps the store within its disk budget (see [`super::budget`]), logging what it dropped.
+fn keep_budget(store: &Store, opts: &WriterOptions, status: &OutboxStatus) {
+    match store.enforce_budget(opts.disk_budget, &opts.destinations) {
+        Ok(r) => {
+            status.used_bytes.store(r.used_bytes, Ordering::Relaxed);
+            if r.dropped > 0 {
+                let total = status
+                    .budget_dropped
+                    .fetch_add(r.dropped, Ordering::Relaxed)
+                    + r.dropped;
+                tracing::warn!(
+                    dropped = r.dropped,
+                    dropped_total = total,
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store at its disk budget (storage.max_disk): dropped the oldest delivered readings"
+                );
+            } else if r.undelivered_over {
+                tracing::error!(
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store over its disk budget (storage.max_disk) with nothing delivered left to drop: the outputs are behind; bound the undelivered part with [storage.outbox]"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot keep the disk budget: {e}"),
+    }
 }
 
 /// Applies the outbox policy before `incoming` readings are committed.
@@ -489,5 +593,104 @@ mod tests {
         assert_eq!(stats.readings, 51);
         assert!(stats.transactions <= 51);
         assert_eq!(*crx.borrow(), 51);
+    }
+
+    #[test]
+    fn the_writer_keeps_the_disk_budget_and_counts_what_it_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path, Synchronous::Normal).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (ctx, _crx) = watch::channel(0);
+        let status = Arc::new(OutboxStatus::default());
+        let h = spawn_with_status(
+            store,
+            rx,
+            ctx,
+            WriterOptions {
+                disk_budget: 1 << 20,
+                budget_every: Duration::ZERO,
+                ..WriterOptions::new(100_000, vec![])
+            },
+            status.clone(),
+        );
+        // 3 MB of history at ~5 bytes a reading (no outputs: all of it is delivered).
+        for round in 0..60 {
+            let readings = (0..10_000)
+                .map(|i| {
+                    Reading::new(
+                        format!("m{}", i % 500),
+                        Quantity::ALL[i % 15],
+                        f64::from(round * 10_000 + i as i32) + 0.5,
+                        now_ms(),
+                    )
+                })
+                .collect();
+            tx.blocking_send(StoreCommand::Readings {
+                readings,
+                ack: None,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        h.join().unwrap();
+        let s = status.snapshot();
+        assert!(s.budget_dropped > 0, "{s:?}");
+        assert_eq!(s.disk_budget, 1 << 20);
+        let store = Store::open(&path, Synchronous::Normal).unwrap();
+        assert!(store.used_bytes().unwrap() <= (1 << 20) + 100_000 * 6);
+        assert_eq!(store.budget_dropped_total().unwrap(), s.budget_dropped);
+        // The newest readings are kept.
+        assert_eq!(store.max_reading_id().unwrap(), 600_000);
+    }
+
+    #[test]
+    fn readings_are_gathered_for_commit_delay_and_acked_ones_commit_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        let (tx, rx) = mpsc::channel(1024);
+        let (ctx, crx) = watch::channel(0);
+        let h = spawn(
+            store,
+            rx,
+            ctx,
+            WriterOptions {
+                commit_delay: Duration::from_millis(400),
+                ..WriterOptions::new(10_000, vec![])
+            },
+        );
+        // 40 polls arriving over ~200 ms: one or two commits, not 40.
+        for i in 0..40 {
+            tx.blocking_send(StoreCommand::Readings {
+                readings: vec![Reading::new(
+                    "m",
+                    Quantity::ActivePower,
+                    f64::from(i),
+                    i.into(),
+                )],
+                ack: None,
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A reading a source waits on is committed without waiting out the delay.
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let t = Instant::now();
+        tx.blocking_send(StoreCommand::Readings {
+            readings: vec![Reading::new("m", Quantity::ActivePower, 1.0, 100)],
+            ack: Some(ack_tx),
+        })
+        .unwrap();
+        ack_rx.blocking_recv().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(*crx.borrow(), 41);
+        drop(tx);
+        let stats = h.join().unwrap();
+        assert_eq!(stats.readings, 41);
+        assert!(stats.transactions <= 3, "{stats:?}");
     }
 }

@@ -1,0 +1,754 @@
+//! Readings stored as batches: one row of `reading_batches` per commit (split at
+//! [`BATCH_MAX`] readings) holding a compact blob ([`super::codec`]). Appending a batch touches
+//! the end of the table only, so a commit writes about the bytes it stores instead of one
+//! dirtied 4 KiB index page per reading. Reading ids stay dense and ordered by commit:
+//! `first_id + position`. The outbox reads by id; history reads per series use the batches'
+//! time ranges (two small indexes, one entry per batch).
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use rusqlite::{params, OptionalExtension};
+
+use super::codec::{self, Encoded};
+use super::{ctx, OutboxRow, Result, Store, StoreError, StoredReading};
+use crate::readings::{Quality, Quantity, Reading, TimestampMs};
+
+/// Most readings in one batch row (a commit of more is split).
+pub const BATCH_MAX: usize = 8192;
+
+/// A reading of a series as history reads return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesReading {
+    pub id: i64,
+    pub ts_ms: TimestampMs,
+    pub value: Option<f64>,
+    pub quality: Quality,
+}
+
+fn decode_err(e: codec::DecodeError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Ordered by (ts, id) for the merge buffers of history scans.
+struct ByTime(SeriesReading);
+
+impl PartialEq for ByTime {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for ByTime {}
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ByTime {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        (self.0.ts_ms, self.0.id).cmp(&(o.0.ts_ms, o.0.id))
+    }
+}
+
+impl Store {
+    /// Commits the readings in one transaction (group commit). Returns the id of the last row
+    /// (the previous last id when `readings` is empty).
+    pub fn insert_readings<'a>(
+        &mut self,
+        readings: impl IntoIterator<Item = &'a Reading>,
+    ) -> Result<i64> {
+        // Series seen for the first time are added in the same transaction (one commit).
+        let mut rows = Vec::new();
+        let mut new_series: HashMap<(&str, Quantity), i64> = HashMap::new();
+        for r in readings {
+            let known = self.series.get(&r.device).and_then(|m| m.get(&r.quantity));
+            if known.is_none() {
+                new_series.insert((r.device.as_str(), r.quantity), 0);
+            }
+            rows.push((known.copied().unwrap_or(0), r));
+        }
+        let cached = self.next_reading_id()?;
+        // Another process may add readings to the same store (`import readings` while `run`
+        // runs): the first id is settled inside a write transaction, above every existing one.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(ctx("begin"))?;
+        let stored_max: i64 = tx
+            .query_row(
+                "SELECT first_id + n - 1 FROM reading_batches ORDER BY first_id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("read the last reading id"))?
+            .unwrap_or(0);
+        let first = cached.max(stored_max + 1);
+        if !new_series.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO series(device, quantity) VALUES (?1, ?2)
+                     ON CONFLICT(device, quantity) DO UPDATE SET device=excluded.device
+                     RETURNING id",
+                )
+                .map_err(ctx("prepare series insert"))?;
+            for ((device, quantity), id) in new_series.iter_mut() {
+                *id = stmt
+                    .query_row(params![device, quantity.as_str()], |r| r.get(0))
+                    .map_err(ctx("insert series"))?;
+            }
+            for (sid, r) in rows.iter_mut() {
+                if let Some(id) = new_series.get(&(r.device.as_str(), r.quantity)) {
+                    *sid = *id;
+                }
+            }
+        }
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO reading_batches(first_id, n, min_ts, max_ts, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(ctx("prepare batch insert"))?;
+            for (k, chunk) in rows.chunks(BATCH_MAX).enumerate() {
+                let (min_ts, max_ts) = chunk.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                    (lo.min(r.1.ts_ms), hi.max(r.1.ts_ms))
+                });
+                let blob = codec::encode(
+                    chunk
+                        .iter()
+                        .map(|(sid, r)| (*sid, r.ts_ms, r.value, &r.quality)),
+                );
+                insert
+                    .execute(params![
+                        first + (k * BATCH_MAX) as i64,
+                        chunk.len() as i64,
+                        min_ts,
+                        max_ts,
+                        blob
+                    ])
+                    .map_err(ctx("insert readings"))?;
+            }
+        }
+        tx.commit().map_err(ctx("commit"))?;
+        for ((device, quantity), id) in new_series {
+            self.series
+                .entry(device.to_string())
+                .or_default()
+                .insert(quantity, id);
+        }
+        let next = first + rows.len() as i64;
+        self.next_id = Some(next);
+        Ok(next - 1)
+    }
+
+    /// Visits the readings with id > `after` in id order until `f` returns false.
+    fn scan_ids(&self, after: i64, mut f: impl FnMut(i64, Encoded) -> bool) -> Result<()> {
+        let start: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce(max(first_id), 0) FROM reading_batches WHERE first_id <= ?1",
+                [after.saturating_add(1)],
+                |r| r.get(0),
+            )
+            .map_err(ctx("find batch"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT first_id, data FROM reading_batches WHERE first_id >= ?1 ORDER BY first_id",
+            )
+            .map_err(ctx("prepare batch scan"))?;
+        let mut rows = stmt.query([start]).map_err(ctx("scan batches"))?;
+        while let Some(row) = rows.next().map_err(ctx("read batch"))? {
+            let first: i64 = row.get(0).map_err(ctx("read batch"))?;
+            let data = row.get_ref(1).map_err(ctx("read batch"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read batch")(e.into()))?;
+            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
+                let id = first + k as i64;
+                let r = r.map_err(decode_err)?;
+                if id > after && !f(id, r) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every series: id → (device, quantity name).
+    fn series_names(&self) -> Result<HashMap<i64, (String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, device, quantity FROM series")
+            .map_err(ctx("prepare series query"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .map_err(ctx("query series"))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(ctx("read series"))
+    }
+
+    /// Up to `limit` readings with id greater than `after`, in id order.
+    pub fn readings_after(&self, after: i64, limit: usize) -> Result<Vec<StoredReading>> {
+        let names = self.series_names()?;
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_ids(after, |id, r| {
+            // A quantity this build does not know (written by a newer version) is skipped.
+            if let Some((device, q)) = names.get(&r.series_id) {
+                if let Ok(quantity) = q.parse::<Quantity>() {
+                    out.push(StoredReading {
+                        id,
+                        reading: Reading {
+                            device: device.clone(),
+                            quantity,
+                            value: r.value,
+                            ts_ms: r.ts_ms,
+                            quality: r.quality,
+                        },
+                    });
+                }
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Up to `limit` outbox rows with id greater than `after`, in id order, without the series
+    /// names (outputs cache those by series id).
+    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let mut out = Vec::with_capacity(limit.min(100_000));
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.scan_ids(after, |id, r| {
+            out.push(OutboxRow {
+                id,
+                series_id: r.series_id,
+                ts_ms: r.ts_ms,
+                value: r.value,
+                quality: r.quality,
+            });
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Acquisition time of the oldest reading above `floor` (the oldest undelivered one).
+    pub fn oldest_after(&self, floor: i64) -> Result<Option<TimestampMs>> {
+        let mut ts = None;
+        self.scan_ids(floor, |_, r| {
+            ts = Some(r.ts_ms);
+            false
+        })?;
+        Ok(ts)
+    }
+
+    /// The highest id above `floor` such that every reading in `floor+1..=id` was acquired
+    /// before `before_ms` (`floor` when the first one is younger).
+    pub fn old_prefix_end(&self, floor: i64, before_ms: TimestampMs) -> Result<i64> {
+        let start: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce(max(first_id), 0) FROM reading_batches WHERE first_id <= ?1",
+                [floor.saturating_add(1)],
+                |r| r.get(0),
+            )
+            .map_err(ctx("find batch"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT first_id, n, max_ts, data FROM reading_batches WHERE first_id >= ?1
+                 ORDER BY first_id",
+            )
+            .map_err(ctx("prepare batch scan"))?;
+        let mut rows = stmt.query([start]).map_err(ctx("scan batches"))?;
+        let mut end = floor;
+        while let Some(row) = rows.next().map_err(ctx("read batch"))? {
+            let first: i64 = row.get(0).map_err(ctx("read batch"))?;
+            let n: i64 = row.get(1).map_err(ctx("read batch"))?;
+            let max_ts: i64 = row.get(2).map_err(ctx("read batch"))?;
+            if max_ts < before_ms {
+                // The whole batch is old: its blob is not even read.
+                end = end.max(first + n - 1);
+                continue;
+            }
+            let data = row.get_ref(3).map_err(ctx("read batch"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read batch")(e.into()))?;
+            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
+                let id = first + k as i64;
+                if id <= floor {
+                    continue;
+                }
+                if r.map_err(decode_err)?.ts_ms >= before_ms {
+                    return Ok(end.max(floor).max(id - 1));
+                }
+                end = id;
+            }
+        }
+        Ok(end.max(floor))
+    }
+
+    /// Deletes the readings with ids in `after+1..=through`; batches cut by the range keep
+    /// their other readings (re-encoded). Returns how many readings were deleted.
+    pub(super) fn delete_ids(&self, after: i64, through: i64) -> Result<u64> {
+        if through <= after {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(ctx("begin delete"))?;
+        let start: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(first_id), 0) FROM reading_batches WHERE first_id <= ?1",
+                [after.saturating_add(1)],
+                |r| r.get(0),
+            )
+            .map_err(ctx("find batch"))?;
+        let batches: Vec<(i64, i64)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT first_id, n FROM reading_batches WHERE first_id >= ?1 AND first_id <= ?2
+                     ORDER BY first_id",
+                )
+                .map_err(ctx("prepare delete"))?;
+            let rows = stmt
+                .query_map([start, through], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(ctx("find batches"))?;
+            rows.collect::<std::result::Result<_, _>>()
+                .map_err(ctx("find batches"))?
+        };
+        let mut deleted = 0u64;
+        for (first, n) in batches {
+            let last = first + n - 1;
+            if last <= after {
+                continue;
+            }
+            if first > after && last <= through {
+                tx.execute("DELETE FROM reading_batches WHERE first_id = ?1", [first])
+                    .map_err(ctx("delete batch"))?;
+                deleted += n as u64;
+                continue;
+            }
+            // Cut: keep [first, after] and [through+1, last].
+            let blob: Vec<u8> = tx
+                .query_row(
+                    "SELECT data FROM reading_batches WHERE first_id = ?1",
+                    [first],
+                    |r| r.get(0),
+                )
+                .map_err(ctx("read batch"))?;
+            let rs = codec::decode(&blob).map_err(decode_err)?;
+            tx.execute("DELETE FROM reading_batches WHERE first_id = ?1", [first])
+                .map_err(ctx("delete batch"))?;
+            let head_len = (after - first + 1).clamp(0, n) as usize;
+            let tail_from = (through - first + 1).clamp(0, n) as usize;
+            deleted += (tail_from - head_len) as u64;
+            for (piece_first, piece) in [
+                (first, &rs[..head_len]),
+                (first + tail_from as i64, &rs[tail_from..]),
+            ] {
+                if piece.is_empty() {
+                    continue;
+                }
+                let (lo, hi) = piece.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                    (lo.min(r.ts_ms), hi.max(r.ts_ms))
+                });
+                let data = codec::encode(
+                    piece
+                        .iter()
+                        .map(|r| (r.series_id, r.ts_ms, r.value, &r.quality)),
+                );
+                tx.execute(
+                    "INSERT INTO reading_batches(first_id, n, min_ts, max_ts, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![piece_first, piece.len() as i64, lo, hi, data],
+                )
+                .map_err(ctx("rewrite batch"))?;
+            }
+        }
+        tx.commit().map_err(ctx("commit delete"))?;
+        Ok(deleted)
+    }
+
+    /// Lowest reading id in the store (0 when empty).
+    pub(super) fn min_reading_id(&self) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(min(first_id), 0) FROM reading_batches",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(ctx("min id"))
+    }
+
+    /// Highest reading id in the store (0 when empty).
+    pub fn max_reading_id(&self) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT first_id + n - 1 FROM reading_batches ORDER BY first_id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0))
+            .map_err(ctx("max id"))
+    }
+
+    /// Number of readings per device, all qualities (reads every batch).
+    pub fn count_by_device(&self) -> Result<BTreeMap<String, u64>> {
+        let names = self.series_names()?;
+        let mut per_series: HashMap<i64, u64> = HashMap::new();
+        self.scan_ids(0, |_, r| {
+            *per_series.entry(r.series_id).or_default() += 1;
+            true
+        })?;
+        let mut out = BTreeMap::new();
+        for (sid, n) in per_series {
+            if let Some((device, _)) = names.get(&sid) {
+                *out.entry(device.clone()).or_default() += n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Total number of readings.
+    pub fn count_readings(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT coalesce(sum(n), 0) FROM reading_batches", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(ctx("count readings"))
+    }
+
+    /// Id of a known series (`None` when it never had a reading).
+    pub fn find_series(&self, device: &str, quantity: Quantity) -> Result<Option<i64>> {
+        if let Some(id) = self.series.get(device).and_then(|m| m.get(&quantity)) {
+            return Ok(Some(*id));
+        }
+        self.conn
+            .prepare_cached("SELECT id FROM series WHERE device = ?1 AND quantity = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![device, quantity.as_str()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(ctx("find series"))
+    }
+
+    /// Visits the readings of one series acquired in `[from, to]` in time order (oldest first
+    /// when `ascending`, else newest first; equal times by id) until `f` returns false. Nothing
+    /// is collected beyond the batches whose time ranges overlap: a year of one-second readings
+    /// streams in constant memory.
+    pub fn series_history(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        from: TimestampMs,
+        to: TimestampMs,
+        ascending: bool,
+        mut f: impl FnMut(SeriesReading) -> bool,
+    ) -> Result<()> {
+        let Some(sid) = self.find_series(device, quantity)? else {
+            return Ok(());
+        };
+        if from > to {
+            return Ok(());
+        }
+        // Batches in order of their first (ascending) or last (descending) time; a reading is
+        // released from the buffer once no later batch can hold an earlier (later) one.
+        let mut stmt = if ascending {
+            self.conn.prepare_cached(
+                "SELECT first_id, min_ts, max_ts, data FROM reading_batches
+                 WHERE min_ts >= (SELECT coalesce(min(min_ts), ?1) FROM reading_batches WHERE max_ts >= ?1)
+                   AND min_ts <= ?2 AND max_ts >= ?1 ORDER BY min_ts, first_id",
+            )
+        } else {
+            self.conn.prepare_cached(
+                "SELECT first_id, min_ts, max_ts, data FROM reading_batches
+                 WHERE max_ts >= ?1 AND min_ts <= ?2 ORDER BY max_ts DESC, first_id DESC",
+            )
+        }
+        .map_err(ctx("prepare history query"))?;
+        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
+        let mut asc: BinaryHeap<std::cmp::Reverse<ByTime>> = BinaryHeap::new();
+        let mut desc: BinaryHeap<ByTime> = BinaryHeap::new();
+        // Emits buffered readings beyond `bound`; false when `f` asked to stop.
+        let mut release = |asc: &mut BinaryHeap<std::cmp::Reverse<ByTime>>,
+                           desc: &mut BinaryHeap<ByTime>,
+                           bound: Option<i64>|
+         -> bool {
+            if ascending {
+                while let Some(std::cmp::Reverse(top)) = asc.peek() {
+                    if bound.is_some_and(|b| top.0.ts_ms >= b) {
+                        break;
+                    }
+                    let Some(std::cmp::Reverse(r)) = asc.pop() else {
+                        break;
+                    };
+                    if !f(r.0) {
+                        return false;
+                    }
+                }
+            } else {
+                while let Some(top) = desc.peek() {
+                    if bound.is_some_and(|b| top.0.ts_ms <= b) {
+                        break;
+                    }
+                    let Some(r) = desc.pop() else { break };
+                    if !f(r.0) {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        while let Some(row) = rows.next().map_err(ctx("read history"))? {
+            let first: i64 = row.get(0).map_err(ctx("read history"))?;
+            let min_ts: i64 = row.get(1).map_err(ctx("read history"))?;
+            let max_ts: i64 = row.get(2).map_err(ctx("read history"))?;
+            let bound = if ascending { min_ts } else { max_ts };
+            if !release(&mut asc, &mut desc, Some(bound)) {
+                return Ok(());
+            }
+            let data = row.get_ref(3).map_err(ctx("read history"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
+            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
+                let r = r.map_err(decode_err)?;
+                if r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
+                    continue;
+                }
+                let sr = ByTime(SeriesReading {
+                    id: first + k as i64,
+                    ts_ms: r.ts_ms,
+                    value: r.value,
+                    quality: r.quality,
+                });
+                if ascending {
+                    asc.push(std::cmp::Reverse(sr));
+                } else {
+                    desc.push(sr);
+                }
+            }
+        }
+        release(&mut asc, &mut desc, None);
+        Ok(())
+    }
+
+    /// For each reading, whether the store already has one of its series at its instant (any
+    /// quality). One pass over the batches of the readings' time span: re-importing a file of
+    /// readings checks them all at once.
+    pub fn contains_readings(&self, readings: &[Reading]) -> Result<Vec<bool>> {
+        let mut wanted: HashMap<(i64, TimestampMs), Vec<usize>> = HashMap::new();
+        let (mut from, mut to) = (i64::MAX, i64::MIN);
+        for (k, r) in readings.iter().enumerate() {
+            if let Some(sid) = self.find_series(&r.device, r.quantity)? {
+                wanted.entry((sid, r.ts_ms)).or_default().push(k);
+                from = from.min(r.ts_ms);
+                to = to.max(r.ts_ms);
+            }
+        }
+        let mut found = vec![false; readings.len()];
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM reading_batches WHERE max_ts >= ?1 AND min_ts <= ?2")
+            .map_err(ctx("prepare history query"))?;
+        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
+        while let Some(row) = rows.next().map_err(ctx("read history"))? {
+            let data = row.get_ref(0).map_err(ctx("read history"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
+            for r in codec::Decoder::new(blob).map_err(decode_err)? {
+                let r = r.map_err(decode_err)?;
+                if let Some(ks) = wanted.get(&(r.series_id, r.ts_ms)) {
+                    for &k in ks {
+                        found[k] = true;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The latest good value of a series: (timestamp, value).
+    pub fn latest_good(
+        &self,
+        device: &str,
+        quantity: Quantity,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        self.edge_good(device, quantity, i64::MIN, false)
+    }
+
+    /// The first good value of a series at or after `since_ms`.
+    pub fn first_good_since(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        since_ms: TimestampMs,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        self.edge_good(device, quantity, since_ms, true)
+    }
+
+    fn edge_good(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        since_ms: TimestampMs,
+        ascending: bool,
+    ) -> Result<Option<(TimestampMs, f64)>> {
+        let mut found = None;
+        self.series_history(device, quantity, since_ms, i64::MAX, ascending, |r| {
+            if r.quality.code() == 1 {
+                return true;
+            }
+            found = r.value.map(|v| (r.ts_ms, v));
+            found.is_none()
+        })?;
+        Ok(found)
+    }
+
+    /// Deletes the oldest readings acquired before `before_ms` that every listed destination
+    /// has confirmed: the longest such run from the oldest id on (history is kept in commit
+    /// order; a reading acquired earlier but committed after a younger one waits for it).
+    /// Returns how many were deleted.
+    pub fn prune(&self, before_ms: TimestampMs, destinations: &[String]) -> Result<usize> {
+        let mut limit = i64::MAX;
+        for d in destinations {
+            limit = limit.min(self.cursor(d)?);
+        }
+        let min_id = self.min_reading_id()?;
+        if min_id == 0 {
+            return Ok(0);
+        }
+        let through = self.old_prefix_end(min_id - 1, before_ms)?.min(limit);
+        if through < min_id {
+            return Ok(0);
+        }
+        let n = self.delete_ids(min_id - 1, through)?;
+        self.raise_meta_i64("deleted_through", through)?;
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        (dir, s)
+    }
+
+    fn ids(s: &Store) -> Vec<i64> {
+        s.readings_after(0, 1000)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[test]
+    fn deleting_an_id_range_cuts_batches_and_keeps_the_rest() {
+        let (_d, mut s) = store();
+        for b in 0..3 {
+            let rs: Vec<_> = (0..10)
+                .map(|i| Reading::new("m", Quantity::ActivePower, f64::from(b * 10 + i), 0))
+                .collect();
+            s.insert_readings(&rs).unwrap();
+        }
+        // ids 1..=30 in batches 1..=10, 11..=20, 21..=30; delete 5..=24
+        assert_eq!(s.delete_ids(4, 24).unwrap(), 20);
+        let left = s.readings_after(0, 100).unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 25, 26, 27, 28, 29, 30]
+        );
+        // each id keeps its reading
+        assert!(left
+            .iter()
+            .all(|r| r.reading.value == Some((r.id - 1) as f64)));
+        assert_eq!(s.readings_after(4, 1).unwrap()[0].id, 25);
+        assert_eq!(s.oldest_after(3).unwrap(), Some(0));
+        assert_eq!(s.count_readings().unwrap(), 10);
+        // a middle cut of one batch
+        assert_eq!(s.delete_ids(25, 27).unwrap(), 2);
+        assert_eq!(ids(&s), vec![1, 2, 3, 4, 25, 28, 29, 30]);
+        assert_eq!(s.delete_ids(0, 100).unwrap(), 8);
+        assert_eq!(s.max_reading_id().unwrap(), 0);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn history_of_a_series_is_in_time_order_across_out_of_order_batches() {
+        let (_d, mut s) = store();
+        // live readings, then a backfill of older ones, then live again
+        let live = |t: i64| Reading::new("m", Quantity::EnergyImport, t as f64, t);
+        s.insert_readings(&[
+            live(100),
+            Reading::new("x", Quantity::EnergyImport, 1.0, 150),
+            live(200),
+        ])
+        .unwrap();
+        s.insert_readings(&[live(50), live(120), live(10)]).unwrap();
+        s.insert_readings(&[
+            live(300),
+            Reading::bad("m", Quantity::EnergyImport, 400, "nan"),
+        ])
+        .unwrap();
+        let mut seen = Vec::new();
+        s.series_history("m", Quantity::EnergyImport, i64::MIN, i64::MAX, true, |r| {
+            seen.push(r.ts_ms);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![10, 50, 100, 120, 200, 300, 400]);
+        seen.clear();
+        s.series_history("m", Quantity::EnergyImport, 60, 250, false, |r| {
+            seen.push(r.ts_ms);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![200, 120, 100]);
+        assert_eq!(
+            s.latest_good("m", Quantity::EnergyImport).unwrap(),
+            Some((300, 300.0))
+        );
+        assert_eq!(
+            s.first_good_since("m", Quantity::EnergyImport, 11).unwrap(),
+            Some((50, 50.0))
+        );
+        assert_eq!(
+            s.first_good_since("none", Quantity::EnergyImport, 0)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn prune_deletes_the_oldest_delivered_run_only() {
+        let (_d, mut s) = store();
+        let rs: Vec<_> = [10, 20, 30, 500, 40, 50]
+            .iter()
+            .map(|&t| Reading::new("m", Quantity::ActivePower, 1.0, t))
+            .collect();
+        s.insert_readings(&rs[..3]).unwrap();
+        s.insert_readings(&rs[3..]).unwrap();
+        s.advance_cursor("out", 6).unwrap();
+        // 40 and 50 are old too but wait behind the young 500
+        assert_eq!(s.prune(100, &["out".into()]).unwrap(), 3);
+        assert_eq!(ids(&s), vec![4, 5, 6]);
+        // ids are never reused
+        let s2 = Store::open(&_d.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        s2.delete_ids(0, 100).unwrap();
+        drop(s2);
+        let mut s3 = Store::open(&_d.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        assert_eq!(s3.insert_readings(&rs[..1]).unwrap(), 7);
+        drop(s);
+    }
+}
