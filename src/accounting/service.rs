@@ -218,11 +218,7 @@ impl Tracker {
             closed_end: None,
             pending_late: None,
         };
-        t.reading_id = t
-            .conn
-            .query_row("SELECT coalesce(max(id), 0) FROM readings", [], |r| {
-                r.get(0)
-            })?;
+        t.reading_id = crate::storage::batches::last_reading_id(&t.conn)?;
         t.replacement_ms = t.conn.query_row(
             "SELECT coalesce(max(recorded_ms), 0) FROM acc_counter_replacements",
             [],
@@ -234,11 +230,8 @@ impl Tracker {
     /// The earliest instant touched by readings committed and replacements recorded since the
     /// last look.
     fn changes_since_last_look(&mut self) -> Result<Option<i64>> {
-        let (min_ts, max_id): (Option<i64>, Option<i64>) = self.conn.query_row(
-            "SELECT min(ts_ms), max(id) FROM readings WHERE id > ?1",
-            params![self.reading_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (min_ts, max_id) =
+            crate::storage::batches::committed_after(&self.conn, self.reading_id)?;
         if let Some(id) = max_id {
             self.reading_id = id;
         }

@@ -50,6 +50,32 @@ impl Ord for ByTime {
     }
 }
 
+/// The highest reading id in the store (0 when empty), on any connection to it: for readers
+/// that keep their own connection (the accounting service).
+pub fn last_reading_id(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT first_id + n - 1 FROM reading_batches ORDER BY first_id DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|v| v.unwrap_or(0))
+}
+
+/// The earliest acquisition time and the highest id among the readings committed after id
+/// `after` (both None when there are none). The time is a batch's earliest, so it may be a
+/// little earlier than the new readings' own: never later.
+pub fn committed_after(
+    conn: &rusqlite::Connection,
+    after: i64,
+) -> rusqlite::Result<(Option<TimestampMs>, Option<i64>)> {
+    conn.query_row(
+        "SELECT min(min_ts), max(first_id + n - 1) FROM reading_batches WHERE first_id + n - 1 > ?1",
+        params![after],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 impl Store {
     /// Commits the readings in one transaction (group commit). Returns the id of the last row
     /// (the previous last id when `readings` is empty).
@@ -637,7 +663,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Synchronous;
+    use crate::storage::config::Synchronous;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

@@ -113,8 +113,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Synchronous;
     use crate::readings::{Quantity, Reading};
+    use crate::storage::config::Synchronous;
     use crate::storage::Store;
 
     #[test]

@@ -251,8 +251,8 @@ mod tests {
 
 #[cfg(test)]
 mod upgrade_tests {
-    use crate::config::Synchronous;
     use crate::readings::{Quality, Quantity, Reading};
+    use crate::storage::config::Synchronous;
     use crate::storage::Store;
 
     /// tests/fixtures/store-0.1.0.sqlite was written by 0.1.0 (see tests/fixtures/README.md).

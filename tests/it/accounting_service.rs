@@ -331,17 +331,14 @@ fn three_gateways_keep_their_books_and_the_park_sees_them() {
             .then_some(p)
     });
     let series_before = series_count(&influx, "plant-a");
-    let (t1, x1): (i64, f64) = {
-        let c = rusqlite::Connection::open(a.dir.join("store.sqlite")).unwrap();
-        c.query_row(
-            "SELECT r.ts_ms, r.value FROM readings r JOIN series s ON s.id = r.series_id
-             WHERE s.device = 'main' AND s.quantity = 'energy_import' AND r.value IS NOT NULL
-             ORDER BY r.ts_ms LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
-    };
+    // The first good counter reading of the main meter.
+    let (t1, x1): (i64, f64) = energy_gateway::storage::Store::open(
+        &a.dir.join("store.sqlite"),
+        energy_gateway::config::Synchronous::Normal,
+    )
+    .and_then(|s| s.first_good_since("main", energy_gateway::readings::Quantity::EnergyImport, 0))
+    .unwrap()
+    .expect("a counter reading");
     let backlog_ts = t1 - 60_000;
     assert!(
         backlog_ts >= closed,
