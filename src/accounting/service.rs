@@ -201,6 +201,9 @@ struct Tracker {
     closed_end: Option<i64>,
     /// Late readings of a cycle that failed, for the next one.
     pending_late: Option<i64>,
+    /// Quarters and years left from the first cycle for the next one, so that the month and
+    /// today are there soon after start (a year takes far longer than a month).
+    long_due: Vec<Period>,
 }
 
 impl Tracker {
@@ -217,6 +220,7 @@ impl Tracker {
             replacement_ms: 0,
             closed_end: None,
             pending_late: None,
+            long_due: Vec::new(),
         };
         t.reading_id = crate::storage::batches::last_reading_id(&t.conn)?;
         t.replacement_ms = t.conn.query_row(
@@ -334,8 +338,21 @@ fn cycle(
         closed_end,
         ..CycleOut::default()
     };
-    if new_interval || late_from.is_some() || force {
+    let long_due = std::mem::take(&mut t.long_due);
+    if new_interval || late_from.is_some() || force || !long_due.is_empty() {
         let mut periods = periods_due(tz, t.closed_end, closed_end, late_from);
+        if t.closed_end.is_none() && !force {
+            // The first cycle: months first; their quarters and years in the next cycle.
+            t.long_due = periods
+                .iter()
+                .filter(|p| !matches!(p, Period::Month(_)))
+                .copied()
+                .collect();
+            periods.retain(|p| matches!(p, Period::Month(_)));
+        }
+        for p in long_due {
+            push(&mut periods, p);
+        }
         if force {
             let m = month_of(tz, closed_end - 1);
             push(&mut periods, quarter_of(m));
