@@ -235,6 +235,9 @@ pub struct EnterpriseOut {
     pub contact: Option<String>,
     /// energy-gateway version that computed the report.
     pub software_version: &'static str,
+    /// The day the report was made, in the site's time zone (`YYYY-MM-DD`); the
+    /// `SOURCE_DATE_EPOCH` environment variable (seconds) fixes it for reproducible reports.
+    pub report_date: String,
     /// Each factor-table file and its edition.
     pub factor_tables: Vec<FactorTableOut>,
 }
@@ -748,6 +751,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
         address: e.address.clone(),
         contact: e.contact.clone(),
         software_version: env!("CARGO_PKG_VERSION"),
+        report_date: report_date(tz),
         factor_tables: plan
             .tables
             .editions
@@ -1091,4 +1095,17 @@ fn write_outputs(
         .collect();
     store.write_outputs(&intervals, &accounts, &events)?;
     Ok(())
+}
+
+/// Today in `tz`, or the day of `SOURCE_DATE_EPOCH` (seconds since the epoch) when it is set:
+/// the reproducible-builds convention, so that a report made again is the same file.
+fn report_date(tz: chrono_tz::Tz) -> String {
+    let ms = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .and_then(|s| s.checked_mul(1000))
+        .unwrap_or_else(crate::readings::now_ms);
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.with_timezone(&tz).format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }

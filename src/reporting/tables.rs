@@ -239,6 +239,12 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "",
     );
     kv.add(
+        "report_date",
+        L("报告日期", "report date"),
+        t(e.report_date.clone()),
+        "",
+    );
+    kv.add(
         "factor_tables",
         L("系数表版本", "factor tables"),
         t(e.factor_tables

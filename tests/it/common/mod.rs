@@ -1056,6 +1056,9 @@ pub fn gateway_cmd(data_dir: &Path) -> Command {
         }
     }
     c.env("EGW__STORAGE__DATA_DIR", data_dir);
+    // Reports carry the day they were made: fixed, so that golden files stay golden
+    // (2026-12-01 in Shanghai).
+    c.env("SOURCE_DATE_EPOCH", "1796054400");
     c
 }
 
