@@ -182,12 +182,14 @@ pub fn compute(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<
 }
 
 /// This month's intensity and the intensity the target path allows, from a month's report.
+/// The year to date on the baseline's basis at comparable prices, against the path's value for
+/// the year: like with like (803号), and never one month judged against an annual path.
 pub fn intensity_update(r: &Report) -> IntensityUpdate {
     let target = r
         .baseline
         .intensity_tce_per_10k_cny
-        .map(|b| b * (1.0 + r.target.path_change_pct / 100.0));
-    (r.intensity_tce_per_10k_cny, target)
+        .map(|b| b * (1.0 + r.progress.path_change_pct / 100.0));
+    (r.progress.ytd_intensity_tce_per_10k_cny, target)
 }
 
 /// Where the service stands between cycles.

@@ -233,7 +233,7 @@ impl AlertEngine {
         self.rules.iter().any(|r| r.kind == AlertKind::Intensity)
     }
 
-    /// Evaluates the `intensity` rules with this month's intensity and the target path's
+    /// Evaluates the `intensity` rules with the year-to-date intensity and the target path's
     /// intensity for the year (both tce per 10⁴ CNY); `None` when the accounts cannot tell (no
     /// value added, no baseline): nothing changes then.
     pub fn intensity(
@@ -257,7 +257,7 @@ impl AlertEngine {
                 cleared: x <= limit - rule.hysteresis,
                 value: x,
                 what: format!(
-                    "this month's energy intensity is {x:.4} tce/10k CNY, above the target path's {t:.4} (limit {limit:.4})"
+                    "the year-to-date energy intensity is {x:.4} tce/10k CNY (on the baseline's basis), above the target path's {t:.4} (limit {limit:.4})"
                 ),
             };
             out.extend(self.step(i, verdict, now_ms));

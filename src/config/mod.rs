@@ -773,8 +773,9 @@ pub enum AlertKind {
     Counter,
     /// The store's outbox fuller than `fill_pct` of its bound (destinations not confirming).
     Outbox,
-    /// This month's energy intensity (tce per 10⁴ CNY of value added, from the accounts) above
-    /// the target path by more than `tolerance_pct` (default 0); checked every 15 minutes.
+    /// The year-to-date energy intensity (tce per 10⁴ CNY of value added, from the accounts, on
+    /// the baseline's basis) above the target path for the year by more than `tolerance_pct`
+    /// (default 0); checked whenever the accounting service updates the month.
     Intensity,
 }
 
