@@ -402,6 +402,10 @@ struct CycleOut {
     revision: Option<i64>,
 }
 
+/// How soon a cycle follows one that left something undone, for the first cycles after start.
+const RETRY_SOON: Duration = Duration::from_secs(2);
+const START_RETRIES: u64 = 30;
+
 /// Runs the service until `cancel`: a cycle at start, at each interval's end plus the grace,
 /// and every `republish_every`.
 pub async fn run(
@@ -424,6 +428,7 @@ pub async fn run(
         }
     };
     let tracker = Arc::new(std::sync::Mutex::new(tracker));
+    let mut iteration = 0u64;
     loop {
         let started = Instant::now();
         let (c, t) = (cfg.clone(), tracker.clone());
@@ -461,7 +466,22 @@ pub async fn run(
         let grace_ms = sc.interval_grace.as_millis() as i64;
         let next_close = slot_start(now - grace_ms) + SLOT_MS + grace_ms;
         let until_close = Duration::from_millis((next_close - now).max(0) as u64);
-        let wait = until_close.min(sc.republish_every.max(Duration::from_millis(200)));
+        let mut wait = until_close.min(sc.republish_every.max(Duration::from_millis(200)));
+        // Soon again, in the first minute after start, while the last cycle failed, quarters and
+        // years wait from the first cycle, or today has no figure yet (the first readings were
+        // not committed when the cycle ran). Later, the normal cadence.
+        let h = state.held();
+        iteration += 1;
+        let starting = iteration <= START_RETRIES;
+        let unfinished = h.today.as_ref().is_none_or(|t| t.energy_kwh.is_none())
+            || h.month.is_none()
+            || tracker
+                .lock()
+                .map(|t| !t.long_due.is_empty() || t.closed_end.is_none())
+                .unwrap_or(false);
+        if starting && unfinished && !cfg.site.main_meters.is_empty() {
+            wait = wait.min(RETRY_SOON);
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
