@@ -313,7 +313,9 @@ pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Ind
     // 单位产品综合能耗 per product with a limit standard, else 单位产值综合能耗.
     let limited: Vec<_> = r.products.iter().filter(|p| p.limit.is_some()).collect();
     for p in &limited {
-        let lim = p.limit.as_ref().expect("filtered");
+        let Some(lim) = p.limit.as_ref() else {
+            continue;
+        };
         let levels = match (lim.grade1, lim.grade2) {
             (Some(g1), Some(g2)) => Some((
                 g2 * lim.correction,
