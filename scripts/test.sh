@@ -29,11 +29,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian installs mosquitto in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat chromium openssl)
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat chromium openssl faketime)
 
 missing_tools() {
   local tool missing=()
-  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat chromium openssl; do
+  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat chromium openssl faketime; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   echo "${missing[*]:-}"
@@ -74,6 +74,19 @@ if command -v mosquitto >/dev/null 2>&1; then
 fi
 if command -v influxd >/dev/null 2>&1; then
   echo "influxd:   $(influxd version 2>&1 | head -n 1 || true)"
+fi
+
+# --- 1b. Python packages some tests use as independent peers (e.g. protocol decoders, servers) -----
+# Installed with pip for the interpreter the tests call (`python3`); empty list = nothing to do.
+PIP_PACKAGES=()
+if [ "${#PIP_PACKAGES[@]}" -gt 0 ]; then
+  if python3 -c "import sys" >/dev/null 2>&1; then
+    step "Python packages: ${PIP_PACKAGES[*]}"
+    python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}" \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${PIP_PACKAGES[@]}"
+  else
+    echo "warning: python3 missing: tests that need ${PIP_PACKAGES[*]} will fail" >&2
+  fi
 fi
 
 # --- 2. test runner -----------------------------------------------------------------------
