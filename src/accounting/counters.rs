@@ -440,10 +440,18 @@ impl SlotAcc {
 }
 
 /// The 15-minute intervals of `[start_ms, end_ms)` of one counter.
+///
+/// Only the extent the steps touched is held (`lo..lo + acc.len()`); the intervals outside it
+/// read as empty. A year has 35 040 intervals: held densely for every counter of a big site
+/// that is hundreds of MB, while a counter read for a few days holds a few hundred.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slots {
     pub start_ms: TimestampMs,
-    pub acc: Vec<SlotAcc>,
+    /// Number of intervals of the range.
+    len: usize,
+    /// Index of `acc[0]`.
+    lo: usize,
+    acc: Vec<SlotAcc>,
 }
 
 impl Slots {
@@ -453,12 +461,23 @@ impl Slots {
         let n = ((end_ms - start).max(0) + SLOT_MS - 1) / SLOT_MS;
         Slots {
             start_ms: start,
-            acc: vec![SlotAcc::default(); n as usize],
+            len: usize::try_from(n).unwrap_or(0),
+            lo: 0,
+            acc: Vec::new(),
         }
     }
 
+    /// Number of intervals of the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn end_ms(&self) -> TimestampMs {
-        self.start_ms + self.acc.len() as i64 * SLOT_MS
+        self.start_ms + self.len as i64 * SLOT_MS
     }
 
     /// Start of interval `i`.
@@ -466,13 +485,52 @@ impl Slots {
         self.start_ms + i as i64 * SLOT_MS
     }
 
+    /// Interval `i` (empty when no step touched it).
+    pub fn get(&self, i: usize) -> SlotAcc {
+        i.checked_sub(self.lo)
+            .and_then(|k| self.acc.get(k))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Index range of the intervals some step touched (empty when none did).
+    pub fn touched(&self) -> std::ops::Range<usize> {
+        self.lo..self.lo + self.acc.len()
+    }
+
+    /// Whether any interval has data.
+    pub fn any_covered(&self) -> bool {
+        self.acc.iter().any(|a| a.is_covered())
+    }
+
     /// Index range of the intervals inside `[from, to)`.
     pub fn index_range(&self, from: TimestampMs, to: TimestampMs) -> std::ops::Range<usize> {
         let clamp = |t: TimestampMs| {
-            (((t - self.start_ms).max(0) + SLOT_MS - 1) / SLOT_MS).min(self.acc.len() as i64)
-                as usize
+            (((t - self.start_ms).max(0) + SLOT_MS - 1) / SLOT_MS).min(self.len as i64) as usize
         };
         clamp(from)..clamp(to)
+    }
+
+    /// The intervals of `r`, untouched ones as empty.
+    pub fn iter(&self, r: std::ops::Range<usize>) -> impl Iterator<Item = SlotAcc> + '_ {
+        r.map(|i| self.get(i))
+    }
+
+    /// Interval `i`, held from now on (`i < len`).
+    fn slot_mut(&mut self, i: usize) -> &mut SlotAcc {
+        if self.acc.is_empty() {
+            self.lo = i;
+        } else if i < self.lo {
+            let extra = self.lo - i;
+            self.acc
+                .splice(0..0, std::iter::repeat_n(SlotAcc::default(), extra));
+            self.lo = i;
+        }
+        let k = i - self.lo;
+        if k >= self.acc.len() {
+            self.acc.resize(k + 1, SlotAcc::default());
+        }
+        &mut self.acc[k]
     }
 
     /// Spreads a step over the intervals it overlaps, in proportion to time. The part outside the
@@ -485,7 +543,7 @@ impl Slots {
             let t = b - 1;
             if t >= self.start_ms && t < self.end_ms() {
                 let i = ((t - self.start_ms) / SLOT_MS) as usize;
-                self.acc[i].amount += step.amount;
+                self.slot_mut(i).amount += step.amount;
             }
             return;
         }
@@ -500,7 +558,7 @@ impl Slots {
         while t < hi {
             let seg_end = (self.start_ms + (i as i64 + 1) * SLOT_MS).min(hi);
             let len = seg_end - t;
-            let acc = &mut self.acc[i];
+            let acc = self.slot_mut(i);
             acc.amount += if len == b - a {
                 step.amount
             } else {
@@ -518,9 +576,10 @@ impl Slots {
 
     /// Total consumption in `[from, to)`.
     pub fn total(&self, from: TimestampMs, to: TimestampMs) -> f64 {
-        self.acc[self.index_range(from, to)]
-            .iter()
-            .fold(0.0, |a, s| a + s.amount)
+        let r = self.index_range(from, to);
+        let t = self.touched();
+        let (a, b) = (r.start.max(t.start), r.end.min(t.end));
+        self.iter(a..b.max(a)).fold(0.0, |x, s| x + s.amount)
     }
 }
 
@@ -737,8 +796,8 @@ mod tests {
         for s in steps {
             slots.add(s);
         }
-        assert_eq!(slots.acc.len(), 8);
-        for a in &slots.acc {
+        assert_eq!(slots.len(), 8);
+        for a in slots.iter(0..slots.len()) {
             assert_eq!(a.amount, 10.0);
             assert!(a.is_estimated());
         }
@@ -775,6 +834,40 @@ mod tests {
         assert!(steps.iter().all(|s| s.amount >= 0.0));
         assert_eq!(total(&steps), 10.0);
         assert_eq!(ev[0].kind, EventKind::Replacement);
+    }
+
+    #[test]
+    fn slots_hold_only_the_touched_extent() {
+        // A year of intervals, data on one day: only that day's 96 intervals are held.
+        let day = 96 * 15 * 60 * 1000;
+        let mut slots = Slots::new(0, 365 * day);
+        assert_eq!(slots.len(), 365 * 96);
+        assert!(slots.touched().is_empty());
+        assert!(!slots.any_covered());
+        slots.add(Step {
+            from_ms: 200 * day,
+            to_ms: 201 * day,
+            amount: 96.0,
+            estimated: false,
+        });
+        assert_eq!(slots.touched(), 200 * 96..201 * 96);
+        assert_eq!(slots.get(200 * 96).amount, 1.0);
+        assert!(slots.get(200 * 96).is_measured());
+        assert_eq!(slots.get(10), SlotAcc::default());
+        assert_eq!(slots.total(0, 365 * day), 96.0);
+        assert_eq!(slots.total(0, 200 * day), 0.0);
+        // A step before the held extent widens it at the front (steps may come out of order).
+        slots.add(Step {
+            from_ms: 100 * day,
+            to_ms: 100 * day + SLOT_MS,
+            amount: 5.0,
+            estimated: true,
+        });
+        assert_eq!(slots.touched(), 100 * 96..201 * 96);
+        assert!(slots.get(100 * 96).is_estimated());
+        assert_eq!(slots.get(200 * 96).amount, 1.0);
+        assert_eq!(slots.total(0, 365 * day), 101.0);
+        assert!(slots.any_covered());
     }
 
     #[test]

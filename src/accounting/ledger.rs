@@ -772,11 +772,16 @@ pub fn quality(
         .zip(&data.slots)
         .map(|(s, sl)| {
             let r = sl.index_range(from, to);
-            let slots = &sl.acc[r];
-            let expected = slots.len();
-            let measured = slots.iter().filter(|a| a.is_measured()).count();
-            let estimated = slots.iter().filter(|a| a.is_estimated()).count();
-            let missing = slots.iter().filter(|a| !a.is_covered()).count();
+            let expected = r.len();
+            let t = sl.touched();
+            let held = r.start.max(t.start)..r.end.min(t.end).max(r.start.max(t.start));
+            let (mut measured, mut estimated, mut covered) = (0, 0, 0);
+            for a in sl.iter(held) {
+                measured += usize::from(a.is_measured());
+                estimated += usize::from(a.is_estimated());
+                covered += usize::from(a.is_covered());
+            }
+            let missing = expected - covered;
             SeriesQuality {
                 device: s.device.clone(),
                 quantity: s.quantity,
@@ -816,16 +821,27 @@ pub fn buckets(
     to: TimestampMs,
 ) -> Vec<(TimestampMs, f64, &'static str)> {
     let mut out = Vec::new();
+    // Buckets with any data lie inside the touched extent, widened to whole buckets.
     let range = sl.index_range(from, to);
+    let t = sl.touched();
+    if t.is_empty() {
+        return out;
+    }
+    let first = sl.index_range(
+        super::calendar::bucket_start(tz, res, sl.slot_start(t.start)),
+        to,
+    );
+    let range = range.start.max(first.start)..range.end;
     let mut i = range.start;
-    while i < range.end {
+    while i < range.end.min(t.end) {
         let start = super::calendar::bucket_start(tz, res, sl.slot_start(i));
         let mut j = i + 1;
         while j < range.end && super::calendar::bucket_start(tz, res, sl.slot_start(j)) == start {
             j += 1;
         }
-        let part = &sl.acc[i..j];
+        let part: Vec<super::counters::SlotAcc> = sl.iter(i..j).collect();
         if part.iter().any(|a| a.is_covered()) {
+            let part = &part[..];
             out.push((
                 start,
                 part.iter().fold(0.0, |a, s| a + s.amount),
@@ -860,8 +876,8 @@ pub fn purchased_electricity_intervals(
             let start = data.slots[*first].slot_start(i);
             let kwh = idx
                 .iter()
-                .fold(0.0, |a, j| a + data.slots[*j].acc[i].amount);
-            let measured = idx.iter().all(|j| data.slots[*j].acc[i].is_measured());
+                .fold(0.0, |a, j| a + data.slots[*j].get(i).amount);
+            let measured = idx.iter().all(|j| data.slots[*j].get(i).is_measured());
             (start, kwh, measured)
         })
         .collect()

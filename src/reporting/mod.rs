@@ -878,10 +878,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     };
     report.indicators = indicators::compute(&cfg.accounting.indicators, &report, &months);
 
-    let has_data = data
-        .slots
-        .iter()
-        .any(|sl| sl.acc.iter().any(|a| a.is_covered()))
+    let has_data = data.slots.iter().any(|sl| sl.any_covered())
         || l.carriers
             .iter()
             .any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
@@ -1007,8 +1004,10 @@ fn write_outputs(
     let (from, to) = (data.from_ms, data.to_ms);
     let mut intervals = Vec::new();
     for (s, sl) in plan.series.iter().zip(&data.slots) {
-        for i in sl.index_range(from, to) {
-            let a = &sl.acc[i];
+        let r = sl.index_range(from, to);
+        let t = sl.touched();
+        for i in r.start.max(t.start)..r.end.min(t.end) {
+            let a = &sl.get(i);
             if !a.is_covered() {
                 continue;
             }

@@ -141,9 +141,9 @@ fn slots(plan: &Plan, data: &crate::accounting::ledger::RangeData) -> Slots {
             .map(|i| {
                 let amount = idx
                     .iter()
-                    .fold(0.0, |a, j| a + data.slots[*j].acc[i].amount);
-                let measured = idx.iter().all(|j| data.slots[*j].acc[i].is_measured());
-                let covered = idx.iter().all(|j| data.slots[*j].acc[i].is_covered());
+                    .fold(0.0, |a, j| a + data.slots[*j].get(i).amount);
+                let measured = idx.iter().all(|j| data.slots[*j].get(i).is_measured());
+                let covered = idx.iter().all(|j| data.slots[*j].get(i).is_covered());
                 (first.slot_start(i), amount, measured, covered)
             })
             .collect();
