@@ -12,7 +12,7 @@ use super::calendar::Month;
 use super::carbon::Carbon;
 use super::config::MeterRole;
 use super::factors::{Indicator, LimitRow};
-use super::ledger::{months_bounds, Inputs, Ledger, Plan, RangeData};
+use super::ledger::{months_bounds, Inputs, Ledger, Plan, SeriesData};
 use crate::readings::Quantity;
 
 /// The grade of a value against a limit row (grade values × `correction`).
@@ -100,7 +100,7 @@ pub struct ProductLine {
 /// The products of a ledger.
 pub fn products(
     plan: &Plan,
-    data: &RangeData,
+    data: &impl SeriesData,
     inputs: &Inputs,
     ledger: &Ledger,
     carbon: &Carbon,
@@ -171,7 +171,7 @@ pub fn products(
                     imported += 1;
                 } else if let Some(i) = counter {
                     let (a, b) = months_bounds(plan.tz, &[*m]);
-                    output += data.slots[i].total(a, b);
+                    output += data.total(i, a, b);
                     counted += 1;
                 } else {
                     missing.push(m.to_string());

@@ -399,6 +399,113 @@ pub struct RangeData {
     pub events: Vec<Vec<CounterEvent>>,
 }
 
+/// Interval counts of one counter over a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SlotCounts {
+    pub expected: usize,
+    pub measured: usize,
+    pub estimated: usize,
+    pub covered: usize,
+}
+
+impl SlotCounts {
+    pub fn add(&mut self, o: SlotCounts) {
+        self.expected += o.expected;
+        self.measured += o.measured;
+        self.estimated += o.estimated;
+        self.covered += o.covered;
+    }
+
+    /// The quality of a bucket with these counts (see [`bucket_quality`]); None without data.
+    pub fn bucket_quality(&self) -> Option<&'static str> {
+        if self.covered == 0 {
+            None
+        } else if self.measured == self.expected {
+            Some("measured")
+        } else if self.estimated > 0 {
+            Some("estimated")
+        } else {
+            Some("partial")
+        }
+    }
+}
+
+/// What the accounts read of the counters over a range: totals and interval counts per series
+/// and purchased electricity per interval. Held as intervals ([`RangeData`]) or as aggregates
+/// of calendar chunks ([`super::chunks::PeriodData`]); the bounds asked for are those of months
+/// inside the range, or the range's own.
+pub trait SeriesData {
+    /// Total consumption of series `i` (of [`Plan::series`]) in `[from, to)`.
+    fn total(&self, i: usize, from: TimestampMs, to: TimestampMs) -> f64;
+    /// Interval counts of series `i` in `[from, to)`.
+    fn counts(&self, i: usize, from: TimestampMs, to: TimestampMs) -> SlotCounts;
+    /// Purchased electricity per 15-minute interval in `[from, to)`.
+    fn purchased(
+        &self,
+        plan: &Plan,
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Vec<(TimestampMs, f64, bool)>;
+    /// Counter events inside the range, per series.
+    fn events(&self, i: usize) -> Vec<CounterEvent>;
+    /// Whether any interval of any series has data.
+    fn any_covered(&self) -> bool;
+}
+
+impl SeriesData for RangeData {
+    fn total(&self, i: usize, from: TimestampMs, to: TimestampMs) -> f64 {
+        self.slots[i].total(from, to)
+    }
+
+    fn counts(&self, i: usize, from: TimestampMs, to: TimestampMs) -> SlotCounts {
+        let sl = &self.slots[i];
+        let r = sl.index_range(from, to);
+        let t = sl.touched();
+        let lo = r.start.max(t.start);
+        let mut c = SlotCounts {
+            expected: r.len(),
+            ..SlotCounts::default()
+        };
+        for a in sl.iter(lo..r.end.min(t.end).max(lo)) {
+            c.measured += usize::from(a.is_measured());
+            c.estimated += usize::from(a.is_estimated());
+            c.covered += usize::from(a.is_covered());
+        }
+        c
+    }
+
+    fn purchased(
+        &self,
+        plan: &Plan,
+        from: TimestampMs,
+        to: TimestampMs,
+    ) -> Vec<(TimestampMs, f64, bool)> {
+        let idx = purchase_series(plan);
+        let Some(first) = idx.first() else {
+            return Vec::new();
+        };
+        let range = self.slots[*first].index_range(from, to);
+        range
+            .map(|i| {
+                let start = self.slots[*first].slot_start(i);
+                let kwh = idx
+                    .iter()
+                    .fold(0.0, |a, j| a + self.slots[*j].get(i).amount);
+                let measured = idx.iter().all(|j| self.slots[*j].get(i).is_measured());
+                (start, kwh, measured)
+            })
+            .collect()
+    }
+
+    fn events(&self, i: usize) -> Vec<CounterEvent> {
+        self.events[i].clone()
+    }
+
+    fn any_covered(&self) -> bool {
+        self.slots.iter().any(|sl| sl.any_covered())
+    }
+}
+
 /// Reads the counters of the plan for `[from, to)` and runs them through the counter rules.
 pub fn load_range(
     plan: &Plan,
@@ -572,9 +679,11 @@ pub struct Ledger {
 }
 
 /// Computes the ledgers of `months` (a contiguous run inside `data`'s range).
-pub fn ledger(plan: &Plan, data: &RangeData, inputs: &Inputs, months: &[Month]) -> Ledger {
+pub fn ledger(plan: &Plan, data: &impl SeriesData, inputs: &Inputs, months: &[Month]) -> Ledger {
     let (from, to) = months_bounds(plan.tz, months);
-    let totals: Vec<f64> = data.slots.iter().map(|s| s.total(from, to)).collect();
+    let totals: Vec<f64> = (0..plan.series.len())
+        .map(|i| data.total(i, from, to))
+        .collect();
     let total_of = |device: &str, q: Quantity| {
         plan.series_index(device, q)
             .map(|i| totals[i])
@@ -763,36 +872,26 @@ pub struct SeriesQuality {
 /// Per-series interval counts in `[from, to)`.
 pub fn quality(
     plan: &Plan,
-    data: &RangeData,
+    data: &impl SeriesData,
     from: TimestampMs,
     to: TimestampMs,
 ) -> Vec<SeriesQuality> {
     plan.series
         .iter()
-        .zip(&data.slots)
-        .map(|(s, sl)| {
-            let r = sl.index_range(from, to);
-            let expected = r.len();
-            let t = sl.touched();
-            let held = r.start.max(t.start)..r.end.min(t.end).max(r.start.max(t.start));
-            let (mut measured, mut estimated, mut covered) = (0, 0, 0);
-            for a in sl.iter(held) {
-                measured += usize::from(a.is_measured());
-                estimated += usize::from(a.is_estimated());
-                covered += usize::from(a.is_covered());
-            }
-            let missing = expected - covered;
+        .enumerate()
+        .map(|(i, s)| {
+            let c = data.counts(i, from, to);
             SeriesQuality {
                 device: s.device.clone(),
                 quantity: s.quantity,
-                expected_intervals: expected,
-                measured_intervals: measured,
-                estimated_intervals: estimated,
-                missing_intervals: missing,
-                completeness_pct: if expected == 0 {
+                expected_intervals: c.expected,
+                measured_intervals: c.measured,
+                estimated_intervals: c.estimated,
+                missing_intervals: c.expected - c.covered.min(c.expected),
+                completeness_pct: if c.expected == 0 {
                     0.0
                 } else {
-                    measured as f64 / expected as f64 * 100.0
+                    c.measured as f64 / c.expected as f64 * 100.0
                 },
             }
         })
@@ -857,29 +956,19 @@ pub fn buckets(
 /// `(interval start, kWh, fully measured)`.
 pub fn purchased_electricity_intervals(
     plan: &Plan,
-    data: &RangeData,
+    data: &impl SeriesData,
     from: TimestampMs,
     to: TimestampMs,
 ) -> Vec<(TimestampMs, f64, bool)> {
-    let idx: Vec<usize> = plan
-        .meters
+    data.purchased(plan, from, to)
+}
+
+/// The series of the purchase meters' electricity import counters.
+fn purchase_series(plan: &Plan) -> Vec<usize> {
+    plan.meters
         .iter()
         .filter(|m| m.role == MeterRole::Purchase && m.carrier == "electricity")
         .filter_map(|m| plan.series_index(&m.device, m.counter))
-        .collect();
-    let Some(first) = idx.first() else {
-        return Vec::new();
-    };
-    let range = data.slots[*first].index_range(from, to);
-    range
-        .map(|i| {
-            let start = data.slots[*first].slot_start(i);
-            let kwh = idx
-                .iter()
-                .fold(0.0, |a, j| a + data.slots[*j].get(i).amount);
-            let measured = idx.iter().all(|j| data.slots[*j].get(i).is_measured());
-            (start, kwh, measured)
-        })
         .collect()
 }
 

@@ -34,6 +34,7 @@ pub mod balance;
 pub mod calendar;
 pub mod carbon;
 pub mod certificates;
+pub mod chunks;
 pub mod config;
 pub mod counters;
 pub mod factors;

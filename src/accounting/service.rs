@@ -10,6 +10,10 @@
 //!   so a recompute sends nothing new.
 //! - **quarter and year**: the quarter and the year in progress are recomputed at every full
 //!   hour, and like every period once more at their end, which gives their final accounts.
+//! - **incremental**: the service keeps the counters' complete hours, days and months as
+//!   aggregates ([`super::chunks`]); a cycle reads from the store only the hour in progress (and
+//!   what late readings changed), a day is merged from its hours, a month from its days, and a
+//!   year is the sum of its months. Only the intervals read in a cycle are written again.
 //! - **late readings**: every `republish_every` (and at each close) the service looks at the
 //!   readings committed since its last look. Readings inside an interval it had already closed
 //!   (a meter's backlog after an outage, `import readings`) and newly recorded meter
@@ -37,6 +41,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::calendar::{month_of, slot_start, Month, Period, SLOT_MS};
+use super::chunks::ChunkCache;
 use super::today::Today;
 use crate::config::Config;
 use crate::reporting::Report;
@@ -181,6 +186,17 @@ pub fn compute(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<
     crate::reporting::build_as_of(cfg, period, write, as_of)
 }
 
+/// [`compute`] with the service's chunks: a cycle reads from the store only the hour in
+/// progress and what changed since ([`ChunkCache`]).
+fn compute_with(
+    cfg: &Config,
+    period: Period,
+    as_of: i64,
+    cache: &mut ChunkCache,
+) -> Result<Report> {
+    crate::reporting::build_with(cfg, period, true, as_of, Some(cache))
+}
+
 /// This month's intensity and the intensity the target path allows, from a month's report.
 /// The year to date on the baseline's basis at comparable prices, against the path's value for
 /// the year: like with like (803号), and never one month judged against an annual path.
@@ -206,6 +222,8 @@ struct Tracker {
     /// Quarters and years left from the first cycle for the next one, so that the month and
     /// today are there soon after start (a year takes far longer than a month).
     long_due: Vec<Period>,
+    /// Complete months, days and hours of the counters, kept between cycles.
+    cache: ChunkCache,
 }
 
 impl Tracker {
@@ -223,6 +241,7 @@ impl Tracker {
             closed_end: None,
             pending_late: None,
             long_due: Vec::new(),
+            cache: ChunkCache::default(),
         };
         t.reading_id = crate::storage::batches::last_reading_id(&t.conn)?;
         t.replacement_ms = t.conn.query_row(
@@ -360,10 +379,17 @@ fn cycle(
             push(&mut periods, quarter_of(m));
             push(&mut periods, Period::Year(m.year));
         }
+        if let Some(l) = late_from {
+            // What the late readings can change: from the start of their month on (a gap
+            // bridged by them reaches back to the reading before).
+            t.cache
+                .invalidate_from(month_of(tz, l.saturating_sub(1)).bounds(tz).0);
+        }
+        t.cache.settle(closed_end);
         let current = Period::Month(month_of(tz, closed_end - 1));
         let mut failed = false;
         for p in periods {
-            let r = compute(cfg, p, true, closed_end);
+            let r = compute_with(cfg, p, closed_end, &mut t.cache);
             failed |= r.is_err();
             if p == current {
                 out.month = Some(r.as_ref().map_err(|e| format!("{e:#}")).cloned());
@@ -384,11 +410,14 @@ fn cycle(
         // After a failure (the store busy, a disk error) the close is tried again next time.
         if failed {
             t.pending_late = late_from;
+            // Kept chunks may be newer than the close the next cycle starts from.
+            t.cache.clear();
         } else {
             t.closed_end = Some(closed_end);
         }
     }
-    out.today = Some(super::today::compute_today(cfg).map_err(|e| format!("{e:#}")));
+    out.today =
+        Some(super::today::compute_today(cfg, Some(&mut t.cache)).map_err(|e| format!("{e:#}")));
     out.revision = t.revision()?;
     Ok(out)
 }

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::calendar::{local_midnight_ms, month_of};
-use super::ledger::{ledger, load_range, Inputs, Plan};
+use super::chunks::{period_data, ChunkCache};
+use super::ledger::{ledger, Inputs, Plan};
 use super::store::AccountingStore;
 use crate::config::{Config, Synchronous};
 use crate::readings::Quantity;
@@ -30,8 +31,9 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Today's figures, from midnight (site time zone) to now.
-pub fn compute_today(cfg: &Config) -> anyhow::Result<Today> {
+/// Today's figures, from midnight (site time zone) to now. With the accounting service's
+/// chunks, only the hour in progress is read from the store.
+pub fn compute_today(cfg: &Config, cache: Option<&mut ChunkCache>) -> anyhow::Result<Today> {
     let tz: chrono_tz::Tz = cfg
         .site
         .timezone
@@ -54,8 +56,8 @@ pub fn compute_today(cfg: &Config) -> anyhow::Result<Today> {
     drop(store);
 
     let plan = Plan::build(cfg)?;
-    let acc = AccountingStore::open(&cfg.store_path())?;
-    let data = load_range(&plan, &acc, midnight, now_ms + 1)?;
+    let mut acc = AccountingStore::open(&cfg.store_path())?;
+    let data = period_data(&plan, &mut acc, midnight, now_ms + 1, cache, false)?;
     // The ledger of this month over data that covers only today is today's ledger. Manual
     // consumption is monthly and so left out (`Inputs::default()`).
     let l = ledger(&plan, &data, &Inputs::default(), &[month_of(tz, now_ms)]);

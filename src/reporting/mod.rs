@@ -22,15 +22,15 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::accounting::balance::{balance, BalanceLine};
-use crate::accounting::calendar::{rfc3339, Month, Period, Resolution};
+use crate::accounting::calendar::{rfc3339, Month, Period};
 use crate::accounting::carbon::{carbon, Carbon, CarbonLine, Scope2};
+use crate::accounting::chunks::{period_data, ChunkCache, PeriodData};
 use crate::accounting::grades::{products, ProductLine};
 use crate::accounting::ledger::{
-    bucket_quality, buckets, ledger, load_range, max_demand, months_bounds,
-    purchased_electricity_intervals, quality, tou_kwh, CarrierLine, Inputs, Ledger, NonFossil,
-    Plan, RangeData, SeriesQuality,
+    ledger, max_demand, months_bounds, purchased_electricity_intervals, quality, tou_kwh,
+    CarrierLine, Inputs, Ledger, NonFossil, Plan, SeriesData, SeriesQuality,
 };
-use crate::accounting::store::{AccountRow, AccountingStore, IntervalRow};
+use crate::accounting::store::{AccountRow, AccountingStore};
 use crate::accounting::targets::{
     annual_change_pct, change_pct, completion_pct, path_change_pct, BaseBasis,
 };
@@ -400,12 +400,13 @@ fn overall_completeness(q: &[SeriesQuality]) -> (f64, usize, usize, usize, usize
 /// A ledger of other months (YTD, last year, base year), with its data completeness.
 fn other_ledger(
     plan: &Plan,
-    store: &AccountingStore,
+    store: &mut AccountingStore,
     inputs: &Inputs,
     months: &[Month],
+    cache: Option<&mut ChunkCache>,
 ) -> Result<(Ledger, f64)> {
     let (from, to) = months_bounds(plan.tz, months);
-    let data = load_range(plan, store, from, to)?;
+    let data = period_data(plan, store, from, to, cache, false)?;
     let l = ledger(plan, &data, inputs, months);
     let (pct, ..) = overall_completeness(&quality(plan, &data, from, to));
     Ok((l, pct))
@@ -423,6 +424,17 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
 /// `data_to`, a note). With `write`, the intervals, accounts and counter events are written to
 /// the store, unless the period has no data at all (nothing is stored then, and a note says so).
 pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<Report> {
+    build_with(cfg, period, write, as_of, None)
+}
+
+/// [`build_as_of`] with the chunks the accounting service keeps between its cycles.
+pub fn build_with(
+    cfg: &Config,
+    period: Period,
+    write: bool,
+    as_of: i64,
+    mut cache: Option<&mut ChunkCache>,
+) -> Result<Report> {
     let plan = Plan::build(cfg)?;
     let mut store = AccountingStore::open(&cfg.store_path())?;
     let inputs = Inputs::load(&store)?;
@@ -430,7 +442,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     let months = period.months();
     let (from, period_end) = period.bounds(tz);
     let (to, in_progress) = period_extent(tz, period, as_of)?;
-    let data = load_range(&plan, &store, from, to)?;
+    let data = period_data(&plan, &mut store, from, to, cache.as_deref_mut(), write)?;
     let l = ledger(&plan, &data, &inputs, &months);
     let year = period.year();
     let c = carbon(&plan, &l, year);
@@ -467,7 +479,16 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     } else if ytd_months == months {
         Some(l.clone())
     } else {
-        Some(other_ledger(&plan, &store, &inputs, &ytd_months)?.0)
+        Some(
+            other_ledger(
+                &plan,
+                &mut store,
+                &inputs,
+                &ytd_months,
+                cache.as_deref_mut(),
+            )?
+            .0,
+        )
     };
     let ytd = ytd_ledger
         .as_ref()
@@ -478,7 +499,13 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     let yoy = match this {
         None => None,
         Some((i, basis)) => {
-            let (pl, pct) = other_ledger(&plan, &store, &inputs, &prev_months)?;
+            let (pl, pct) = other_ledger(
+                &plan,
+                &mut store,
+                &inputs,
+                &prev_months,
+                cache.as_deref_mut(),
+            )?;
             let (pcur, pcomp, _) = value_added(&inputs, &prev_months);
             let prev_i = match basis {
                 "comparable" => ratio(pl.assessment_tce, pcomp),
@@ -516,7 +543,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
             // Without the base year's value added there is no base intensity: its readings
             // are not read (a year of every counter).
             let base = if value_added(&inputs, &base_months).2.is_empty() {
-                let (bl, pct) = other_ledger(&plan, &store, &inputs, &base_months)?;
+                let (bl, pct) = other_ledger(&plan, &mut store, &inputs, &base_months, cache)?;
                 intensity(&bl, &inputs, &base_months)
                     .filter(|_| pct > 0.0)
                     .map(|i| (i, pct))
@@ -724,9 +751,9 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     let events: Vec<EventOut> = plan
         .series
         .iter()
-        .zip(&data.events)
-        .flat_map(|(s, ev)| {
-            ev.iter().map(move |e| EventOut {
+        .enumerate()
+        .flat_map(|(i, s)| {
+            data.events(i).into_iter().map(move |e| EventOut {
                 device: s.device.clone(),
                 quantity: s.quantity,
                 time: rfc3339(tz, e.ts_ms),
@@ -878,7 +905,7 @@ pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Res
     };
     report.indicators = indicators::compute(&cfg.accounting.indicators, &report, &months);
 
-    let has_data = data.slots.iter().any(|sl| sl.any_covered())
+    let has_data = data.any_covered()
         || l.carriers
             .iter()
             .any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
@@ -994,49 +1021,15 @@ fn account_rows(
 fn write_outputs(
     plan: &Plan,
     store: &mut AccountingStore,
-    data: &RangeData,
+    data: &PeriodData,
     r: &Report,
     l: &Ledger,
     c: &Carbon,
     months: &[(Month, Ledger, Carbon)],
     inputs: &Inputs,
 ) -> Result<()> {
+    // The intervals were written as they were read (`period_data`).
     let (from, to) = (data.from_ms, data.to_ms);
-    let mut intervals = Vec::new();
-    for (s, sl) in plan.series.iter().zip(&data.slots) {
-        let r = sl.index_range(from, to);
-        let t = sl.touched();
-        for i in r.start.max(t.start)..r.end.min(t.end) {
-            let a = &sl.get(i);
-            if !a.is_covered() {
-                continue;
-            }
-            intervals.push(IntervalRow {
-                device: &s.device,
-                quantity: s.quantity,
-                carrier: &s.carrier,
-                unit: &s.unit,
-                resolution: "15m",
-                start_ms: sl.slot_start(i),
-                value: a.amount,
-                quality: bucket_quality(std::slice::from_ref(a)),
-            });
-        }
-        for (res, name) in [(Resolution::Hour, "1h"), (Resolution::Day, "1d")] {
-            for (start, value, quality) in buckets(plan.tz, sl, res, from, to) {
-                intervals.push(IntervalRow {
-                    device: &s.device,
-                    quantity: s.quantity,
-                    carrier: &s.carrier,
-                    unit: &s.unit,
-                    resolution: name,
-                    start_ms: start,
-                    value,
-                    quality,
-                });
-            }
-        }
-    }
     let mut extra = vec![(
         "completeness_pct".to_string(),
         r.data_quality.completeness_pct,
@@ -1086,13 +1079,14 @@ fn write_outputs(
     let events: Vec<(String, Quantity, crate::accounting::counters::CounterEvent)> = plan
         .series
         .iter()
-        .zip(&data.events)
-        .flat_map(|(s, ev)| {
-            ev.iter()
-                .map(move |e| (s.device.clone(), s.quantity, e.clone()))
+        .enumerate()
+        .flat_map(|(i, s)| {
+            data.events(i)
+                .into_iter()
+                .map(move |e| (s.device.clone(), s.quantity, e))
         })
         .collect();
-    store.write_outputs(&intervals, &accounts, &events)?;
+    store.write_outputs(&[], &accounts, &events)?;
     Ok(())
 }
 
