@@ -59,9 +59,9 @@ pub struct AccountingConfig {
     #[serde(default)]
     pub green_certificates: Vec<GreenCertificates>,
     /// `[accounting.indicators]`: inputs of the green-factory and 亩均 indicators of the report
-    /// (see `crate::reporting::indicators`).
+    /// (see `crate::accounting::indicators`).
     #[serde(default)]
-    pub indicators: crate::reporting::indicators::IndicatorsConfig,
+    pub indicators: super::indicators::IndicatorsConfig,
     /// `[accounting.service]`: the cadence of the accounting service of `run`.
     #[serde(default)]
     pub service: super::service::ServiceConfig,
@@ -1215,7 +1215,7 @@ pub fn validate(
             );
         }
     }
-    crate::reporting::indicators::validate(&acc.indicators, push);
+    super::indicators::validate(&acc.indicators, push);
 }
 
 fn valid_id(s: &str) -> bool {

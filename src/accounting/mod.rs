@@ -27,9 +27,14 @@
 //! | [`targets`] | intensity targets and progress |
 //! | [`import`] | CSV imports and meter-replacement records |
 //! | [`store`] | accounting tables in the SQLite store |
+//! | [`chunks`] | counters over long periods as aggregates of months, days and hours |
+//! | [`report`] | the accounts of a period: compute ([`report::build_with`]), persist, the model |
+//! | [`indicators`] | green-factory and 亩均 indicators of a period's accounts |
+//! | [`alert_summary`] | the alerts of a period, for its accounts |
 //! | [`service`] | the accounting service of `run`: intervals closed, accounts kept and persisted |
 //! | [`config`] | the `[accounting]` configuration section and its checks |
 
+pub mod alert_summary;
 pub mod balance;
 pub mod calendar;
 pub mod carbon;
@@ -40,7 +45,9 @@ pub mod counters;
 pub mod factors;
 pub mod grades;
 pub mod import;
+pub mod indicators;
 pub mod ledger;
+pub mod report;
 pub mod service;
 pub mod store;
 pub mod targets;

@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::calendar::{month_of, slot_start, Month, Period, SLOT_MS};
 use super::chunks::ChunkCache;
+use super::report::Report;
 use super::today::Today;
 use crate::config::Config;
-use crate::reporting::Report;
 
 /// `[accounting.service]`: the cadence of the accounting service of `run`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -183,7 +183,7 @@ impl Accounts {
 /// The compute of one period as it stands at `as_of` (with `write`, persisted with revisions).
 /// The only place the service computes a period.
 pub fn compute(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<Report> {
-    crate::reporting::build_as_of(cfg, period, write, as_of)
+    super::report::build_as_of(cfg, period, write, as_of)
 }
 
 /// [`compute`] with the service's chunks: a cycle reads from the store only the hour in
@@ -194,7 +194,7 @@ fn compute_with(
     as_of: i64,
     cache: &mut ChunkCache,
 ) -> Result<Report> {
-    crate::reporting::build_with(cfg, period, true, as_of, Some(cache))
+    super::report::build_with(cfg, period, true, as_of, Some(cache))
 }
 
 /// This month's intensity and the intensity the target path allows, from a month's report.

@@ -65,12 +65,6 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
         "config",
         "the alert engine is built from the whole Config",
     ),
-    (
-        "accounting",
-        "reporting",
-        "a period's accounts (`reporting::build`, `Report`) and the green-factory indicators are \
-         still computed in reporting (item 2)",
-    ),
 ];
 
 fn floor(m: &str) -> Option<u8> {

@@ -1,5 +1,5 @@
 //! Green-factory indicators (GB/T 36132-2025, first-level group 能源低碳化) and the 亩均
-//! indicators that need energy, computed from a [`Report`](super::Report).
+//! indicators that need energy, computed from a [`Report`](super::report::Report).
 //!
 //! Scoring (GB/T 36132-2025 as described by the project's standards reference §5, S55, S56):
 //! an actual value worse than the 基准值 scores 0, at or better than the 引领值 scores 1 (full
@@ -280,7 +280,7 @@ fn green(
 }
 
 /// Computes the indicators of a report.
-pub fn compute(c: &IndicatorsConfig, r: &super::Report, months: &[Month]) -> Indicators {
+pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]) -> Indicators {
     let mut notes = Vec::new();
     let ov_missing: Vec<String> = months
         .iter()
