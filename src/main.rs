@@ -251,7 +251,7 @@ enum QuarantineAction {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp"])))]
+#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp", "dlt645", "cjt188"])))]
 struct ProbeArgs {
     /// Modbus TCP device, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
