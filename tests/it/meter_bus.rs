@@ -70,6 +70,9 @@ impl Drop for Sim {
     }
 }
 
+/// An identifier, what the simulated meter holds there, and what the gateway must read.
+type Row<E> = (&'static str, Value, E);
+
 fn num(v: f64, f: &str) -> Value {
     json!([{"v": v, "f": f}])
 }
@@ -82,7 +85,7 @@ fn signed(v: f64, f: &str) -> Value {
 fn dlt645_2007_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     use Quantity::*;
     let e = "XXXXXX.XX";
-    let rows: Vec<(&str, Value, Vec<(Quantity, f64)>)> = vec![
+    let rows: Vec<Row<Vec<(Quantity, f64)>>> = vec![
         ("00010000", num(12345.67, e), vec![(EnergyImport, 12345.67)]),
         ("00010100", num(1000.01, e), vec![(EnergyImportT1, 1000.01)]),
         ("00010200", num(2000.02, e), vec![(EnergyImportT2, 2000.02)]),
@@ -203,7 +206,7 @@ fn dlt645_2007_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
 fn dlt645_1997_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     use Quantity::*;
     let e = "XXXXXX.XX";
-    let rows: Vec<(&str, Value, Option<(Quantity, f64)>)> = vec![
+    let rows: Vec<Row<Option<(Quantity, f64)>>> = vec![
         ("9010", num(8888.88, e), Some((EnergyImport, 8888.88))),
         ("9011", num(1.11, e), Some((EnergyImportT1, 1.11))),
         ("9012", num(2.22, e), Some((EnergyImportT2, 2.22))),

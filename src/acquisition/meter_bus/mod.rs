@@ -82,6 +82,20 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
                 .into(),
         );
     }
+    if !d.points.is_empty() {
+        out.push((
+            "points".into(),
+            "a DL/T 645 or CJ/T 188 meter reads the points of its model's family; [[devices.points]] are Modbus registers".into(),
+        ));
+    }
+    let address = if key == "dlt645" {
+        dlt645::Address::parse(&m.address).err()
+    } else {
+        cjt188::Address::parse(&m.address).err()
+    };
+    if let Some(e) = address {
+        push!("address", e);
+    }
     let Some(bus) = cfg.buses.iter().find(|b| b.id == m.bus) else {
         push!("bus", format!("refers to unknown bus \"{}\"", m.bus));
         return out;
@@ -116,10 +130,9 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
         push!("degraded_after", "must be at least 1".into());
     }
     let templates = templates::load(cfg.modbus.templates_dir.as_deref());
-    let template_type = match (&d.model, &templates) {
+    match (&d.model, &templates) {
         (None, _) => {
             out.push(("model".into(), "needs `model`: a DL/T 645 or CJ/T 188 meter family (e.g. \"dlt645-2007-three-phase\", \"cjt188-water\")".into()));
-            None
         }
         (Some(model), Ok(all)) => match all.get(model) {
             None => {
@@ -131,7 +144,6 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
                         known.join(", ")
                     ),
                 ));
-                None
             }
             Some((t, _)) => {
                 if wanted && t.protocol != bus.protocol {
@@ -145,24 +157,11 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
                         ),
                     ));
                 }
-                t.meter_type
             }
         },
         (Some(_), Err(e)) => {
             out.push(("model".into(), e.join("; ")));
-            None
         }
-    };
-    if wanted {
-        if let Err((k, e)) = target(bus.protocol, m, template_type) {
-            out.push((format!("{key}.{k}"), e));
-        }
-    }
-    if !d.points.is_empty() {
-        out.push((
-            "points".into(),
-            "a DL/T 645 or CJ/T 188 meter reads the points of its model's family; [[devices.points]] are Modbus registers".into(),
-        ));
     }
     out
 }

@@ -221,11 +221,12 @@ pub fn parse(name: &str, text: &str) -> Result<(BusTemplate, Vec<BusPoint>), Str
     Ok((t, points))
 }
 
+/// Meter families by model name and alias, each with its checked points.
+pub type Families = BTreeMap<String, (BusTemplate, Vec<BusPoint>)>;
+
 /// All families by model name and alias: the built-in ones, then those of `dir` (files that
 /// name a `protocol`; the others are Modbus templates).
-pub fn load(
-    dir: Option<&Path>,
-) -> Result<BTreeMap<String, (BusTemplate, Vec<BusPoint>)>, Vec<String>> {
+pub fn load(dir: Option<&Path>) -> Result<Families, Vec<String>> {
     let mut files: Vec<(String, String)> = BUILTIN
         .iter()
         .map(|(n, t)| (format!("built-in {n}"), (*t).to_string()))
