@@ -556,7 +556,17 @@ async fn poll_groups(
                             .read_item(d.target, time_di, d.timeout, Some(&d.status))
                             .await
                             .map_err(|e| format!("item {time_di:X}: {e}"))?;
-                        t.and_then(|time| clock_offset(date, &time, tz, now_ms()))
+                        let at = now_ms();
+                        // Read just after midnight, the date read before may be yesterday's:
+                        // read it again.
+                        let date = match &t {
+                            Ok(time) if time.get(1..3) == Some(&[0, 0]) => line
+                                .read_item(d.target, item.di, d.timeout, Some(&d.status))
+                                .await
+                                .map_err(|e| format!("item {:X}: {e}", item.di))?,
+                            _ => Ok(date.clone()),
+                        };
+                        t.and_then(|time| clock_offset(&date?, &time, tz, at))
                     }
                     (Ok(data), _) => decode_point(p, data, tz),
                 };
