@@ -435,6 +435,43 @@ fn probe_finds_dlt645_meters_by_broadcast_through_a_serial_server() {
     }
     let clock = v["values"]["meter_clock_offset"]["value"].as_f64().unwrap();
     assert!((-32.0..=-28.0).contains(&clock), "{clock}");
+    // The meter clock read across midnight: the date (yesterday) is read, the day ends, the
+    // time (00:00:05) is read; the date is read again, so the offset is seconds, not a day.
+    let tz = chrono_tz::Asia::Shanghai;
+    let now = chrono::Utc::now();
+    let today = now.with_timezone(&tz).date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    let week = |d: chrono::NaiveDate| {
+        use chrono::Datelike;
+        format!("{:02}", d.weekday().num_days_from_sunday())
+    };
+    let (mut items, _) = dlt645_2007_items();
+    items.insert(
+        "04000101".into(),
+        json!({"seq": [[{"d": format!("{}{}", yesterday.format("%y%m%d"), week(yesterday))}],
+                       [{"d": format!("{}{}", today.format("%y%m%d"), week(today))}]]}),
+    );
+    items.insert("04000102".into(), json!([{"d": "000005"}]));
+    let sim = Sim::start(
+        &json!({"protocol": "dlt645", "meters": [{"address": "202411300002", "items": items}]}),
+        None,
+    );
+    let target = format!("127.0.0.1:{}", sim.port.unwrap());
+    let (ok, v, err) = probe_cmd(&["--dlt645", &target, "--address", "202411300002"]);
+    assert!(ok, "{err}");
+    let meter = today
+        .and_hms_opt(0, 0, 5)
+        .unwrap()
+        .and_local_timezone(tz)
+        .unwrap()
+        .timestamp_millis();
+    let want = (meter - now.timestamp_millis()) as f64 / 1000.0;
+    let clock = v["values"]["meter_clock_offset"]["value"].as_f64().unwrap();
+    assert!(
+        (clock - want).abs() < 3.0,
+        "offset {clock}, expected {want}"
+    );
+    drop(sim);
     // Nothing answers: a clear message and a failing exit status.
     let sim = Sim::start(
         &json!({"protocol": "dlt645", "meters": [{"address": "000000000001", "silent": true, "items": {}}]}),
