@@ -558,3 +558,64 @@ fn cjt188_water_heat_and_gas_meters_on_one_line() {
     assert_eq!(v["model"], "cjt188-water");
     assert_eq!(v["values"]["water_volume"]["value"], json!(42.42));
 }
+
+#[test]
+fn the_daemon_reads_meters_behind_serial_servers_and_shows_them_in_the_api() {
+    use crate::http_support::Gateway;
+    let (items, _) = dlt645_2007_items();
+    let dlt = Sim::start(
+        &json!({"protocol": "dlt645", "meters": [{"address": "000012345678", "items": items}]}),
+        None,
+    );
+    let cjt = Sim::start(
+        &json!({"protocol": "cjt188", "meters": [
+            {"address": "00000012345678", "type": 16, "items": {"901F": water_901f(1234.56, 0x2C)}}]}),
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nid = \"t\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n[http]\nenabled = true\nbind = \"{addr}\"\n\
+             [[buses]]\nid = \"s645\"\ntransport = \"rtu_over_tcp\"\nprotocol = \"dlt645-2007\"\naddress = \"127.0.0.1:{}\"\n\
+             [[buses]]\nid = \"s188\"\ntransport = \"rtu_over_tcp\"\nprotocol = \"cjt188\"\naddress = \"127.0.0.1:{}\"\n\
+             [[devices]]\nid = \"main\"\ncarrier = \"electricity\"\nmodel = \"dlt645-2007\"\n[devices.dlt645]\nbus = \"s645\"\naddress = \"000012345678\"\ninterval = \"1s\"\n\
+             [[devices]]\nid = \"water\"\ncarrier = \"water\"\nmodel = \"cjt188-water\"\n[devices.cjt188]\nbus = \"s188\"\naddress = \"00000012345678\"\ninterval = \"1s\"\n",
+            dir.path().display(),
+            dlt.port.unwrap(),
+            cjt.port.unwrap()
+        ),
+    )
+    .unwrap();
+    let mut gw = Gateway::spawn(&config, &addr, None);
+    gw.wait_running(2, Duration::from_secs(20));
+    let main = gw.get_json("/api/v1/devices/main", 200);
+    assert_eq!(main["source"]["kind"], "dlt645", "{main}");
+    assert_eq!(main["source"]["address"], "000012345678");
+    // 37 identifiers (demand and its time share one) and the time item of the clock
+    assert_eq!(main["requests_per_cycle"], 38, "{main}");
+    assert_eq!(main["status"]["garbage"], 0, "{main}");
+    let latest = |d: &Value, q: &str| {
+        d["latest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["quantity"] == q)
+            .map(|r| r["value"].clone())
+    };
+    assert_eq!(
+        latest(&main, "energy_import"),
+        Some(json!(12345.67)),
+        "{main}"
+    );
+    let water = gw.get_json("/api/v1/devices/water", 200);
+    assert_eq!(water["source"]["kind"], "cjt188");
+    assert_eq!(
+        latest(&water, "water_volume"),
+        Some(json!(1234.56)),
+        "{water}"
+    );
+    gw.stop();
+}
