@@ -286,6 +286,27 @@ mod tests {
     }
 
     #[test]
+    fn a_user_directory_holds_both_kinds_of_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("my-645.toml"),
+            "protocol = \"dlt645-2007\"\nmodel = \"my-645\"\nmanufacturer = \"x\"\nname = \"x\"\nsources = [\"own test\"]\n[[points]]\nquantity = \"frequency\"\ndi = \"02800002\"\nformat = \"XX.XX\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "model = \"mine\"\nmanufacturer = \"x\"\nname = \"x\"\nsources = [\"own test\"]\n[[points]]\nquantity = \"frequency\"\nregister = 70\ntype = \"f32\"\n",
+        )
+        .unwrap();
+        let bus = load(Some(dir.path())).unwrap();
+        assert_eq!(bus["my-645"].1[0].di, 0x0280_0002);
+        assert!(!bus.contains_key("mine"));
+        let modbus = crate::acquisition::modbus::templates::load(Some(dir.path())).unwrap();
+        assert!(modbus.contains_key("mine"));
+        assert!(!modbus.contains_key("my-645"));
+    }
+
+    #[test]
     fn bad_points_are_named() {
         let text = "protocol = \"dlt645-2007\"\nmodel = \"x\"\nmanufacturer = \"x\"\nname = \"x\"\nsources = [\"s\"]\n[[points]]\nquantity = \"frequency\"\ndi = \"0280\"\nformat = \"XX.XX\"\n[[points]]\nquantity = \"voltage_l1\"\ndi = \"02010100\"\nformat = \"XX?X\"\n";
         let err = parse("x.toml", text).unwrap_err();
