@@ -305,7 +305,7 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut body = format!(
-        "[[buses]]\nid = \"rs485\"\ntransport = \"rtu\"\nprotocol = \"dlt645-2007\"\nport = \"{}\"\nbaud = 9600\nparity = \"even\"\n",
+        "[[buses]]\nid = \"rs485\"\ntransport = \"rtu\"\nprotocol = \"dlt645-2007\"\nport = \"{}\"\nbaud = 115200\nparity = \"even\"\n",
         pty.b.display()
     );
     for (id, addr) in [
@@ -314,13 +314,13 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
         ("c", "000012345680"),
     ] {
         body += &format!(
-            "[[devices]]\nid = \"{id}\"\nmodel = \"dlt645-2007-three-phase\"\n[devices.dlt645]\nbus = \"rs485\"\naddress = \"{addr}\"\ninterval = \"1s\"\ntimeout = \"300ms\"\ndegraded_after = 2\nmax_backoff = \"2s\"\n"
+            "[[devices]]\nid = \"{id}\"\nmodel = \"dlt645-2007-three-phase\"\n[devices.dlt645]\nbus = \"rs485\"\naddress = \"{addr}\"\ninterval = \"2s\"\ntimeout = \"300ms\"\ndegraded_after = 2\nmax_backoff = \"4s\"\n"
         );
     }
     let cfg = gateway_config(dir.path(), &body);
     let rt = runtime();
     let gw = rt.block_on(pipeline::start(cfg)).unwrap();
-    std::thread::sleep(Duration::from_millis(6000));
+    std::thread::sleep(Duration::from_millis(8000));
     let snap: BTreeMap<String, _> = gw
         .devices
         .iter()
@@ -368,18 +368,19 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
         snap["c"]
     );
     assert!(rows.iter().all(|r| r.device != "c"));
-    // The silent meter does not shift the others: a's power is read every second, give or
-    // take one timeout of c and one pass over b.
+    // The silent meter does not shift the others: a's power is read every 2 s, give or take
+    // one timeout of c and one pass over the 21 instantaneous items of b (a slow machine's
+    // share of the line).
     for id in ["a", "b"] {
         let ts: Vec<i64> = rows
             .iter()
             .filter(|r| r.device == id && r.quantity == Quantity::ActivePower)
             .map(|r| r.ts_ms)
             .collect();
-        assert!(ts.len() >= 5, "{id}: {} polls in 6 s", ts.len());
+        assert!(ts.len() >= 4, "{id}: {} polls in 8 s", ts.len());
         let gap = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
         assert!(
-            gap <= 1000 + 300 + 400,
+            gap <= 2000 + 300 + 700,
             "{id}: {gap} ms between polls: {ts:?}"
         );
     }
