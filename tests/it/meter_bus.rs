@@ -618,5 +618,12 @@ fn the_daemon_reads_meters_behind_serial_servers_and_shows_them_in_the_api() {
         Some(json!(1234.56)),
         "{water}"
     );
+    let metrics = gw.get("/metrics").text();
+    for line in [
+        "energy_gateway_device_garbage_frames_total{device=\"main\"} 0",
+        "energy_gateway_device_online{device=\"water\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     gw.stop();
 }
