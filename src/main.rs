@@ -251,7 +251,7 @@ enum QuarantineAction {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp"])))]
+#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp", "dlt645", "cjt188"])))]
 struct ProbeArgs {
     /// Modbus TCP device, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
@@ -262,12 +262,26 @@ struct ProbeArgs {
     /// Modbus RTU frames through a TCP connection (serial device server), HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     rtu_over_tcp: Option<String>,
+    /// DL/T 645 meter on a serial port (e.g. /dev/ttyUSB0) or behind a serial device server
+    /// (HOST:PORT); without --address the address is found by broadcast.
+    #[arg(long, value_name = "PORT or HOST:PORT")]
+    dlt645: Option<String>,
+    /// CJ/T 188 water, heat or gas meter on a serial port or HOST:PORT.
+    #[arg(long, value_name = "PORT or HOST:PORT")]
+    cjt188: Option<String>,
+    /// DL/T 645 (12 digits) or CJ/T 188 (14 digits) meter address; default: found by broadcast.
+    #[arg(long)]
+    address: Option<String>,
+    /// CJ/T 188 meter type (e.g. 0x10 water, 0x20 heat, 0x30 gas); default: as discovered.
+    #[arg(long, value_parser = parse_hex_u8)]
+    meter_type: Option<u8>,
     /// Unit (slave) id.
     #[arg(long, default_value_t = 1)]
     unit: u8,
-    /// Meter template (file name under config/meters/ without .toml, or an alias).
+    /// Meter template (file name under config/meters/ without .toml, or an alias). Required
+    /// for Modbus; for DL/T 645 / CJ/T 188 the default is the family of the protocol found.
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// Serial: baud rate.
     #[arg(long, default_value_t = 9600)]
     baud: u32,
@@ -469,9 +483,82 @@ async fn shutdown_signal() {
     }
 }
 
+/// `0x10`, `10H` or `16`.
+fn parse_hex_u8(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u8::from_str_radix(h, 16)
+    } else if let Some(h) = t.strip_suffix('H').or_else(|| t.strip_suffix('h')) {
+        u8::from_str_radix(h, 16)
+    } else {
+        t.parse()
+    };
+    r.map_err(|e| format!("{s}: {e}"))
+}
+
+/// `probe --dlt645` / `--cjt188`.
+async fn probe_meter_bus(a: ProbeArgs) -> anyhow::Result<()> {
+    use energy_gateway::acquisition::meter_bus::config::LineProtocol;
+    use energy_gateway::acquisition::meter_bus::probe::{probe, BusProbe};
+    use energy_gateway::acquisition::modbus::link::{Link, SerialSettings};
+    use energy_gateway::config::Parity;
+    let (protocol, target) = match (a.dlt645.clone(), a.cjt188.clone()) {
+        (Some(t), None) => (LineProtocol::Dlt645V2007, t),
+        (None, Some(t)) => (LineProtocol::Cjt188, t),
+        _ => anyhow::bail!("give one of --dlt645 and --cjt188"),
+    };
+    // A serial device path, or host:port of a serial device server.
+    let link = if !target.starts_with('/') && target.contains(':') {
+        Link::RtuOverTcp(target)
+    } else {
+        Link::Rtu(SerialSettings {
+            port: target,
+            baud: a.baud,
+            parity: match a.parity.as_str() {
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                _ => Parity::None,
+            },
+            data_bits: 8,
+            stop_bits: a.stop_bits,
+        })
+    };
+    let result = probe(BusProbe {
+        link,
+        protocol,
+        address: a.address.clone(),
+        model: a.model.clone(),
+        meter_type: a.meter_type,
+        templates_dir: a.templates_dir.clone(),
+        timeout: a.timeout,
+        timezone: chrono_tz::Asia::Shanghai,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", result.to_text());
+    }
+    if result.values.values().all(|v| v.value.is_none()) {
+        anyhow::bail!(
+            "no value could be read from {} address {} (every point failed)",
+            result.link,
+            result.address
+        );
+    }
+    Ok(())
+}
+
 async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     use energy_gateway::acquisition::modbus::link::{Link, SerialSettings};
     use energy_gateway::config::Parity;
+    if a.dlt645.is_some() || a.cjt188.is_some() {
+        return probe_meter_bus(a).await;
+    }
+    let Some(model) = a.model.clone() else {
+        anyhow::bail!("give --model (a meter template) for a Modbus probe");
+    };
     let link = match (a.tcp, a.rtu, a.rtu_over_tcp) {
         (Some(addr), _, _) => Link::Tcp(addr),
         (_, _, Some(addr)) => Link::RtuOverTcp(addr),
@@ -486,12 +573,12 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
             data_bits: 8,
             stop_bits: a.stop_bits,
         }),
-        _ => anyhow::bail!("give --tcp, --rtu or --rtu-over-tcp"),
+        _ => anyhow::bail!("give --tcp, --rtu, --rtu-over-tcp, --dlt645 or --cjt188"),
     };
     let result = energy_gateway::acquisition::modbus::probe::probe(
         link,
         a.unit,
-        &a.model,
+        &model,
         a.templates_dir.as_deref(),
         a.timeout,
     )

@@ -138,6 +138,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         tasks: mut pollers,
         requests_per_cycle,
     } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    let (mut devices, mut requests_per_cycle) = (devices, requests_per_cycle);
+    let meters = crate::acquisition::meter_bus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    devices.extend(meters.devices);
+    requests_per_cycle.extend(meters.requests_per_cycle);
+    pollers.extend(meters.tasks);
     let accounts = Arc::new(Accounts::default());
     if config.accounting.service.enabled {
         let has_intensity_rules = config

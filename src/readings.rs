@@ -109,6 +109,27 @@ quantities! {
     ProductionCount => "production_count", "unit", true, "Production counter in the line's product unit (t, m2, pieces)";
     Temperature => "temperature", "degC", false, "Temperature";
     Pressure => "pressure", "kPa", false, "Pressure";
+    EnergyImportT1 => "energy_import_t1", "kWh", true, "Imported active energy, tariff 1 (State Grid meters: sharp 尖)";
+    EnergyImportT2 => "energy_import_t2", "kWh", true, "Imported active energy, tariff 2 (peak 峰)";
+    EnergyImportT3 => "energy_import_t3", "kWh", true, "Imported active energy, tariff 3 (flat 平)";
+    EnergyImportT4 => "energy_import_t4", "kWh", true, "Imported active energy, tariff 4 (valley 谷)";
+    EnergyExportT1 => "energy_export_t1", "kWh", true, "Exported active energy, tariff 1";
+    EnergyExportT2 => "energy_export_t2", "kWh", true, "Exported active energy, tariff 2";
+    EnergyExportT3 => "energy_export_t3", "kWh", true, "Exported active energy, tariff 3";
+    EnergyExportT4 => "energy_export_t4", "kWh", true, "Exported active energy, tariff 4";
+    ReactiveEnergyQ1 => "reactive_energy_q1", "kvarh", true, "Reactive energy counter, quadrant I";
+    ReactiveEnergyQ2 => "reactive_energy_q2", "kvarh", true, "Reactive energy counter, quadrant II";
+    ReactiveEnergyQ3 => "reactive_energy_q3", "kvarh", true, "Reactive energy counter, quadrant III";
+    ReactiveEnergyQ4 => "reactive_energy_q4", "kvarh", true, "Reactive energy counter, quadrant IV";
+    ReactivePowerL1 => "reactive_power_l1", "kvar", false, "Phase L1 reactive power";
+    ReactivePowerL2 => "reactive_power_l2", "kvar", false, "Phase L2 reactive power";
+    ReactivePowerL3 => "reactive_power_l3", "kvar", false, "Phase L3 reactive power";
+    PowerFactorL1 => "power_factor_l1", "1", false, "Phase L1 power factor";
+    PowerFactorL2 => "power_factor_l2", "1", false, "Phase L2 power factor";
+    PowerFactorL3 => "power_factor_l3", "1", false, "Phase L3 power factor";
+    MaxDemandImport => "max_demand_import", "kW", false, "Maximum demand of imported active power in the meter's current billing period";
+    MaxDemandImportTime => "max_demand_import_time", "s", false, "When the maximum demand occurred, Unix seconds (UTC)";
+    MeterClockOffset => "meter_clock_offset", "s", false, "Meter clock minus gateway clock, seconds (positive: the meter is ahead)";
 }
 
 impl fmt::Display for Quantity {

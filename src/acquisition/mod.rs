@@ -5,6 +5,10 @@
 //!
 //! [`Reading`]: crate::readings::Reading
 
+pub mod bcd;
+pub mod cjt188;
+pub mod dlt645;
+pub mod meter_bus;
 pub mod modbus;
 pub mod mqtt;
 
@@ -47,6 +51,8 @@ pub struct DeviceStatus {
     /// Modbus exceptions by code (index = exception code, 0..=15).
     exception_codes: [AtomicU64; 16],
     last_round_trip_us: AtomicU64,
+    /// Frames that were not a valid answer (serial noise, bad checksums) while waiting for one.
+    garbage: AtomicU64,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -61,6 +67,8 @@ pub struct DeviceStatusSnapshot {
     /// Exceptions by code, e.g. `{2: 17}` for 17 × "illegal data address".
     pub exception_codes: BTreeMap<u8, u64>,
     pub last_round_trip_ms: f64,
+    /// Garbled frames skipped while waiting for this device's answers (serial lines).
+    pub garbage: u64,
 }
 
 impl DeviceStatus {
@@ -92,6 +100,10 @@ impl DeviceStatus {
         self.exception_codes[usize::from(code & 0x0F)].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn record_garbage(&self) {
+        self.garbage.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> DeviceStatusSnapshot {
         let last = self.last_success_ms.load(Ordering::Relaxed);
         DeviceStatusSnapshot {
@@ -111,6 +123,7 @@ impl DeviceStatus {
                 })
                 .collect(),
             last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            garbage: self.garbage.load(Ordering::Relaxed),
         }
     }
 }

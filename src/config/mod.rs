@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::readings::Quantity;
 
+pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::units::{byte_size, duration, opt_duration};
@@ -254,6 +255,12 @@ pub struct DeviceConfig {
     /// Modbus TCP connection.
     #[serde(default)]
     pub modbus: Option<ModbusConfig>,
+    /// A DL/T 645 meter on a `[[buses]]` line with `protocol = "dlt645-2007"` or `"dlt645-1997"`.
+    #[serde(default)]
+    pub dlt645: Option<MeterBusDeviceConfig>,
+    /// A CJ/T 188 water, heat or gas meter on a line with `protocol = "cjt188"`.
+    #[serde(default)]
+    pub cjt188: Option<MeterBusDeviceConfig>,
     /// What to read. With a `model` that names a meter template, the template's points are used
     /// and points given here replace the template's point of the same quantity or add to them.
     #[serde(default)]
@@ -512,6 +519,9 @@ pub struct ModbusGlobalConfig {
 pub struct BusConfig {
     pub id: String,
     pub transport: BusTransport,
+    /// What the line speaks: `modbus` (default), `dlt645-2007`, `dlt645-1997` or `cjt188`.
+    #[serde(default)]
+    pub protocol: LineProtocol,
     /// rtu: serial device, e.g. `/dev/ttyUSB0`.
     #[serde(default)]
     pub port: Option<String>,

@@ -179,8 +179,12 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 .iter()
                 .any(|s| s.device == d.id || s.device.contains('{'))
         });
+        for (k, msg) in crate::acquisition::meter_bus::check_device(cfg, d) {
+            push(format!("{at}.{k}"), msg);
+        }
+        let on_meter_bus = d.dlt645.is_some() || d.cjt188.is_some();
         match &d.modbus {
-            None if fed_by_mqtt => {}
+            None if fed_by_mqtt || on_meter_bus => {}
             None => push(
                 format!("{at}.modbus"),
                 "missing: a device needs a source ([devices.modbus] or an [[mqtt.subscriptions]] entry naming it)".into(),
@@ -200,14 +204,20 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                             push(format!("{at}.modbus.address"), e);
                         }
                     }
-                    (None, Some(b)) => {
-                        if !cfg.buses.iter().any(|x| &x.id == b) {
-                            push(
-                                format!("{at}.modbus.bus"),
-                                format!("refers to unknown bus \"{b}\""),
-                            );
-                        }
-                    }
+                    (None, Some(b)) => match cfg.buses.iter().find(|x| &x.id == b) {
+                        None => push(
+                            format!("{at}.modbus.bus"),
+                            format!("refers to unknown bus \"{b}\""),
+                        ),
+                        Some(x) if x.protocol != super::LineProtocol::Modbus => push(
+                            format!("{at}.modbus.bus"),
+                            format!(
+                                "bus \"{b}\" speaks {}, not Modbus",
+                                x.protocol.as_str()
+                            ),
+                        ),
+                        Some(_) => {}
+                    },
                 }
                 if m.degraded_after == 0 {
                     push(format!("{at}.modbus.degraded_after"), "must be at least 1".into());

@@ -13,7 +13,8 @@
 //! | `device_online` | `device` | 1 when the last poll succeeded |
 //! | `device_polls_total` | `device` | requests sent |
 //! | `device_errors_total` | `device` | failed polls (timeouts, transport errors) |
-//! | `device_exceptions_total` | `device` | Modbus exception answers |
+//! | `device_exceptions_total` | `device` | Modbus exception answers (and DL/T 645 / CJ/T 188 abnormal answers) |
+//! | `device_garbage_frames_total` | `device` | garbled frames skipped while waiting for the device (DL/T 645, CJ/T 188) |
 //! | `device_consecutive_failures` | `device` | |
 //! | `device_round_trip_seconds` | `device` | round trip of the last request |
 //! | `device_last_success_timestamp_seconds` | `device` | |
@@ -211,6 +212,12 @@ pub fn render(
             "energy_gateway_device_exceptions",
             "Modbus exception answers from the device",
             snaps.iter().map(|(d, s)| (device_label(d), s.exceptions)),
+        );
+        counter_family(
+            &mut reg,
+            "energy_gateway_device_garbage_frames",
+            "Garbled frames skipped while waiting for the device's answers (serial noise, bad checksums)",
+            snaps.iter().map(|(d, s)| (device_label(d), s.garbage)),
         );
         gauge_family(
             &mut reg,

@@ -20,6 +20,7 @@ mod influxdb_v1;
 mod influxdb_v2;
 mod layers;
 mod live_page;
+mod meter_bus;
 mod modbus;
 mod mqtt;
 mod outbox;

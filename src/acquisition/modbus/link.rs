@@ -99,28 +99,10 @@ impl Link {
                     stream.set_nodelay(true)?;
                     Ok(tokio_modbus::client::rtu::attach_slave(stream, slave))
                 }
-                Link::Rtu(s) => {
-                    let builder = tokio_serial::new(&s.port, s.baud)
-                        .parity(match s.parity {
-                            Parity::None => tokio_serial::Parity::None,
-                            Parity::Even => tokio_serial::Parity::Even,
-                            Parity::Odd => tokio_serial::Parity::Odd,
-                        })
-                        .data_bits(if s.data_bits == 7 {
-                            tokio_serial::DataBits::Seven
-                        } else {
-                            tokio_serial::DataBits::Eight
-                        })
-                        .stop_bits(if s.stop_bits == 2 {
-                            tokio_serial::StopBits::Two
-                        } else {
-                            tokio_serial::StopBits::One
-                        });
-                    let port = tokio_serial::SerialStream::open(&builder).map_err(|e| {
-                        io::Error::other(format!("cannot open serial port {}: {e}", s.port))
-                    })?;
-                    Ok(tokio_modbus::client::rtu::attach_slave(port, slave))
-                }
+                Link::Rtu(s) => Ok(tokio_modbus::client::rtu::attach_slave(
+                    open_serial(s)?,
+                    slave,
+                )),
             }
         };
         match timeout(limit, fut).await {
@@ -131,6 +113,53 @@ impl Link {
             )),
         }
     }
+
+    /// Opens the line as a plain byte stream within `limit` (for protocols other than Modbus on
+    /// a serial port or through a serial device server).
+    pub async fn open_stream(&self, limit: Duration) -> io::Result<Box<dyn ByteStream>> {
+        let fut = async {
+            match self {
+                Link::Tcp(addr) | Link::RtuOverTcp(addr) => {
+                    let stream = tokio::net::TcpStream::connect(resolve(addr).await?).await?;
+                    stream.set_nodelay(true)?;
+                    Ok(Box::new(stream) as Box<dyn ByteStream>)
+                }
+                Link::Rtu(s) => Ok(Box::new(open_serial(s)?) as Box<dyn ByteStream>),
+            }
+        };
+        match timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {limit:?}"),
+            )),
+        }
+    }
+}
+
+/// A duplex byte stream: a serial port or a TCP connection.
+pub trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream for T {}
+
+fn open_serial(s: &SerialSettings) -> io::Result<tokio_serial::SerialStream> {
+    let builder = tokio_serial::new(&s.port, s.baud)
+        .parity(match s.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(if s.data_bits == 7 {
+            tokio_serial::DataBits::Seven
+        } else {
+            tokio_serial::DataBits::Eight
+        })
+        .stop_bits(if s.stop_bits == 2 {
+            tokio_serial::StopBits::Two
+        } else {
+            tokio_serial::StopBits::One
+        });
+    tokio_serial::SerialStream::open(&builder)
+        .map_err(|e| io::Error::other(format!("cannot open serial port {}: {e}", s.port)))
 }
 
 async fn resolve(addr: &str) -> io::Result<std::net::SocketAddr> {

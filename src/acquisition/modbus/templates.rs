@@ -114,6 +114,8 @@ pub fn load(dir: Option<&Path>) -> Result<BTreeMap<String, MeterTemplate>, Vec<S
                 paths.sort();
                 for p in paths {
                     match std::fs::read_to_string(&p) {
+                        // DL/T 645 and CJ/T 188 families name their protocol (meter_bus).
+                        Ok(t) if crate::acquisition::meter_bus::templates::is_bus_template(&t) => {}
                         Ok(t) => files.push((p.display().to_string(), t)),
                         Err(e) => problems.push(format!("cannot read {}: {e}", p.display())),
                     }
