@@ -25,7 +25,7 @@ use crate::acquisition::mqtt::{MqttSource, MqttStats};
 use crate::acquisition::{DeviceRegistry, SourceBatch};
 use crate::config::Config;
 use crate::outputs::influxdb::{InfluxOutput, OutputStatus};
-use crate::outputs::mqtt::{MqttOutbox, MqttOutput, MqttOutputStats};
+use crate::outputs::mqtt::{MqttOutput, MqttOutputStats};
 use crate::processing::{
     self, ActiveAlerts, AlertInputs, IntensityUpdate, LatestValues, OutboxFill, ProcessingStats,
 };
@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             let stats = Arc::new(MqttOutputStats::default());
             let out = MqttOutput::new(config.clone(), store_path.clone(), stats.clone())
                 .context("starting the mqtt output")?;
-            pollers.push(tokio::spawn(publish_indicators(
+            pollers.push(tokio::spawn(crate::outputs::mqtt::indicators::publish(
                 config.clone(),
                 out.outbox(),
                 devices.clone(),
@@ -252,63 +252,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         writer,
         output_tasks,
     })
-}
-
-/// Queues the site indicators for the MQTT output every `[mqtt.publish] indicators_every`, and
-/// at once whenever the accounting service has new accounts.
-async fn publish_indicators(
-    config: Arc<Config>,
-    outbox: MqttOutbox,
-    devices: DeviceRegistry,
-    latest: Arc<Mutex<LatestValues>>,
-    accounts: Arc<Accounts>,
-    cancel: CancellationToken,
-) {
-    let mut changed = accounts.subscribe();
-    let Some(every) = config.mqtt.as_ref().map(|m| m.publish.indicators_every) else {
-        return;
-    };
-    if every.is_zero() {
-        return;
-    }
-    let topic = config
-        .mqtt
-        .as_ref()
-        .map(|m| {
-            crate::acquisition::mqtt::connection::topic(
-                &m.publish.indicators_topic,
-                &config.site.id,
-            )
-        })
-        .unwrap_or_default();
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-            r = changed.changed() => {
-                if r.is_err() {
-                    return;
-                }
-            }
-        }
-        let online = devices.values().filter(|s| s.is_online()).count();
-        let power = processing::site_power(&config, &latest);
-        let payload = crate::outputs::mqtt::indicators_payload(
-            &config,
-            online,
-            devices.len(),
-            power,
-            &accounts.held(),
-        );
-        let (o, t) = (outbox.clone(), topic.clone());
-        match tokio::task::spawn_blocking(move || o.enqueue(&t, &payload, false)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("cannot queue indicators: {e}"),
-            Err(e) => tracing::error!("cannot queue indicators: {e}"),
-        }
-    }
 }
 
 impl RunningGateway {

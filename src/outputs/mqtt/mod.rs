@@ -5,8 +5,8 @@
 //!   `offline` when the gateway disappears, and the gateway publishes `offline` itself on a clean
 //!   shutdown.
 //! - Alerts: every transition in the store's alert history (`alert_events`), in order.
-//! - Indicators: a site summary every `indicators_every`, written to a durable outbox table
-//!   (`mqtt_outbox`) first.
+//! - Indicators: a site summary every `indicators_every` and whenever the accounts change
+//!   ([`indicators`]), written to a durable outbox table (`mqtt_outbox`) first.
 //!
 //! Alerts and indicators are delivered at least once: QoS 1, and a per-stream cursor in the
 //! store advances only when the broker's PUBACK for that message arrived (`publish()` only
@@ -23,6 +23,8 @@ use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+pub mod indicators;
 
 use crate::backoff::Backoff;
 
@@ -405,50 +407,6 @@ impl MqttOutput {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!("mqtt output stopped");
     }
-}
-
-/// The site indicators message.
-pub fn indicators_payload(
-    config: &Config,
-    devices_online: usize,
-    devices: usize,
-    site_power_kw: Option<f64>,
-    accounts: &crate::accounting::service::Held,
-) -> String {
-    let ts = now_ms();
-    json!({
-        "site": config.site.id,
-        "park": config.site.park,
-        "ts_ms": ts,
-        "time": chrono::DateTime::from_timestamp_millis(ts).map(|t| t.to_rfc3339()),
-        "devices_online": devices_online,
-        "devices": devices,
-        "site_power_kw": site_power_kw,
-        "accounts": accounts_indicators(accounts),
-    })
-    .to_string()
-}
-
-/// The month's accounts as the accounting service holds them, for the indicators (`null`
-/// before its first month).
-fn accounts_indicators(h: &crate::accounting::service::Held) -> serde_json::Value {
-    let Some(r) = &h.month else {
-        return serde_json::Value::Null;
-    };
-    json!({
-        "period": r.period,
-        "in_progress": r.in_progress,
-        "data_to": r.data_to,
-        "revision": h.revision,
-        "comprehensive_energy_tce": r.comprehensive_energy_tce,
-        "assessment_energy_tce": r.assessment_energy_tce,
-        "electricity_kwh": r.electricity.consumed_kwh,
-        "value_added_10k_cny": r.value_added_10k_cny,
-        "intensity_tce_per_10k_cny": r.intensity_tce_per_10k_cny,
-        "total_tco2": r.carbon.total_tco2,
-        "completeness_pct": r.data_quality.completeness_pct,
-        "today_tce": h.today.as_ref().and_then(|t| t.tce),
-    })
 }
 
 #[cfg(test)]
