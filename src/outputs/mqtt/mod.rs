@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 
+use super::cursor::Track;
+
 use crate::acquisition::mqtt::connection::{self, topic};
 use crate::config::Config;
 use crate::log_limit::LogLimiter;
@@ -76,32 +78,6 @@ impl Stream {
 enum Key {
     Status,
     Msg(Stream, i64),
-}
-
-/// One stream's delivery state: the confirmed cursor, and the ids sent after it in order with
-/// whether each has been acknowledged.
-#[derive(Debug, Default)]
-struct Track {
-    cursor: i64,
-    sent: VecDeque<(i64, bool)>,
-}
-
-impl Track {
-    fn next_after(&self) -> i64 {
-        self.sent.back().map(|(id, _)| *id).unwrap_or(self.cursor)
-    }
-    /// Marks `id` acknowledged; returns the new cursor when it moved.
-    fn ack(&mut self, id: i64) -> Option<i64> {
-        if let Some(e) = self.sent.iter_mut().find(|(i, _)| *i == id) {
-            e.1 = true;
-        }
-        let before = self.cursor;
-        while let Some((i, true)) = self.sent.front().copied() {
-            self.cursor = i;
-            self.sent.pop_front();
-        }
-        (self.cursor != before).then_some(self.cursor)
-    }
 }
 
 /// The outbox and cursor tables, on a connection of their own.
