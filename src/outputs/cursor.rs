@@ -41,6 +41,21 @@ impl Track {
     }
 }
 
+/// Runs `f` on an output's store connection on the blocking pool.
+pub async fn store_op<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let s = store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        Ok::<_, anyhow::Error>(f(&s)?)
+    })
+    .await?
+}
+
 /// A reading as an output sends it: its store id and series (the series id is stable, so it
 /// can name the series on the wire, e.g. as a Sparkplug alias).
 #[derive(Debug, Clone, PartialEq)]
@@ -90,14 +105,7 @@ impl ReadingCursor {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let s = store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-            Ok::<_, anyhow::Error>(f(&s)?)
-        })
-        .await?
+        store_op(&self.store, f).await
     }
 
     /// Sends waiting for confirmation.

@@ -99,22 +99,38 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A running gateway with one SDM120 meter polled every 100 ms and the output table `output`
+/// (`{port}` is the broker's port).
+struct Running {
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    gw: pipeline::RunningGateway,
+    meter: tokio::task::JoinHandle<()>,
+}
+
+fn start(broker: &common::Mosquitto, output: &str) -> Running {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, meter_task) = rt.block_on(meter());
+    let output = output.replace("{port}", &broker.port.to_string());
+    let cfg = gateway_config(dir.path(), addr, &output);
+    let gw = rt.block_on(pipeline::start(cfg)).unwrap();
+    Running {
+        rt,
+        dir,
+        gw,
+        meter: meter_task,
+    }
+}
+
 #[test]
 fn json_readings_survive_two_broker_restarts() {
     let mut broker = common::Mosquitto::start_with_persistence();
     let (_sub, seen) = collector(&broker, "park-platform", "factory/#");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, server) = rt.block_on(meter());
-    let cfg = gateway_config(
-        dir.path(),
-        addr,
-        &format!(
-            "[outputs.mqtt_readings.park]\nurl = \"mqtt://127.0.0.1:{}\"\nmax_backoff = \"500ms\"\n",
-            broker.port
-        ),
+    let Running { rt, dir, gw, meter: server } = start(
+        &broker,
+        "[outputs.mqtt_readings.park]\n[outputs.mqtt_readings.park.broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nmax_backoff = \"500ms\"\n",
     );
-    let gw = rt.block_on(pipeline::start(cfg)).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     broker.restart();
     std::thread::sleep(Duration::from_millis(1500));
@@ -215,18 +231,11 @@ fn decode(messages: &[(String, Vec<u8>)]) -> Vec<serde_json::Value> {
 fn sparkplug_b_births_aliases_and_sequence_numbers() {
     let mut broker = common::Mosquitto::start_with_persistence();
     let (host, seen) = collector(&broker, "scada-host", "spBv1.0/#");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, server) = rt.block_on(meter());
-    let cfg = gateway_config(
-        dir.path(),
-        addr,
-        &format!(
-            "[outputs.mqtt_readings.scada]\nurl = \"mqtt://127.0.0.1:{}\"\nformat = \"sparkplug_b\"\ngroup_id = \"energy\"\nmax_backoff = \"500ms\"\n",
-            broker.port
-        ),
+    let Running { rt, dir, gw, meter: server } = start(
+        &broker,
+        "[outputs.mqtt_readings.scada]\nformat = \"sparkplug_b\"\ngroup_id = \"energy\"\n\
+         [outputs.mqtt_readings.scada.broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nmax_backoff = \"500ms\"\n",
     );
-    let gw = rt.block_on(pipeline::start(cfg)).unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     broker.restart();
     std::thread::sleep(Duration::from_millis(1500));

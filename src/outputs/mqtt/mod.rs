@@ -367,19 +367,24 @@ impl MqttOutput {
         if connected {
             // A clean stop says so itself (the last will is only for disappearing).
             let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, "offline");
-            let _ = client.try_disconnect();
-            let until = tokio::time::Instant::now() + Duration::from_millis(500);
-            loop {
-                tokio::select! {
-                    r = eventloop.poll() => if matches!(r, Err(_) | Ok(Event::Outgoing(Outgoing::Disconnect))) { break },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
-            }
+            disconnect(&client, &mut eventloop).await;
         }
         self.stats
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!("mqtt output stopped");
+    }
+}
+
+/// Sends what is queued and disconnects, waiting at most half a second.
+pub async fn disconnect(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop) {
+    let _ = client.try_disconnect();
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            r = eventloop.poll() => if matches!(r, Err(_) | Ok(Event::Outgoing(Outgoing::Disconnect))) { break },
+            _ = tokio::time::sleep_until(until) => break,
+        }
     }
 }
 

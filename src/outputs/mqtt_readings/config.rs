@@ -1,13 +1,9 @@
 //! `[outputs.mqtt_readings.NAME]`: a broker the readings are delivered to, and their format.
 //! Composed into the configuration by `config`.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde::Deserialize;
 
-use crate::config::{MqttConfig, MqttPublishConfig, Secret};
-use crate::units::duration;
+use crate::config::MqttConfig;
 
 /// How readings are put on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -24,25 +20,11 @@ pub enum ReadingsFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttReadingsConfig {
-    /// `mqtt://host:port` or `mqtts://host:port`.
-    pub url: String,
-    /// Default `energy-gateway-<site>-readings-<name>`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    #[serde(default = "default_keep_alive", with = "duration")]
-    pub keep_alive: Duration,
-    #[serde(default = "default_max_backoff", with = "duration")]
-    pub max_backoff: Duration,
+    /// The broker: the keys of `[mqtt]` (url, client_id, username, password, ca_file,
+    /// client_cert_file, client_key_file, keep_alive, max_backoff); its `subscriptions` and
+    /// `publish` are not used here. The client id defaults to
+    /// `energy-gateway-<site>-readings-<name>`.
+    pub broker: MqttConfig,
     #[serde(default)]
     pub format: ReadingsFormat,
     /// json: topic of each message; `{site}` and `{device}` are replaced.
@@ -61,12 +43,6 @@ pub struct MqttReadingsConfig {
     pub enabled: bool,
 }
 
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_topic() -> String {
     "factory/{site}/{device}".into()
 }
@@ -84,38 +60,30 @@ fn default_true() -> bool {
 }
 
 impl MqttReadingsConfig {
-    /// The connection settings in the form the MQTT connection code takes.
+    /// The connection settings, with the default client id.
     pub fn connection(&self, site: &str, name: &str) -> MqttConfig {
-        MqttConfig {
-            url: self.url.clone(),
-            client_id: Some(
-                self.client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("energy-gateway-{site}-readings-{name}")),
-            ),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            ca_file: self.ca_file.clone(),
-            client_cert_file: self.client_cert_file.clone(),
-            client_key_file: self.client_key_file.clone(),
-            keep_alive: self.keep_alive,
-            max_backoff: self.max_backoff,
-            max_message_size: 256 * 1024,
-            subscriptions: Vec::new(),
-            publish: MqttPublishConfig::default(),
-        }
+        let mut c = self.broker.clone();
+        c.client_id
+            .get_or_insert_with(|| format!("energy-gateway-{site}-readings-{name}"));
+        c
     }
 
     /// Problems of one destination, as (key below `outputs.mqtt_readings.NAME`, message).
     pub fn check(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        match reqwest::Url::parse(&self.url) {
+        match reqwest::Url::parse(&self.broker.url) {
             Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") => {}
             Ok(u) => out.push((
-                "url".into(),
+                "broker.url".into(),
                 format!("scheme {} is not mqtt or mqtts", u.scheme()),
             )),
-            Err(e) => out.push(("url".into(), format!("not a URL: {e}"))),
+            Err(e) => out.push(("broker.url".into(), format!("not a URL: {e}"))),
+        }
+        if !self.broker.subscriptions.is_empty() {
+            out.push((
+                "broker.subscriptions".into(),
+                "not used by a readings destination (subscriptions belong in [mqtt])".into(),
+            ));
         }
         if self.format == ReadingsFormat::Json && !self.topic.contains("{device}") {
             out.push((

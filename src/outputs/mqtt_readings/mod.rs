@@ -338,9 +338,9 @@ impl MqttReadingsOutput {
         drain: Duration,
     ) {
         let mcfg = self.cfg.connection(&self.site, &self.name);
-        let mut backoff = Backoff::with_limits(Duration::from_secs(1), self.cfg.max_backoff);
+        let mut backoff = Backoff::with_limits(Duration::from_secs(1), mcfg.max_backoff);
         let mut log = LogLimiter::new(Duration::from_secs(60));
-        tracing::info!(output = %self.dest, url = %reqwest::Url::parse(&self.cfg.url).map(|u| crate::redact::url(&u)).unwrap_or_default(), "mqtt readings output started");
+        tracing::info!(output = %self.dest, url = %reqwest::Url::parse(&mcfg.url).map(|u| crate::redact::url(&u)).unwrap_or_default(), "mqtt readings output started");
         loop {
             let end = match connection::options(&mcfg, &self.site, "") {
                 Ok(opts) => {
@@ -503,14 +503,7 @@ impl MqttReadingsOutput {
                     self.sp.ndeath(),
                 );
             }
-            let _ = client.try_disconnect();
-            let until = tokio::time::Instant::now() + Duration::from_millis(500);
-            loop {
-                tokio::select! {
-                    r = eventloop.poll() => if matches!(r, Err(_) | Ok(Event::Outgoing(Outgoing::Disconnect))) { break },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
-            }
+            super::mqtt::disconnect(&client, &mut eventloop).await;
         }
         End::Stopped
     }
