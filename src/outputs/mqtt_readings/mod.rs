@@ -403,6 +403,8 @@ impl MqttReadingsOutput {
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut send: Vec<Outgoing1> = Vec::new();
+        // The store writer's commit signal; closed once the writer has stopped (shutdown).
+        let mut committed_open = true;
         loop {
             if drain_until.is_none() && stop.is_cancelled() {
                 drain_until = Some(tokio::time::Instant::now() + drain);
@@ -417,8 +419,8 @@ impl MqttReadingsOutput {
             tokio::select! {
                 _ = stop.cancelled(), if drain_until.is_none() => continue,
                 _ = tick.tick(), if connected => fill = true,
-                r = committed.changed(), if connected => {
-                    if r.is_err() { stop.cancelled().await; }
+                r = committed.changed(), if connected && committed_open => {
+                    committed_open = r.is_ok();
                     fill = true;
                 }
                 ev = eventloop.poll() => match ev {
@@ -506,5 +508,53 @@ impl MqttReadingsOutput {
             super::mqtt::disconnect(&client, &mut eventloop).await;
         }
         End::Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(id: i64, device: &str, quantity: Quantity, quality: Quality) -> CursorReading {
+        CursorReading {
+            id,
+            series_id: id,
+            device: device.into(),
+            quantity,
+            ts_ms: 1_000 + id,
+            value: (quality != Quality::Bad("x".into())).then_some(id as f64),
+            quality,
+        }
+    }
+
+    #[test]
+    fn a_poll_ends_at_another_device_or_a_repeated_quantity() {
+        let rows = vec![
+            r(1, "a", Quantity::ActivePower, Quality::Good),
+            r(2, "a", Quantity::Frequency, Quality::Good),
+            r(3, "b", Quantity::ActivePower, Quality::Good),
+            r(4, "b", Quantity::ActivePower, Quality::Good),
+        ];
+        let p: Vec<Vec<i64>> = polls(rows)
+            .iter()
+            .map(|p| p.iter().map(|r| r.id).collect())
+            .collect();
+        assert_eq!(p, vec![vec![1, 2], vec![3], vec![4]]);
+    }
+
+    #[test]
+    fn json_says_unit_quality_and_why_a_value_is_missing() {
+        let poll = [
+            r(1, "a", Quantity::ActivePower, Quality::Good),
+            r(2, "a", Quantity::Frequency, Quality::Bad("x".into())),
+        ];
+        let v: serde_json::Value = serde_json::from_str(&json_payload("s", &poll)).unwrap();
+        assert_eq!(v["device"], "a");
+        assert_eq!(v["ts_ms"], 1_002);
+        assert_eq!(v["values"]["active_power"]["value"], 1.0);
+        assert_eq!(v["values"]["active_power"]["unit"], "kW");
+        assert_eq!(v["values"]["frequency"]["value"], serde_json::Value::Null);
+        assert_eq!(v["values"]["frequency"]["quality"], "bad");
+        assert_eq!(v["values"]["frequency"]["reason"], "x");
     }
 }
