@@ -53,6 +53,8 @@ pub struct RunningGateway {
     pub mqtt_in: Option<Arc<MqttStats>>,
     /// MQTT output counters (when `[mqtt]` is configured and publishing).
     pub mqtt_out: Option<Arc<MqttOutputStats>>,
+    /// Readings destinations over MQTT: destination → connected to its broker.
+    pub mqtt_readings: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
     /// Notifier counters, by notifier id.
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// The accounts the accounting service keeps (`[accounting.service]`).
@@ -93,6 +95,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         .iter()
         .filter(|(_, o)| o.enabled)
         .map(|(n, _)| InfluxOutput::destination(n))
+        .chain(
+            config
+                .outputs
+                .mqtt_readings
+                .iter()
+                .filter(|(_, o)| o.enabled)
+                .map(|(n, _)| crate::outputs::mqtt_readings::destination(n)),
+        )
         .collect();
     let outbox = Arc::new(OutboxStatus::default());
     let writer_shutdown = CancellationToken::new();
@@ -222,6 +232,33 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             OUTPUT_DRAIN_GRACE,
         )));
     }
+    let mut mqtt_readings = BTreeMap::new();
+    for (name, o) in config
+        .outputs
+        .mqtt_readings
+        .iter()
+        .filter(|(_, o)| o.enabled)
+    {
+        let status = Arc::new(OutputStatus::default());
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let out = crate::outputs::mqtt_readings::MqttReadingsOutput::new(
+            name,
+            o,
+            &config.site.id,
+            &store_path,
+            status.clone(),
+            connected.clone(),
+        )
+        .with_context(|| format!("starting output mqtt_readings.{name}"))?;
+        let dest = crate::outputs::mqtt_readings::destination(name);
+        outputs.insert(dest.clone(), status);
+        mqtt_readings.insert(dest, connected);
+        output_tasks.push(tokio::spawn(out.run(
+            committed_rx.clone(),
+            stop_outputs.clone(),
+            OUTPUT_DRAIN_GRACE,
+        )));
+    }
 
     tracing::info!(
         site = %config.site.id,
@@ -242,6 +279,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         requests_per_cycle,
         mqtt_in,
         mqtt_out,
+        mqtt_readings,
         notifiers,
         accounts,
         cancel_sources,

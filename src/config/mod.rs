@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::readings::Quantity;
 
 pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
+pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::units::{byte_size, duration, opt_duration};
@@ -891,6 +892,9 @@ pub struct OutputsConfig {
     /// `[outputs.influxdb.NAME]`: one table per InfluxDB destination.
     #[serde(default)]
     pub influxdb: BTreeMap<String, InfluxConfig>,
+    /// `[outputs.mqtt_readings.NAME]`: one table per broker the readings are delivered to.
+    #[serde(default)]
+    pub mqtt_readings: BTreeMap<String, MqttReadingsConfig>,
 }
 
 /// `[outputs.influxdb.NAME]`

@@ -496,6 +496,16 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
             push(format!("{at}.{k}"), e);
         }
     }
+    // [outputs.mqtt_readings.NAME]
+    for (name, o) in &cfg.outputs.mqtt_readings {
+        let at = format!("outputs.mqtt_readings.{name}");
+        if !valid_id(name) {
+            push(at.clone(), format!("output name {ID_RULE}"));
+        }
+        for (k, e) in o.check() {
+            push(format!("{at}.{k}"), e);
+        }
+    }
 
     // [accounting] and devices[].parent
     crate::accounting::config::validate(cfg, &origin.devices, undecoded_devices, &mut push);

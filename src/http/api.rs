@@ -115,6 +115,18 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             },
         });
     }
+    for (dest, connected) in &gw.mqtt_readings {
+        let ok = connected.load(Ordering::Relaxed);
+        checks.push(Check {
+            name: "mqtt_readings",
+            ok,
+            detail: if ok {
+                format!("{dest}: connected to the broker")
+            } else {
+                format!("{dest}: not connected to the broker: readings wait in the store")
+            },
+        });
+    }
     let writer_alive = gw.committed.has_changed().is_ok();
     checks.push(Check {
         name: "store",

@@ -68,6 +68,8 @@ pub struct GatewayView {
     pub mqtt_in: Option<Arc<crate::acquisition::mqtt::MqttStats>>,
     /// MQTT output counters (when `[mqtt.publish]` is enabled).
     pub mqtt_out: Option<Arc<crate::outputs::mqtt::MqttOutputStats>>,
+    /// Readings destinations over MQTT: destination → connected.
+    pub mqtt_readings: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
     /// Notifier counters, by notifier id.
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// When this pipeline was started.
@@ -89,6 +91,7 @@ impl GatewayView {
             accounts: gw.accounts.clone(),
             mqtt_in: gw.mqtt_in.clone(),
             mqtt_out: gw.mqtt_out.clone(),
+            mqtt_readings: gw.mqtt_readings.clone(),
             notifiers: gw.notifiers.clone(),
             started: Instant::now(),
         })

@@ -201,7 +201,7 @@ impl Store {
     }
 
     /// Every series: id → (device, quantity name).
-    fn series_names(&self) -> Result<HashMap<i64, (String, String)>> {
+    pub fn series_names(&self) -> Result<HashMap<i64, (String, String)>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, device, quantity FROM series")

@@ -23,6 +23,7 @@ mod live_page;
 mod meter_bus;
 mod modbus;
 mod mqtt;
+mod mqtt_readings;
 mod outbox;
 mod packaging;
 mod pipeline;

@@ -412,15 +412,20 @@ async fn server_restart_and_garbage_answers_are_survived() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_point_group_keeps_its_own_interval() {
-    let all = templates::load(None).unwrap();
-    let (bank, _) = simulator::template_meter(&all["eastron-sdm120"], 1);
+/// Serves `bank` as unit 1 over Modbus TCP on a free loopback port.
+async fn serve_unit_1(bank: RegisterBank) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let service = BusService::default();
     service.insert(1, Arc::new(Mutex::new(bank)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = simulator::serve_tcp(listener, service);
+    (addr, simulator::serve_tcp(listener, service))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_point_group_keeps_its_own_interval() {
+    let all = templates::load(None).unwrap();
+    let (bank, _) = simulator::template_meter(&all["eastron-sdm120"], 1);
+    let (addr, server) = serve_unit_1(bank).await;
     let dir = tempfile::tempdir().unwrap();
     // Power every 200 ms, voltage at the device's 1 s, energy every 60 s (read once at start).
     let cfg = gateway_config(
@@ -450,4 +455,71 @@ async fn each_point_group_keeps_its_own_interval() {
         count(Quantity::VoltageL1)
     );
     assert_eq!(count(Quantity::EnergyImport), 1);
+}
+
+/// A meter variant lacking one register of its family's map: 30 values in one block read, the
+/// meter answers exception 2 (illegal data address) for register 17. The block is read in halves
+/// down to single values: 29 good readings, 1 bad; the next cycle plans around the register and
+/// sends two requests, none refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_2_splits_the_block_and_the_next_cycle_plans_around_it() {
+    let quantities: Vec<Quantity> = Quantity::ALL.iter().copied().take(30).collect();
+    let mut bank = RegisterBank::default();
+    RegisterBank::define(&mut bank.holding, 0, 30);
+    for r in 0..30u16 {
+        bank.holding.insert(r, 100 + r);
+    }
+    bank.holding.remove(&17);
+    let (addr, server) = serve_unit_1(bank).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = format!(
+        "[[devices]]\nid = \"m\"\n[devices.modbus]\naddress = \"{addr}\"\ninterval = \"1s\"\ndegraded_after = 100\n"
+    );
+    for (i, q) in quantities.iter().enumerate() {
+        body.push_str(&format!(
+            "[[devices.points]]\nquantity = \"{q}\"\nregister = {i}\ntype = \"u16\"\n"
+        ));
+    }
+    let cfg = gateway_config(dir.path(), &body);
+    let gw = pipeline::start(cfg).await.unwrap();
+    assert_eq!(gw.requests_per_cycle["m"], 1, "one block of 30 registers");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = gw.devices["m"].snapshot();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = gw.devices["m"].snapshot();
+    gw.shutdown().await.unwrap();
+    server.abort();
+
+    // First cycle: the block and the halves holding register 17 are refused, the rest is read.
+    let refused_first = first.exception_codes.get(&2).copied().unwrap_or(0);
+    assert!(refused_first >= 2, "{first:?}");
+    assert!(first.online, "exceptions are answers: {first:?}");
+    // Second cycle: two requests around register 17, not one refused.
+    assert_eq!(
+        second.exception_codes.get(&2).copied().unwrap_or(0),
+        refused_first,
+        "{second:?}"
+    );
+    assert_eq!(second.requests - first.requests, 2, "{first:?} {second:?}");
+    println!(
+        "cycle 1: {} requests, {refused_first} refused; cycle 2: {} requests, 0 refused",
+        first.requests,
+        second.requests - first.requests
+    );
+
+    let store = Store::open(&dir.path().join("store.sqlite"), Synchronous::Normal).unwrap();
+    let rows = store.readings_after(0, 10_000).unwrap();
+    for (i, q) in quantities.iter().enumerate() {
+        let of_q: Vec<_> = rows.iter().filter(|r| r.reading.quantity == *q).collect();
+        assert_eq!(of_q.len(), 2, "{q}: one reading per cycle");
+        for r in of_q {
+            if i == 17 {
+                assert_eq!(r.reading.good_value(), None, "{q}: {:?}", r.reading);
+                let why = format!("{:?}", r.reading.quality);
+                assert!(why.contains("illegal data address"), "{why}");
+            } else {
+                assert_eq!(r.reading.good_value(), Some(100.0 + i as f64), "{q}");
+            }
+        }
+    }
 }

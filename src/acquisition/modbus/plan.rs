@@ -55,13 +55,44 @@ pub fn plan(points: &[PointConfig], limits: Limits) -> Vec<Block> {
 /// within it). Greedy is optimal here: blocks are runs of consecutive sorted spans, and taking
 /// each run as long as allowed never needs more runs than any other split.
 pub fn plan_spans(spans: &[Span], limits: Limits) -> Vec<Block> {
+    plan_spans_around(spans, limits, &[])
+}
+
+/// Whether two spans share a register.
+pub fn overlaps(a: &Span, b: &Span) -> bool {
+    let (a0, a1) = (
+        u32::from(a.register),
+        u32::from(a.register) + u32::from(a.registers),
+    );
+    let (b0, b1) = (
+        u32::from(b.register),
+        u32::from(b.register) + u32::from(b.registers),
+    );
+    a.kind == b.kind && a0 < b1 && b0 < a1
+}
+
+/// Like [`plan_spans`], around registers the device refused (Modbus exception 2, illegal data
+/// address): a span touching an `excluded` register is left out of every request, and no request
+/// reads across an excluded register (not through a hole, not as padding for an even length).
+pub fn plan_spans_around(spans: &[Span], limits: Limits, excluded: &[Span]) -> Vec<Block> {
+    let hits = |kind: RegisterKind, from: u32, to: u32| {
+        excluded.iter().any(|x| {
+            let (x0, x1) = (
+                u32::from(x.register),
+                u32::from(x.register) + u32::from(x.registers),
+            );
+            x.kind == kind && x0 < to && from < x1
+        })
+    };
     let max_registers = if limits.even {
         (limits.max_registers & !1).max(2)
     } else {
         limits.max_registers.max(1)
     };
     let max_gap = u32::from(limits.max_gap);
-    let mut order: Vec<usize> = (0..spans.len()).collect();
+    let mut order: Vec<usize> = (0..spans.len())
+        .filter(|&i| !excluded.iter().any(|x| overlaps(x, &spans[i])))
+        .collect();
     order.sort_by_key(|&i| (spans[i].kind, spans[i].register));
     // Overlapping spans (say bit fields of one register) must come from one request: group them
     // into clusters first, then merge clusters. A request never overlaps another unless a single
@@ -94,7 +125,8 @@ pub fn plan_spans(spans: &[Span], limits: Limits) -> Vec<Block> {
             let b_end = u32::from(b.start) + u32::from(b.count);
             let fits = b.kind == c.kind
                 && start <= b_end + max_gap
-                && end.max(b_end) - u32::from(b.start) <= u32::from(max_registers);
+                && end.max(b_end) - u32::from(b.start) <= u32::from(max_registers)
+                && !hits(c.kind, u32::from(b.start), end.max(b_end));
             if fits {
                 b.count = (end.max(b_end) - u32::from(b.start)) as u16;
                 b.points.extend(c.points);
@@ -134,7 +166,18 @@ pub fn plan_spans(spans: &[Span], limits: Limits) -> Vec<Block> {
     }
     if limits.even {
         for b in &mut blocks {
-            if b.count % 2 == 1 && b.start.checked_add(b.count).is_some() {
+            if b.count % 2 == 0 {
+                continue;
+            }
+            let end = u32::from(b.start) + u32::from(b.count);
+            if end <= u32::from(u16::MAX) && !hits(b.kind, end, end + 1) {
+                b.count += 1;
+            } else if !excluded.is_empty()
+                && b.start > 0
+                && !hits(b.kind, u32::from(b.start) - 1, u32::from(b.start))
+            {
+                // The register after is refused: pad in front instead.
+                b.start -= 1;
                 b.count += 1;
             }
         }
@@ -228,6 +271,21 @@ mod tests {
         n
     }
 
+    /// Each value of `b` lies within it and in its table; counts it in `seen`.
+    fn within(b: &Block, spans: &[Span], seen: &mut [usize]) -> Result<(), TestCaseError> {
+        for &i in &b.points {
+            seen[i] += 1;
+            let s = spans[i];
+            prop_assert_eq!(s.kind, b.kind);
+            prop_assert!(s.register >= b.start);
+            prop_assert!(
+                u32::from(s.register) + u32::from(s.registers)
+                    <= u32::from(b.start) + u32::from(b.count)
+            );
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn planner_properties(spans in spans_strategy(), max_registers in 4u16..=125, max_gap in 0u16..20, even in any::<bool>()) {
@@ -239,13 +297,7 @@ mod tests {
                 if even {
                     prop_assert_eq!(b.count % 2, 0);
                 }
-                for &i in &b.points {
-                    seen[i] += 1;
-                    let s = spans[i];
-                    prop_assert_eq!(s.kind, b.kind);
-                    prop_assert!(s.register >= b.start);
-                    prop_assert!(u32::from(s.register) + u32::from(s.registers) <= u32::from(b.start) + u32::from(b.count));
-                }
+                within(b, &spans, &mut seen)?;
             }
             // every configured register is covered by exactly one request
             prop_assert!(seen.iter().all(|&n| n == 1), "{:?}", seen);
@@ -280,6 +332,77 @@ mod tests {
                 prop_assert!(blocks.len() <= naive_greedy(&spans, max_registers));
             }
         }
+    }
+
+    proptest! {
+        /// Registers a device refused are never asked for again: no request covers one (not
+        /// through a hole, not as even padding), a value touching one is left out, every other
+        /// value is still read exactly once within the limits.
+        #[test]
+        fn plans_around_excluded_registers(
+            spans in spans_strategy(),
+            picks in prop::collection::vec((any::<bool>(), 0u16..400), 0..6),
+            max_registers in 4u16..=125,
+            max_gap in 0u16..20,
+            even in any::<bool>(),
+        ) {
+            let excluded: Vec<Span> = picks
+                .into_iter()
+                .map(|(input, register)| Span {
+                    kind: if input { RegisterKind::Input } else { RegisterKind::Holding },
+                    register,
+                    registers: 1,
+                })
+                .collect();
+            let limits = Limits { max_registers, max_gap, even };
+            let blocks = plan_spans_around(&spans, limits, &excluded);
+            let mut seen = vec![0; spans.len()];
+            for b in &blocks {
+                prop_assert!(b.count <= max_registers, "{b:?} over the limit {max_registers}");
+                let read = Span { kind: b.kind, register: b.start, registers: b.count };
+                for x in &excluded {
+                    prop_assert!(!overlaps(&read, x), "{b:?} reads the refused {x:?}");
+                }
+                within(b, &spans, &mut seen)?;
+            }
+            for (i, s) in spans.iter().enumerate() {
+                let refused = excluded.iter().any(|x| overlaps(x, s));
+                prop_assert_eq!(seen[i], usize::from(!refused), "span {:?} (refused: {})", s, refused);
+            }
+            // Nothing refused: the same plan as without exclusions.
+            if excluded.is_empty() {
+                prop_assert_eq!(blocks, plan_spans(&spans, limits));
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_register_splits_a_block_in_two() {
+        // 30 contiguous u16 values, register 17 refused: two requests around it.
+        let pts: Vec<_> = (0..30)
+            .map(|i| pt(i, ValueType::U16, RegisterKind::Holding))
+            .collect();
+        let spans: Vec<Span> = pts.iter().map(Span::from).collect();
+        let refused = [Span {
+            kind: RegisterKind::Holding,
+            register: 17,
+            registers: 1,
+        }];
+        let b = plan_spans_around(&spans, lim(125, 0), &refused);
+        assert_eq!(
+            b.iter().map(|b| (b.start, b.count)).collect::<Vec<_>>(),
+            vec![(0, 17), (18, 12)]
+        );
+        // Even reads pad away from the refused register.
+        let even = Limits {
+            even: true,
+            ..lim(125, 0)
+        };
+        let b = plan_spans_around(&spans[2..18], even, &refused);
+        assert_eq!(
+            b.iter().map(|b| (b.start, b.count)).collect::<Vec<_>>(),
+            vec![(1, 16)]
+        );
     }
 
     #[test]

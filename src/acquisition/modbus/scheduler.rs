@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::decode_raw;
 use super::link::Link;
-use super::plan::{plan_spans, Block, Limits, Span};
+use super::plan::{overlaps, plan_spans_around, Block, Limits, Span};
 use crate::acquisition::{DeviceStatus, LogLimiter, SourceBatch};
 use crate::config::{DeviceConfig, ModbusConfig, RegisterKind};
 use crate::readings::{now_ms, Reading};
@@ -35,23 +35,46 @@ pub enum Source {
     Ratio(usize),
 }
 
+/// How often registers a device refused (exception 2) are asked for again: a firmware update or
+/// a replaced meter may have them (they are also re-probed when a TCP connection is reopened).
+pub const REPROBE_REFUSED: Duration = Duration::from_secs(3600);
+
 /// Points (or ratios) polled at one interval, planned into requests.
 #[derive(Debug, Clone)]
 pub struct Group {
     pub interval: Duration,
     pub sources: Vec<Source>,
     pub blocks: Vec<Block>,
+    /// The register span of each source (same order as `sources`).
+    spans: Vec<Span>,
+    /// Sources left out of the requests because the device refused one of their registers.
+    pub refused: Vec<usize>,
     next_due: Instant,
+}
+
+impl Group {
+    /// Plans the group's requests around the registers the device refused.
+    fn replan(&mut self, limits: Limits, excluded: &[Span]) {
+        self.blocks = plan_spans_around(&self.spans, limits, excluded);
+        self.refused = (0..self.spans.len())
+            .filter(|&i| excluded.iter().any(|x| overlaps(x, &self.spans[i])))
+            .collect();
+    }
+}
+
+/// The planning limits of a device.
+fn limits(modbus: &ModbusConfig) -> Limits {
+    Limits {
+        max_registers: modbus.max_registers(),
+        max_gap: modbus.gap(),
+        even: modbus.even(),
+    }
 }
 
 /// Splits a device's points and ratios into interval groups (ratio groups first, so ratios are
 /// known before the points that use them) and plans each group's requests.
 pub fn plan_groups(device: &DeviceConfig, modbus: &ModbusConfig) -> Vec<Group> {
-    let limits = Limits {
-        max_registers: modbus.max_registers(),
-        max_gap: modbus.gap(),
-        even: modbus.even(),
-    };
+    let limits = limits(modbus);
     let mut groups: Vec<(bool, Duration, Vec<Source>, Vec<Span>)> = Vec::new();
     let mut add = |ratio: bool, interval: Duration, src: Source, span: Span| match groups
         .iter_mut()
@@ -83,11 +106,17 @@ pub fn plan_groups(device: &DeviceConfig, modbus: &ModbusConfig) -> Vec<Group> {
     let now = Instant::now();
     groups
         .into_iter()
-        .map(|(_, interval, sources, spans)| Group {
-            interval,
-            blocks: plan_spans(&spans, limits),
-            sources,
-            next_due: now,
+        .map(|(_, interval, sources, spans)| {
+            let mut g = Group {
+                interval,
+                blocks: Vec::new(),
+                sources,
+                spans,
+                refused: Vec::new(),
+                next_due: now,
+            };
+            g.replan(limits, &[]);
+            g
         })
         .collect()
 }
@@ -112,9 +141,42 @@ struct DeviceState {
     retry_at: Option<Instant>,
     backoff: Duration,
     log: LogLimiter,
+    /// Registers the device answered with exception 2 (illegal data address), planned around
+    /// until `reprobe_at`.
+    refused: Vec<Span>,
+    reprobe_at: Option<Instant>,
 }
 
 impl DeviceState {
+    /// Remembers a refused span and plans every group around it.
+    fn refuse(&mut self, span: Span) {
+        if !self.refused.contains(&span) {
+            tracing::warn!(device = %self.t.device.id, table = ?span.kind, register = span.register, registers = span.registers,
+                "the device refuses this register (illegal data address): left out of the requests, asked again in {REPROBE_REFUSED:?} or on reconnect");
+            self.refused.push(span);
+        }
+        self.reprobe_at
+            .get_or_insert(Instant::now() + REPROBE_REFUSED);
+        self.replan();
+    }
+
+    /// Forgets the refused registers: the next poll asks for them again.
+    fn reprobe(&mut self) {
+        if self.refused.is_empty() {
+            return;
+        }
+        self.refused.clear();
+        self.reprobe_at = None;
+        self.replan();
+    }
+
+    fn replan(&mut self) {
+        let limits = limits(&self.t.modbus);
+        for g in &mut self.groups {
+            g.replan(limits, &self.refused);
+        }
+    }
+
     fn next_time(&self) -> Instant {
         let due = self
             .groups
@@ -162,6 +224,8 @@ impl Poller {
                 failures_in_row: 0,
                 retry_at: None,
                 log: LogLimiter::new(Duration::from_secs(60)),
+                refused: Vec::new(),
+                reprobe_at: None,
             })
             .collect();
         Poller {
@@ -290,6 +354,14 @@ impl Poller {
                     drop_link: true,
                 })?;
             self.ctx = Some(ctx);
+            if !self.link.is_rtu() {
+                // A new connection may be a restarted or replaced meter: ask again for what
+                // it refused.
+                self.devices[di].reprobe();
+            }
+        }
+        if self.devices[di].reprobe_at.is_some_and(|t| t <= now) {
+            self.devices[di].reprobe();
         }
         let gap = self.link.inter_frame_gap() + self.pause;
         let is_rtu = self.link.is_rtu();
@@ -298,9 +370,11 @@ impl Poller {
             if self.devices[di].groups[gi].next_due > now {
                 continue;
             }
-            let n_blocks = self.devices[di].groups[gi].blocks.len();
-            for bi in 0..n_blocks {
-                let block = self.devices[di].groups[gi].blocks[bi].clone();
+            refused_readings(&self.devices[di], gi, now_ms(), out);
+            // Requests still to send; a block refused with exception 2 comes back as halves.
+            let mut work: Vec<Block> = self.devices[di].groups[gi].blocks.clone();
+            work.reverse();
+            while let Some(block) = work.pop() {
                 if is_rtu || !self.pause.is_zero() {
                     if let Some(last) = self.last_frame {
                         sleep_until(last + gap).await;
@@ -344,6 +418,26 @@ impl Poller {
                             drop_link: true,
                         })
                     }
+                    Ok(Ok(Err(exception)))
+                        if exception == tokio_modbus::ExceptionCode::IllegalDataAddress =>
+                    {
+                        d.t.status.record_exception(u8::from(exception));
+                        // One register of the block may be missing on this meter variant:
+                        // read the halves, down to single values; a single value refused is
+                        // remembered and planned around from now on.
+                        match split_block(&block, &d.groups[gi].spans, d.t.modbus.even()) {
+                            Some((a, b)) => {
+                                work.push(b);
+                                work.push(a);
+                            }
+                            None => {
+                                let si = block.points[0];
+                                let span = d.groups[gi].spans[si];
+                                d.refuse(span);
+                                refused_readings_of(d, gi, &[si], ts, out);
+                            }
+                        }
+                    }
                     Ok(Ok(Err(exception))) => {
                         d.t.status.record_exception(u8::from(exception));
                         let reason =
@@ -378,6 +472,68 @@ impl Poller {
             }
         }
         Ok(())
+    }
+}
+
+/// Halves of a block by its values (in register order), each a request of its own (even length
+/// when the device needs it); `None` for a block of one value.
+fn split_block(block: &Block, spans: &[Span], even: bool) -> Option<(Block, Block)> {
+    if block.points.len() < 2 {
+        return None;
+    }
+    let mut points = block.points.clone();
+    points.sort_by_key(|&i| spans[i].register);
+    let second = points.split_off(points.len() / 2);
+    let sub = |points: Vec<usize>| {
+        let start = points
+            .iter()
+            .map(|&i| spans[i].register)
+            .min()
+            .unwrap_or(block.start);
+        let end = points
+            .iter()
+            .map(|&i| u32::from(spans[i].register) + u32::from(spans[i].registers))
+            .max()
+            .unwrap_or(u32::from(start));
+        let mut count = (end - u32::from(start)) as u16;
+        if even && count % 2 == 1 && end < u32::from(u16::MAX) {
+            count += 1;
+        }
+        Block {
+            kind: block.kind,
+            start,
+            count,
+            points,
+        }
+    };
+    Some((sub(points), sub(second)))
+}
+
+/// Bad readings for the values of group `gi` left out because the device refused a register.
+fn refused_readings(d: &DeviceState, gi: usize, ts: i64, out: &mut Vec<Reading>) {
+    refused_readings_of(d, gi, &d.groups[gi].refused, ts, out);
+}
+
+fn refused_readings_of(
+    d: &DeviceState,
+    gi: usize,
+    sources: &[usize],
+    ts: i64,
+    out: &mut Vec<Reading>,
+) {
+    for &si in sources {
+        if let Source::Point(pi) = d.groups[gi].sources[si] {
+            let p = &d.t.device.points[pi];
+            out.push(Reading::bad(
+                &d.t.device.id,
+                p.quantity,
+                ts,
+                format!(
+                    "modbus exception 0x02: illegal data address ({:?} register {}); not asked again until re-probed",
+                    p.kind, p.register
+                ),
+            ));
+        }
     }
 }
 

@@ -403,14 +403,7 @@ impl InfluxOutput {
         &self,
         f: impl FnOnce(&Store) -> Result<T, crate::storage::StoreError> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let s = store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-            Ok::<_, anyhow::Error>(f(&s)?)
-        })
-        .await?
+        super::cursor::store_op(&self.store, f).await
     }
 
     async fn stream_op<T: Send + 'static>(

@@ -28,6 +28,8 @@ pub mod indicators;
 
 use crate::backoff::Backoff;
 
+use super::cursor::Track;
+
 use crate::acquisition::mqtt::connection::{self, topic};
 use crate::config::Config;
 use crate::log_limit::LogLimiter;
@@ -78,32 +80,6 @@ impl Stream {
 enum Key {
     Status,
     Msg(Stream, i64),
-}
-
-/// One stream's delivery state: the confirmed cursor, and the ids sent after it in order with
-/// whether each has been acknowledged.
-#[derive(Debug, Default)]
-struct Track {
-    cursor: i64,
-    sent: VecDeque<(i64, bool)>,
-}
-
-impl Track {
-    fn next_after(&self) -> i64 {
-        self.sent.back().map(|(id, _)| *id).unwrap_or(self.cursor)
-    }
-    /// Marks `id` acknowledged; returns the new cursor when it moved.
-    fn ack(&mut self, id: i64) -> Option<i64> {
-        if let Some(e) = self.sent.iter_mut().find(|(i, _)| *i == id) {
-            e.1 = true;
-        }
-        let before = self.cursor;
-        while let Some((i, true)) = self.sent.front().copied() {
-            self.cursor = i;
-            self.sent.pop_front();
-        }
-        (self.cursor != before).then_some(self.cursor)
-    }
 }
 
 /// The outbox and cursor tables, on a connection of their own.
@@ -393,19 +369,24 @@ impl MqttOutput {
         if connected {
             // A clean stop says so itself (the last will is only for disappearing).
             let _ = client.try_publish(status_topic, QoS::AtLeastOnce, true, "offline");
-            let _ = client.try_disconnect();
-            let until = tokio::time::Instant::now() + Duration::from_millis(500);
-            loop {
-                tokio::select! {
-                    r = eventloop.poll() => if matches!(r, Err(_) | Ok(Event::Outgoing(Outgoing::Disconnect))) { break },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
-            }
+            disconnect(&client, &mut eventloop).await;
         }
         self.stats
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!("mqtt output stopped");
+    }
+}
+
+/// Sends what is queued and disconnects, waiting at most half a second.
+pub async fn disconnect(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop) {
+    let _ = client.try_disconnect();
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            r = eventloop.poll() => if matches!(r, Err(_) | Ok(Event::Outgoing(Outgoing::Disconnect))) { break },
+            _ = tokio::time::sleep_until(until) => break,
+        }
     }
 }
 
