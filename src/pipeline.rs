@@ -134,10 +134,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
 
     let cancel_sources = CancellationToken::new();
     let modbus::Started {
-        devices,
+        mut devices,
         tasks: mut pollers,
         requests_per_cycle,
     } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    pollers.extend(crate::acquisition::opcua::spawn(
+        config
+            .devices
+            .iter()
+            .filter(|d| d.enabled)
+            .filter_map(|d| d.opcua.as_ref().map(|o| (d.id.as_str(), o))),
+        &config.storage.data_dir,
+        &config.site.id,
+        &src_tx,
+        &cancel_sources,
+        &mut devices,
+    ));
     let accounts = Arc::new(Accounts::default());
     if config.accounting.service.enabled {
         let has_intensity_rules = config

@@ -7,6 +7,7 @@
 
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -47,6 +48,8 @@ pub struct DeviceStatus {
     /// Modbus exceptions by code (index = exception code, 0..=15).
     exception_codes: [AtomicU64; 16],
     last_round_trip_us: AtomicU64,
+    /// Why the device last failed (connect, authentication, certificate…), for people.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -61,6 +64,8 @@ pub struct DeviceStatusSnapshot {
     /// Exceptions by code, e.g. `{2: 17}` for 17 × "illegal data address".
     pub exception_codes: BTreeMap<u8, u64>,
     pub last_round_trip_ms: f64,
+    /// Why the device last failed, when a source says so (OPC UA: refused credentials…).
+    pub last_error: Option<String>,
 }
 
 impl DeviceStatus {
@@ -87,6 +92,16 @@ impl DeviceStatus {
             .store(round_trip.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Remembers why the device failed (shown in the device API until the next success).
+    pub fn record_error(&self, message: impl Into<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.into());
+    }
+
+    /// Forgets the last error (the source works again).
+    pub fn clear_error(&self) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub fn record_exception(&self, code: u8) {
         self.exceptions.fetch_add(1, Ordering::Relaxed);
         self.exception_codes[usize::from(code & 0x0F)].fetch_add(1, Ordering::Relaxed);
@@ -111,6 +126,11 @@ impl DeviceStatus {
                 })
                 .collect(),
             last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::readings::Quantity;
 
+pub use crate::acquisition::opcua::config::{OpcUaConfig, OpcUaMode};
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::units::{byte_size, duration, opt_duration};
@@ -254,6 +255,9 @@ pub struct DeviceConfig {
     /// Modbus TCP connection.
     #[serde(default)]
     pub modbus: Option<ModbusConfig>,
+    /// OPC UA server and the nodes read from it (`[devices.opcua]`).
+    #[serde(default)]
+    pub opcua: Option<OpcUaConfig>,
     /// What to read. With a `model` that names a meter template, the template's points are used
     /// and points given here replace the template's point of the same quantity or add to them.
     #[serde(default)]
@@ -265,6 +269,18 @@ pub struct DeviceConfig {
 
 fn default_true() -> bool {
     true
+}
+
+impl DeviceConfig {
+    /// Whether the device yields readings of `q` from its configuration (Modbus points or OPC UA
+    /// nodes; an MQTT-fed device may send anything and is not counted here).
+    pub fn measures(&self, q: Quantity) -> bool {
+        self.points.iter().any(|p| p.quantity == q)
+            || self
+                .opcua
+                .as_ref()
+                .is_some_and(|o| o.quantities().any(|x| x == q))
+    }
 }
 
 /// `[devices.modbus]`

@@ -179,11 +179,22 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 .iter()
                 .any(|s| s.device == d.id || s.device.contains('{'))
         });
+        if let Some(o) = &d.opcua {
+            if d.modbus.is_some() {
+                push(
+                    format!("{at}.opcua"),
+                    "give either [devices.modbus] or [devices.opcua], not both".into(),
+                );
+            }
+            for (k, m) in o.check(d.enabled) {
+                push(format!("{at}.opcua.{k}"), m);
+            }
+        }
         match &d.modbus {
-            None if fed_by_mqtt => {}
+            None if fed_by_mqtt || d.opcua.is_some() => {}
             None => push(
                 format!("{at}.modbus"),
-                "missing: a device needs a source ([devices.modbus] or an [[mqtt.subscriptions]] entry naming it)".into(),
+                "missing: a device needs a source ([devices.modbus], [devices.opcua] or an [[mqtt.subscriptions]] entry naming it)".into(),
             ),
             Some(m) => {
                 match (&m.address, &m.bus) {

@@ -22,6 +22,7 @@ mod layers;
 mod live_page;
 mod modbus;
 mod mqtt;
+mod opcua;
 mod outbox;
 mod packaging;
 mod pipeline;
