@@ -527,11 +527,7 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print!("{}", result.to_text());
-    }
+    print_probe(&a.format, &result, || result.to_text())?;
     // A probe that read nothing found no meter: say so in the exit status too.
     if !result.values.is_empty() && result.values.values().all(|v| v.value.is_none()) {
         anyhow::bail!(
@@ -539,6 +535,20 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
             result.unit_id,
             result.link
         );
+    }
+    Ok(())
+}
+
+/// Prints a probe's result as `--format` asks.
+fn print_probe<T: serde::Serialize>(
+    format: &str,
+    result: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        print!("{}", text());
     }
     Ok(())
 }
@@ -578,11 +588,7 @@ async fn probe_opcua(a: ProbeArgs) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print!("{}", result.to_text());
-    }
+    print_probe(&a.format, &result, || result.to_text())?;
     if result.readable() == 0 {
         anyhow::bail!(
             "no value could be read from {} ({} node(s) tried)",

@@ -222,7 +222,10 @@ fn device_json(gw: &GatewayView, d: &crate::config::DeviceConfig) -> Value {
             (None, Some(b)) => json!({ "kind": "modbus_bus", "bus": b, "unit": m.unit }),
             _ => json!({ "kind": "modbus" }),
         },
-        None => json!({ "kind": "other" }),
+        None => match &d.opcua {
+            Some(o) => json!({ "kind": "opcua", "endpoint": o.endpoint }),
+            None => json!({ "kind": "other" }),
+        },
     };
     json!({
         "id": d.id,

@@ -4,11 +4,12 @@
 //! server restarts, refused credentials, Basic256Sha256 SignAndEncrypt, and `probe --opcua`.
 
 use crate::common;
+use crate::mqtt::{runtime, wait_until};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use energy_gateway::config::{self, Synchronous};
 use energy_gateway::pipeline;
@@ -142,20 +143,25 @@ fn of(rows: &[Reading], q: Quantity) -> Vec<Reading> {
     rows.iter().filter(|r| r.quantity == q).cloned().collect()
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// The gateway with `device` configured, and that device's status.
+fn start_gateway(
+    dir: &Path,
+    device: &str,
+) -> (
+    tokio::runtime::Runtime,
+    pipeline::RunningGateway,
+    std::sync::Arc<energy_gateway::acquisition::DeviceStatus>,
+) {
+    let rt = runtime();
+    let gw = rt
+        .block_on(pipeline::start(gateway_config(dir, device)))
+        .unwrap();
+    let status = gw
+        .devices
+        .get("line1")
+        .expect("line1 in the registry")
+        .clone();
+    (rt, gw, status)
 }
 
 /// Every counter reading carries the server's source timestamp of its value.
@@ -182,15 +188,7 @@ fn subscription_stores_source_timestamps_and_survives_a_server_restart() {
         server.url()
     );
     std::env::set_var("EGW_TEST_OPCUA_PW", "s3cret");
-    let rt = runtime();
-    let gw = rt
-        .block_on(pipeline::start(gateway_config(dir.path(), &device)))
-        .unwrap();
-    let status = gw
-        .devices
-        .get("line1")
-        .expect("line1 in the registry")
-        .clone();
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
     wait_until("10 counter readings", Duration::from_secs(90), || {
         of(&rows(dir.path()), Quantity::ProductionCount).len() >= 10
     });
@@ -256,11 +254,7 @@ fn wrong_credentials_are_refused_with_a_clear_error() {
         "[[devices]]\nid = \"line1\"\n[devices.opcua]\nendpoint = \"{}\"\nusername = \"gw\"\npassword = \"wrong\"\ninterval = \"200ms\"\nmax_backoff = \"2s\"\n{NODES}",
         server.url()
     );
-    let rt = runtime();
-    let gw = rt
-        .block_on(pipeline::start(gateway_config(dir.path(), &device)))
-        .unwrap();
-    let status = gw.devices.get("line1").unwrap().clone();
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
     wait_until("the refusal", Duration::from_secs(60), || {
         status.snapshot().last_error.is_some()
     });
@@ -292,11 +286,7 @@ fn sign_and_encrypt_with_a_trusted_server_certificate_in_poll_mode() {
         "[[devices]]\nid = \"line1\"\n[devices.opcua]\nendpoint = \"{}\"\nsecurity_policy = \"Basic256Sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nmode = \"poll\"\ninterval = \"300ms\"\nmax_backoff = \"2s\"\n{NODES}",
         server.url()
     );
-    let rt = runtime();
-    let gw = rt
-        .block_on(pipeline::start(gateway_config(dir.path(), &device)))
-        .unwrap();
-    let status = gw.devices.get("line1").unwrap().clone();
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
     wait_until(
         "5 polled counter readings",
         Duration::from_secs(120),
@@ -325,11 +315,7 @@ fn an_untrusted_server_certificate_is_rejected_and_kept_for_review() {
         "[[devices]]\nid = \"line1\"\n[devices.opcua]\nendpoint = \"{}\"\nsecurity_policy = \"Basic256Sha256\"\nmax_backoff = \"2s\"\n{NODES}",
         server.url()
     );
-    let rt = runtime();
-    let gw = rt
-        .block_on(pipeline::start(gateway_config(dir.path(), &device)))
-        .unwrap();
-    let status = gw.devices.get("line1").unwrap().clone();
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
     wait_until("the rejection", Duration::from_secs(60), || {
         status.snapshot().last_error.is_some()
     });
