@@ -335,6 +335,54 @@ fn an_untrusted_server_certificate_is_rejected_and_kept_for_review() {
     assert!(rows(dir.path()).is_empty());
 }
 
+#[test]
+fn a_user_certificate_logs_in() {
+    let server = OpcServer::start(Some(("gw", "s3cret")));
+    let dir = tempfile::tempdir().unwrap();
+    // The user's certificate and key, as a site's PKI would issue them.
+    let (cert, key) = (dir.path().join("user.der"), dir.path().join("user.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gateway-user",
+            "-outform",
+            "DER",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusted = dir.path().join("opcua/pki/trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(server.cert(), trusted.join("server.der")).unwrap();
+    let device = format!(
+        "[[devices]]\nid = \"line1\"\n[devices.opcua]\nendpoint = \"{}\"\nsecurity_policy = \"Basic256Sha256\"\nuser_cert_file = \"{}\"\nuser_key_file = \"{}\"\ninterval = \"200ms\"\nmax_backoff = \"2s\"\n{NODES}",
+        server.url(),
+        cert.display(),
+        key.display()
+    );
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
+    wait_until("3 counter readings", Duration::from_secs(60), || {
+        of(&rows(dir.path()), Quantity::ProductionCount).len() >= 3
+    });
+    assert!(status.is_online());
+    rt.block_on(gw.shutdown()).unwrap();
+}
+
 fn probe(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
