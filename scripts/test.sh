@@ -78,7 +78,7 @@ fi
 
 # --- 1b. Python packages some tests use as independent peers (e.g. protocol decoders, servers) -----
 # Installed with pip for the interpreter the tests call (`python3`); empty list = nothing to do.
-PIP_PACKAGES=(protobuf)
+PIP_PACKAGES=(protobuf asyncua)
 if [ "${#PIP_PACKAGES[@]}" -gt 0 ]; then
   if python3 -c "import sys" >/dev/null 2>&1; then
     step "Python packages: ${PIP_PACKAGES[*]}"

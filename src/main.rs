@@ -251,7 +251,7 @@ enum QuarantineAction {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp", "dlt645", "cjt188"])))]
+#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu", "rtu_over_tcp", "dlt645", "cjt188", "opcua"])))]
 struct ProbeArgs {
     /// Modbus TCP device, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
@@ -282,6 +282,30 @@ struct ProbeArgs {
     /// for Modbus; for DL/T 645 / CJ/T 188 the default is the family of the protocol found.
     #[arg(long)]
     model: Option<String>,
+    /// OPC UA server, opc.tcp://HOST:PORT[/PATH]: reads the --node ids given, or browses the
+    /// Objects folder and reads the variables found.
+    #[arg(long, value_name = "URL")]
+    opcua: Option<String>,
+    /// OPC UA: node id to read, e.g. "ns=2;s=Line1.Pieces" (repeatable).
+    #[arg(long, value_name = "NODE_ID", requires = "opcua")]
+    node: Vec<String>,
+    /// OPC UA: security policy (Basic256Sha256 signs and encrypts).
+    #[arg(long, default_value = "None", value_parser = ["None", "Basic256Sha256"], requires = "opcua")]
+    security: String,
+    /// OPC UA: user name (the password is taken from the environment variable --password-env).
+    #[arg(long, requires = "opcua")]
+    user: Option<String>,
+    /// OPC UA: environment variable holding the password of --user.
+    #[arg(long, value_name = "VAR", default_value = "EGW_OPCUA_PASSWORD")]
+    password_env: String,
+    /// OPC UA: trust the server's certificate without checking it (else it must be in the PKI
+    /// directory's trusted/ folder).
+    #[arg(long, requires = "opcua")]
+    trust_server_cert: bool,
+    /// OPC UA: PKI directory (the probe's own certificate; trusted/ and rejected/ server
+    /// certificates). Default: energy-gateway-opcua-probe in the temporary directory.
+    #[arg(long, value_name = "DIR", requires = "opcua")]
+    pki_dir: Option<PathBuf>,
     /// Serial: baud rate.
     #[arg(long, default_value_t = 9600)]
     baud: u32,
@@ -556,6 +580,9 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     if a.dlt645.is_some() || a.cjt188.is_some() {
         return probe_meter_bus(a).await;
     }
+    if a.opcua.is_some() {
+        return probe_opcua(a).await;
+    }
     let Some(model) = a.model.clone() else {
         anyhow::bail!("give --model (a meter template) for a Modbus probe");
     };
@@ -584,17 +611,73 @@ async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
-    if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        print!("{}", result.to_text());
-    }
+    print_probe(&a.format, &result, || result.to_text())?;
     // A probe that read nothing found no meter: say so in the exit status too.
     if !result.values.is_empty() && result.values.values().all(|v| v.value.is_none()) {
         anyhow::bail!(
             "no value could be read from unit {} at {} (every point failed)",
             result.unit_id,
             result.link
+        );
+    }
+    Ok(())
+}
+
+/// Prints a probe's result as `--format` asks.
+fn print_probe<T: serde::Serialize>(
+    format: &str,
+    result: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+/// `probe --opcua`: exit status non-zero when no value could be read.
+async fn probe_opcua(a: ProbeArgs) -> anyhow::Result<()> {
+    use energy_gateway::acquisition::opcua::probe;
+    let endpoint = a.opcua.clone().unwrap_or_default();
+    let mut cfg = serde_json::json!({
+        "endpoint": endpoint,
+        "security_policy": a.security,
+        "trust_server_cert": a.trust_server_cert,
+        "timeout": humantime::format_duration(a.timeout.max(Duration::from_secs(5))).to_string(),
+    });
+    if let Some(u) = &a.user {
+        cfg["username"] = u.clone().into();
+        cfg["password"] = serde_json::json!({ "env": a.password_env });
+    }
+    let cfg: energy_gateway::config::OpcUaConfig = serde_json::from_value(cfg)?;
+    let problems: Vec<String> = cfg
+        .check(true)
+        .into_iter()
+        .filter(|(k, _)| k != "nodes")
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    let pki = a
+        .pki_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("energy-gateway-opcua-probe"));
+    let result = probe::probe(probe::ProbeRequest {
+        cfg,
+        nodes: a.node.clone(),
+        pki,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("probe failed: {e}"))?;
+    print_probe(&a.format, &result, || result.to_text())?;
+    if result.readable() == 0 {
+        anyhow::bail!(
+            "no value could be read from {} ({} node(s) tried)",
+            result.endpoint,
+            result.nodes.len()
         );
     }
     Ok(())

@@ -144,15 +144,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
 
     let cancel_sources = CancellationToken::new();
     let modbus::Started {
-        devices,
+        mut devices,
         tasks: mut pollers,
-        requests_per_cycle,
+        mut requests_per_cycle,
     } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
-    let (mut devices, mut requests_per_cycle) = (devices, requests_per_cycle);
     let meters = crate::acquisition::meter_bus::spawn_pollers(&config, &src_tx, &cancel_sources);
     devices.extend(meters.devices);
     requests_per_cycle.extend(meters.requests_per_cycle);
     pollers.extend(meters.tasks);
+    pollers.extend(crate::acquisition::opcua::spawn(
+        config
+            .devices
+            .iter()
+            .filter(|d| d.enabled)
+            .filter_map(|d| d.opcua.as_ref().map(|o| (d.id.as_str(), o))),
+        &config.storage.data_dir,
+        &config.site.id,
+        &src_tx,
+        &cancel_sources,
+        &mut devices,
+    ));
     let accounts = Arc::new(Accounts::default());
     if config.accounting.service.enabled {
         let has_intensity_rules = config

@@ -437,7 +437,7 @@ pub struct ResolvedMeter {
 }
 
 fn has_point(d: &DeviceConfig, q: Quantity) -> bool {
-    d.points.iter().any(|p| p.quantity == q)
+    d.measures(q)
 }
 
 /// The energy meters of the accounts: explicit `[[accounting.meters]]` entries, and every other

@@ -11,6 +11,7 @@ pub mod dlt645;
 pub mod meter_bus;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -53,6 +54,8 @@ pub struct DeviceStatus {
     last_round_trip_us: AtomicU64,
     /// Frames that were not a valid answer (serial noise, bad checksums) while waiting for one.
     garbage: AtomicU64,
+    /// Why the device last failed (connect, authentication, certificate…), for people.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -69,6 +72,8 @@ pub struct DeviceStatusSnapshot {
     pub last_round_trip_ms: f64,
     /// Garbled frames skipped while waiting for this device's answers (serial lines).
     pub garbage: u64,
+    /// Why the device last failed, when a source says so (OPC UA: refused credentials…).
+    pub last_error: Option<String>,
 }
 
 impl DeviceStatus {
@@ -93,6 +98,16 @@ impl DeviceStatus {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.last_round_trip_us
             .store(round_trip.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Remembers why the device failed (shown in the device API until the next success).
+    pub fn record_error(&self, message: impl Into<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.into());
+    }
+
+    /// Forgets the last error (the source works again).
+    pub fn clear_error(&self) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn record_exception(&self, code: u8) {
@@ -124,6 +139,11 @@ impl DeviceStatus {
                 .collect(),
             last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
             garbage: self.garbage.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::readings::Quantity;
 
 pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
+pub use crate::acquisition::opcua::config::{OpcUaConfig, OpcUaMode};
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
@@ -262,6 +263,9 @@ pub struct DeviceConfig {
     /// A CJ/T 188 water, heat or gas meter on a line with `protocol = "cjt188"`.
     #[serde(default)]
     pub cjt188: Option<MeterBusDeviceConfig>,
+    /// OPC UA server and the nodes read from it (`[devices.opcua]`).
+    #[serde(default)]
+    pub opcua: Option<OpcUaConfig>,
     /// What to read. With a `model` that names a meter template, the template's points are used
     /// and points given here replace the template's point of the same quantity or add to them.
     #[serde(default)]
@@ -273,6 +277,18 @@ pub struct DeviceConfig {
 
 fn default_true() -> bool {
     true
+}
+
+impl DeviceConfig {
+    /// Whether the device yields readings of `q` from its configuration (Modbus points or OPC UA
+    /// nodes; an MQTT-fed device may send anything and is not counted here).
+    pub fn measures(&self, q: Quantity) -> bool {
+        self.points.iter().any(|p| p.quantity == q)
+            || self
+                .opcua
+                .as_ref()
+                .is_some_and(|o| o.quantities().any(|x| x == q))
+    }
 }
 
 /// `[devices.modbus]`

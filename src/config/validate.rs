@@ -183,11 +183,22 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
             push(format!("{at}.{k}"), msg);
         }
         let on_meter_bus = d.dlt645.is_some() || d.cjt188.is_some();
+        if let Some(o) = &d.opcua {
+            if d.modbus.is_some() || on_meter_bus {
+                push(
+                    format!("{at}.opcua"),
+                    "give one source: [devices.modbus], [devices.dlt645], [devices.cjt188] or [devices.opcua], not several".into(),
+                );
+            }
+            for (k, m) in o.check(d.enabled) {
+                push(format!("{at}.opcua.{k}"), m);
+            }
+        }
         match &d.modbus {
-            None if fed_by_mqtt || on_meter_bus => {}
+            None if fed_by_mqtt || on_meter_bus || d.opcua.is_some() => {}
             None => push(
                 format!("{at}.modbus"),
-                "missing: a device needs a source ([devices.modbus] or an [[mqtt.subscriptions]] entry naming it)".into(),
+                "missing: a device needs a source ([devices.modbus], [devices.opcua] or an [[mqtt.subscriptions]] entry naming it)".into(),
             ),
             Some(m) => {
                 match (&m.address, &m.bus) {

@@ -234,9 +234,10 @@ fn device_json(gw: &GatewayView, d: &crate::config::DeviceConfig) -> Value {
             (None, Some(b)) => json!({ "kind": "modbus_bus", "bus": b, "unit": m.unit }),
             _ => json!({ "kind": "modbus" }),
         },
-        None => match crate::acquisition::meter_bus::section(d) {
-            Some((kind, m)) => json!({ "kind": kind, "bus": m.bus, "address": m.address }),
-            None => json!({ "kind": "other" }),
+        None => match (crate::acquisition::meter_bus::section(d), &d.opcua) {
+            (Some((kind, m)), _) => json!({ "kind": kind, "bus": m.bus, "address": m.address }),
+            (None, Some(o)) => json!({ "kind": "opcua", "endpoint": o.endpoint }),
+            (None, None) => json!({ "kind": "other" }),
         },
     };
     json!({

@@ -24,6 +24,7 @@ mod meter_bus;
 mod modbus;
 mod mqtt;
 mod mqtt_readings;
+mod opcua;
 mod outbox;
 mod packaging;
 mod pipeline;
