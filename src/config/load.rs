@@ -296,6 +296,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
             park: None,
             timezone: "UTC".into(),
             main_meters: Vec::new(),
+            language: super::Language::default(),
         }),
         log: log.unwrap_or_default(),
         storage: storage.unwrap_or_default(),
