@@ -92,12 +92,15 @@ const t = (k) => (T[lang] || T.zh)[k] || k;
 const locale = () => (lang === 'en' ? 'en-GB' : 'zh-CN');
 const sep = () => ' · ';
 
-/// A number rounded for people: three significant digits, whole numbers from 1000 up.
+/// A number rounded for people, as notifications round it (alerting/words.rs): whole numbers
+/// from 1000, one decimal from 10, two from 1, three below (one significant digit under
+/// 0.001, never a false 0); trailing zeros dropped.
 function num(v) {
   if (v === null || v === undefined || !Number.isFinite(v)) return '–';
   const a = Math.abs(v);
-  const opts = a >= 1000 ? { maximumFractionDigits: 0 } : { maximumSignificantDigits: 3 };
-  return new Intl.NumberFormat(locale(), opts).format(v);
+  if (a > 0 && a < 0.001) return new Intl.NumberFormat(locale(), { maximumSignificantDigits: 1 }).format(v);
+  const digits = a >= 1000 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+  return new Intl.NumberFormat(locale(), { maximumFractionDigits: digits }).format(v);
 }
 const pct = (v) => (v === null || v === undefined ? '–' : (v > 0 ? '+' : '') + num(v) + ' %');
 const unit = (u) => UNITS[u] || u;
