@@ -43,12 +43,14 @@ table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom:
 th, td { border: 1px solid #c9d1d9; padding: 1mm 1.5mm; vertical-align: top; }
 th { background: #eef1f4; text-align: left; font-weight: 600; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th, td { overflow-wrap: anywhere; }
 tr { break-inside: avoid; }
 .none { color: #6a737d; }
 .ok { color: #1a7f37; font-weight: 600; }
 .bad { color: #cf222e; font-weight: 600; }
 footer { margin-top: 6mm; color: #6a737d; font-size: 8pt; }
-@media print { .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; } }
+@media print { .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; }
+  table { font-size: 7.5pt; } th, td { padding: 0.6mm 1mm; } }
 "#;
 
 const COLORS: &[&str] = &[

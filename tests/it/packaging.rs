@@ -142,6 +142,9 @@ fn without_notify_socket_nothing_is_sent_and_it_runs() {
 fn deb_metadata_ships_existing_files_and_a_hardened_notify_unit() {
     let cargo: toml::Value = toml::from_str(&read("Cargo.toml")).unwrap();
     let deb = &cargo["package"]["metadata"]["deb"];
+    // Reports print Chinese: the CJK fonts the HTML report names first.
+    assert_eq!(deb["recommends"].as_str(), Some("fonts-noto-cjk"));
+    assert!(read("src/reporting/html.rs").contains("font-family: \"Noto Sans CJK SC\""));
     let assets = deb["assets"].as_array().expect("assets");
     let mut dests = BTreeSet::new();
     for a in assets {

@@ -5,8 +5,14 @@ and prints one JSON object with the page's layout facts and its serialized DOM; 
 writes a screenshot.
 
     chromium_cdp.py URL WIDTH HEIGHT WAIT_SECONDS [SCREENSHOT.png]
+    chromium_cdp.py --print URL WIDTH HEIGHT WAIT_SECONDS OUT.pdf
 
-Output: {"viewport": css px, "scroll_width": px, "overflowing": ["tag#id", ...], "dom": "..."}
+With --print the page is laid out for print media in a viewport WIDTH wide (an A4 page's
+content box: 210 mm less the margins of its @page rule) and printed to OUT.pdf with the page
+size and margins of its CSS; "tables" then lists every table's width and right edge (px).
+
+Output: {"viewport": css px, "scroll_width": px, "overflowing": ["tag#id", ...], "tables": [...],
+"h1_fonts": [font families drawn], "dom": "..."}
 where "overflowing" lists visible elements whose box sticks out of the viewport sideways
 (ignoring those inside an element that scrolls or clips horizontally).
 """
@@ -43,6 +49,10 @@ LAYOUT = r"""
     viewport: vw,
     scroll_width: document.documentElement.scrollWidth,
     overflowing: out.slice(0, 30),
+    tables: [...document.querySelectorAll('table')].map((t) => {
+      const r = t.getBoundingClientRect();
+      return { id: t.id || (t.previousElementSibling ? t.previousElementSibling.textContent.slice(0, 60) : ''), width: r.width, right: r.right, scroll_width: t.scrollWidth };
+    }),
     dom: document.documentElement.outerHTML,
   });
 })()
@@ -112,8 +122,12 @@ class Cdp:
 
 
 def main():
-    url, width, height, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    shot = sys.argv[5] if len(sys.argv) > 5 else None
+    args = sys.argv[1:]
+    printing = args[:1] == ["--print"]
+    if printing:
+        args = args[1:]
+    url, width, height, wait = args[0], int(args[1]), int(args[2]), float(args[3])
+    shot = args[4] if len(args) > 4 else None
     with tempfile.TemporaryDirectory() as profile:
         cdp = Cdp(profile)
         try:
@@ -122,12 +136,25 @@ def main():
             cdp.call("Emulation.setDeviceMetricsOverride",
                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
                      session=s)
+            if printing:
+                cdp.call("Emulation.setEmulatedMedia", {"media": "print"}, session=s)
             cdp.call("Page.enable", session=s)
             cdp.call("Page.navigate", {"url": url}, session=s)
             time.sleep(wait)
             r = cdp.call("Runtime.evaluate", {"expression": LAYOUT, "returnByValue": True}, session=s)
             facts = json.loads(r["result"]["value"])
-            if shot:
+            # The fonts Chromium actually drew the first heading with (not the CSS's wish list).
+            cdp.call("DOM.enable", session=s)
+            cdp.call("CSS.enable", session=s)
+            root = cdp.call("DOM.getDocument", session=s)["root"]["nodeId"]
+            h = cdp.call("DOM.querySelector", {"nodeId": root, "selector": "h1"}, session=s)["nodeId"]
+            facts["h1_fonts"] = [f["familyName"] for f in cdp.call(
+                "CSS.getPlatformFontsForNode", {"nodeId": h}, session=s)["fonts"]] if h else []
+            if shot and printing:
+                pdf = cdp.call("Page.printToPDF", {"preferCSSPageSize": True, "printBackground": True}, session=s)
+                with open(shot, "wb") as f:
+                    f.write(base64.b64decode(pdf["data"]))
+            elif shot:
                 png = cdp.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=s)
                 with open(shot, "wb") as f:
                     f.write(base64.b64decode(png["data"]))
