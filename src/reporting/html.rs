@@ -209,13 +209,19 @@ pub fn render(r: &Report, lang: Lang) -> String {
     o.push_str("<div class=\"kpis\">");
     o.push_str(&kpi(
         lang,
-        L("综合能耗(当量值)", "comprehensive energy (equivalent)"),
+        L(
+            "综合能耗(当量值)",
+            "comprehensive energy (calorific equivalent)",
+        ),
         num(r.comprehensive_energy_tce, 3),
         "tce",
     ));
     o.push_str(&kpi(
         lang,
-        L("综合能耗(等价值)", "comprehensive energy (equal value)"),
+        L(
+            "综合能耗(等价值)",
+            "comprehensive energy (generation-input equivalent)",
+        ),
         num(r.comprehensive_energy_equal_value_tce, 3),
         "tce",
     ));
@@ -259,7 +265,7 @@ pub fn render(r: &Report, lang: Lang) -> String {
         "<figure><figcaption>{}</figcaption>{}</figure>\n",
         esc(&lang.show(L(
             "分品种综合能耗(当量值)",
-            "Energy by carrier (equivalent)"
+            "Energy by carrier (calorific equivalent)"
         ))),
         hbars(&carriers, None)
     ));

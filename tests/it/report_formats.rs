@@ -261,7 +261,7 @@ fn html_report_renders_in_headless_chromium() {
         "本省因子，最新年份 province, latest year", // why this grid factor
         "2,800.0",   // maximum demand, kW
         "99.46",     // gas meter completeness, %
-        "综合能耗(当量值) comprehensive energy (equivalent value)",
+        "综合能耗(当量值) comprehensive energy (calorific equivalent)",
     ] {
         assert!(dom.contains(key), "{key} is not in the rendered page");
     }

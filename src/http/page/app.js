@@ -55,7 +55,7 @@ const T = {
     pf_main: 'power factor', main_meters: 'main meters', none_configured: 'none configured',
     projected: 'projected for this window', average_so_far: 'average so far', minutes_in: '', minutes: 'min in',
     contracted: 'contracted', no_contract: 'no contracted demand (contracted_kw of a demand alert rule)',
-    of_contract: 'of contracted', covered: 'data for', minutes_short: 'min', total_tce: 'total', tce_ev: 'tce (equivalent value)', computing: 'computing…',
+    of_contract: 'of contracted', covered: 'data for', minutes_short: 'min', total_tce: 'total', tce_ev: 'tce (calorific equivalent)', computing: 'computing…',
     no_carriers: 'nothing metered yet', no_history: 'no stored history yet', tce_so_far: 'tce so far',
     intensity_unit: 'tce/10⁴ CNY', ytd: 'year to date', cumulative: 'cumulative vs base year', path: 'target path',
     on_track: 'on track', above_path: 'above the path', completion: 'completion',
