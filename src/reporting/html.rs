@@ -259,7 +259,13 @@ pub fn render(r: &Report, lang: Lang) -> String {
     let carriers: Vec<(String, f64, String)> = r
         .carriers
         .iter()
-        .map(|c| (c.name.clone(), c.tce, format!("{} tce", num(c.tce, 1))))
+        .map(|c| {
+            (
+                lang.carrier_name(&c.carrier, &c.name),
+                c.tce,
+                format!("{} tce", num(c.tce, 1)),
+            )
+        })
         .collect();
     o.push_str(&format!(
         "<figure><figcaption>{}</figcaption>{}</figure>\n",

@@ -384,7 +384,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         .map(|c| {
             vec![
                 t(&c.carrier),
-                t(&c.name),
+                t(lang.carrier_name(&c.carrier, &c.name)),
                 n(c.purchased, 2),
                 n(c.generated, 2),
                 n(c.exported, 2),
