@@ -29,11 +29,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian installs mosquitto in /usr/sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
 
-APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat chromium openssl faketime)
+APT_PACKAGES=(mosquitto mosquitto-clients influxdb influxdb-client socat chromium openssl faketime poppler-utils fonts-noto-cjk)
 
 missing_tools() {
   local tool missing=()
-  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat chromium openssl faketime; do
+  for tool in mosquitto mosquitto_pub mosquitto_sub influxd influx socat chromium openssl faketime pdftotext; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   echo "${missing[*]:-}"

@@ -82,10 +82,10 @@ enum Command {
         period: String,
         /// Output format: json, csv, html, md, or lp (line protocol of the accounts, for the
         /// park's InfluxDB).
-        #[arg(long, default_value = "json")]
+        #[arg(long, default_value = "json", value_parser = parse_report_format)]
         format: String,
         /// Label language: zh (Chinese then English) or en.
-        #[arg(long, default_value = "zh")]
+        #[arg(long, default_value = "zh", value_parser = parse_lang)]
         lang: String,
         /// Park report: aggregate the factories' accounts from a central InfluxDB.
         #[arg(long, conflicts_with = "config")]
@@ -134,11 +134,17 @@ enum ExportWhat {
         /// 2026-10, 2026-Q3 or 2026.
         #[arg(long, value_name = "PERIOD")]
         period: String,
-        /// Directory to write into (created if missing).
-        #[arg(long, value_name = "DIR")]
+        /// Directory to write into (created if missing). `-o/--output` like every command;
+        /// `--out` is still understood.
+        #[arg(
+            long = "output",
+            short = 'o',
+            visible_alias = "out",
+            value_name = "DIR"
+        )]
         out: PathBuf,
         /// json or csv.
-        #[arg(long, default_value = "json")]
+        #[arg(long, default_value = "json", value_parser = parse_monitoring_format)]
         format: String,
         /// Item-code mapping file (default: the shipped config/monitoring/codes.toml).
         #[arg(long, value_name = "FILE")]
@@ -338,6 +344,24 @@ fn parse_http_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         ));
     }
     Ok(a)
+}
+
+/// `report --format`, checked when the command line is read (not after the store was read).
+fn parse_report_format(s: &str) -> Result<String, String> {
+    s.parse::<energy_gateway::reporting::Format>()
+        .map(|_| s.to_string())
+}
+
+fn parse_lang(s: &str) -> Result<String, String> {
+    s.parse::<energy_gateway::reporting::labels::Lang>()
+        .map(|_| s.to_string())
+}
+
+fn parse_monitoring_format(s: &str) -> Result<String, String> {
+    match s {
+        "json" | "csv" => Ok(s.to_string()),
+        other => Err(format!("unknown format \"{other}\"; available: json, csv")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

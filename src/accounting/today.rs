@@ -23,8 +23,23 @@ pub struct Today {
     pub tce: Option<f64>,
     /// Electricity consumed according to the accounts (purchase + generation − export).
     pub electricity_kwh: Option<f64>,
+    /// Every accounted carrier today: its consumed quantity in its own unit and its tce
+    /// (equivalent value), as the accounts count them.
+    pub carriers: Vec<TodayCarrier>,
     /// RFC 3339 time of the computation.
     pub computed_at: String,
+}
+
+/// One carrier of [`Today`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TodayCarrier {
+    /// Carrier id (`electricity`, `natural_gas`, `water`, ...).
+    pub carrier: String,
+    /// The factor table's name of the carrier.
+    pub name: String,
+    pub quantity: f64,
+    pub unit: String,
+    pub tce: f64,
 }
 
 pub fn now_rfc3339() -> String {
@@ -67,6 +82,17 @@ pub fn compute_today(cfg: &Config, cache: Option<&mut ChunkCache>) -> anyhow::Re
         energy_kwh: energy,
         tce: measured.then_some(l.gross_tce),
         electricity_kwh: measured.then_some(l.electricity.consumed_kwh),
+        carriers: l
+            .carriers
+            .iter()
+            .map(|c| TodayCarrier {
+                carrier: c.carrier.clone(),
+                name: c.factor.name.clone(),
+                quantity: c.quantity,
+                unit: c.unit.clone(),
+                tce: c.tce,
+            })
+            .collect(),
         computed_at: now_rfc3339(),
     })
 }

@@ -14,6 +14,7 @@
 //! (store-and-forward backlog).
 
 pub mod notify;
+pub mod words;
 
 use std::collections::{HashMap, VecDeque};
 

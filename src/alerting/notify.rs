@@ -175,6 +175,7 @@ pub fn alert_document(cfg: &Config, a: &StoredAlert) -> Value {
         "severity": a.severity,
         "value": a.value,
         "message": a.message,
+        "text": super::words::describe(cfg, a).unwrap_or_else(|| a.message.clone()),
         "labels": rule.map(|r| r.labels.clone()).unwrap_or_default(),
         "ts_ms": a.ts_ms,
         "time": local_time(cfg, a.ts_ms),
@@ -196,34 +197,58 @@ fn local_time(cfg: &Config, ts_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The text message for the group robots: Chinese first, then English.
+/// The text message for the group robots, in the site's language (`[site] language`): what
+/// happened in one sentence with the device's name and a rounded value
+/// ([`super::words::describe`]), then site, rule and local time.
 pub fn alert_text(cfg: &Config, a: &StoredAlert) -> String {
-    let head = if a.state == "resolved" {
-        "【恢复 RESOLVED】"
+    let zh = cfg.site.language == crate::config::Language::Zh;
+    let resolved = a.state == "resolved";
+    let (head, sev) = if zh {
+        let sev = match a.severity.as_str() {
+            "critical" => "严重",
+            "info" => "提示",
+            _ => "警告",
+        };
+        (
+            if resolved {
+                "【恢复】"
+            } else {
+                "【告警】"
+            },
+            sev,
+        )
     } else {
-        "【告警 ALERT】"
+        let sev = match a.severity.as_str() {
+            "critical" => "critical",
+            "info" => "info",
+            _ => "warning",
+        };
+        (if resolved { "[RESOLVED] " } else { "[ALERT] " }, sev)
     };
-    let sev = match a.severity.as_str() {
-        "critical" => "严重 critical",
-        "info" => "提示 info",
-        _ => "警告 warning",
+    let what = super::words::describe(cfg, a).unwrap_or_else(|| a.message.clone());
+    let site = cfg.site.name.clone().unwrap_or_else(|| cfg.site.id.clone());
+    let park = cfg
+        .site
+        .park
+        .as_ref()
+        .map(|p| {
+            if zh {
+                format!("（{p}）")
+            } else {
+                format!(" ({p})")
+            }
+        })
+        .unwrap_or_default();
+    let (l_site, l_rule, l_time) = if zh {
+        ("站点：", "规则：", "时间：")
+    } else {
+        ("Site: ", "Rule: ", "Time: ")
     };
-    let mut t = format!(
-        "{head}{sev}\n规则 Rule: {}\n站点 Site: {}",
-        a.rule, cfg.site.id
-    );
-    if let Some(p) = &cfg.site.park {
-        t.push_str(&format!(" ({p})"));
-    }
-    if !a.device.is_empty() {
-        t.push_str(&format!("\n设备 Device: {}", a.device));
-    }
-    t.push_str(&format!(
-        "\n{}\n时间 Time: {}",
-        a.message,
+    format!(
+        "{head}{sev}\n{what}\n{l_site}{site}{park}\n{l_rule}{}\n{l_time}{}",
+        a.rule,
         local_time(cfg, a.ts_ms)
-    ));
-    t
+    )
 }
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {

@@ -296,6 +296,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
             park: None,
             timezone: "UTC".into(),
             main_meters: Vec::new(),
+            language: super::Language::default(),
         }),
         log: log.unwrap_or_default(),
         storage: storage.unwrap_or_default(),
@@ -412,10 +413,44 @@ fn clean_serde_message(e: &serde_json::Error) -> String {
         .replace("unknown field", "unknown key")
         .replace("missing field", "missing key");
     // serde_json appends " at line X column Y" which refers to the internal JSON, not the file.
-    match msg.rfind(" at line ") {
+    let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
+    };
+    plain_types(&msg)
+}
+
+/// Rust type names in serde's messages, in the words of the configuration's readers.
+const PLAIN_TYPES: &[(&str, &str)] = &[
+    ("expected u8", "expected a whole number from 0 to 255"),
+    ("expected u16", "expected a whole number from 0 to 65535"),
+    (
+        "expected u32",
+        "expected a whole number from 0 to 4294967295",
+    ),
+    ("expected u64", "expected a whole number, 0 or more"),
+    ("expected usize", "expected a whole number, 0 or more"),
+    ("expected i32", "expected a whole number"),
+    ("expected i64", "expected a whole number"),
+    ("expected f32", "expected a number"),
+    ("expected f64", "expected a number"),
+    ("expected a boolean", "expected true or false"),
+];
+
+fn plain_types(msg: &str) -> String {
+    for (rust, plain) in PLAIN_TYPES {
+        if let Some(head) = msg.strip_suffix(rust) {
+            // "invalid value: integer `300`, " → "300 is out of range: "
+            if let Some(n) = head
+                .strip_prefix("invalid value: integer `")
+                .and_then(|r| r.strip_suffix("`, "))
+            {
+                return format!("{n} is out of range: {plain}");
+            }
+            return format!("{head}{plain}");
+        }
     }
+    msg.to_string()
 }
 
 #[cfg(test)]

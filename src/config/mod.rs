@@ -136,6 +136,28 @@ pub struct SiteConfig {
     /// Devices whose power and energy make up the site totals.
     #[serde(default)]
     pub main_meters: Vec<String>,
+    /// Language of the live page and of notifications: `zh` (default) or `en`.
+    #[serde(default)]
+    pub language: Language,
+}
+
+/// The language people read at this site.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Zh,
+    En,
+}
+
+impl Language {
+    /// `zh` or `en`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Zh => "zh",
+            Language::En => "en",
+        }
+    }
 }
 
 fn default_timezone() -> String {

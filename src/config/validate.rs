@@ -50,6 +50,50 @@ pub struct Origin {
     pub undecoded_devices: HashSet<String>,
 }
 
+/// Why `u` is not an http(s) URL, in plain words with the fix; `None` when it is one.
+fn http_url_problem(u: &str) -> Option<String> {
+    match reqwest::Url::parse(u) {
+        Ok(x) if matches!(x.scheme(), "http" | "https") => None,
+        _ if !u.contains("://") => Some(format!(
+            "\"{u}\" has no scheme: write http://{u} (or https://{u})"
+        )),
+        Ok(x) => Some(format!("scheme \"{}\" is not http or https", x.scheme())),
+        Err(e) => Some(format!("\"{u}\" is not a URL ({e})")),
+    }
+}
+
+/// Why the store could not live in `dir` (an absolute path): it, or the nearest existing
+/// directory it would be created in, is not a directory this user may write to. `check` runs
+/// as whoever calls it: the service's own user is what counts in production.
+fn data_dir_problem(dir: &std::path::Path) -> Option<String> {
+    if !dir.is_absolute() {
+        return None;
+    }
+    let mut at = dir;
+    while !at.exists() {
+        at = at.parent()?;
+    }
+    if !at.is_dir() {
+        return Some(format!(
+            "{} is not a directory, so {} cannot be created",
+            at.display(),
+            dir.display()
+        ));
+    }
+    if rustix::fs::access(at, rustix::fs::Access::WRITE_OK).is_err() {
+        return Some(if at == dir {
+            format!("{} is not writable by this user", dir.display())
+        } else {
+            format!(
+                "{} cannot be created: {} is not writable by this user",
+                dir.display(),
+                at.display()
+            )
+        });
+    }
+    None
+}
+
 /// Every problem found, in file order.
 pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let undecoded_devices = &origin.undecoded_devices;
@@ -97,6 +141,9 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     }
 
     // [storage], [pipeline]
+    if let Some(why) = data_dir_problem(&cfg.storage.data_dir) {
+        push("storage.data_dir".into(), why);
+    }
     if !(1..=1024).contains(&cfg.storage.cache_mib) {
         push(
             "storage.cache_mib".into(),
@@ -421,14 +468,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         match (&n.kind, &n.url) {
             (super::NotifierKind::Log, _) => {}
             (_, None) => push(format!("{at}.url"), "required for this kind".into()),
-            (_, Some(u)) => match reqwest::Url::parse(u) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                Ok(u) => push(
-                    format!("{at}.url"),
-                    format!("scheme \"{}\" is not http or https", u.scheme()),
-                ),
-                Err(e) => push(format!("{at}.url"), format!("not a URL: {e}")),
-            },
+            (_, Some(u)) => {
+                if let Some(why) = http_url_problem(u) {
+                    push(format!("{at}.url"), why);
+                }
+            }
         }
         if let Some(s) = n.secret.as_ref().filter(|_| n.enabled) {
             if let Err(e) = s.resolve() {
@@ -452,13 +496,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         if !valid_id(name) {
             push(at.clone(), format!("output name {ID_RULE}"));
         }
-        match reqwest::Url::parse(&o.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            Ok(u) => push(
-                format!("{at}.url"),
-                format!("scheme \"{}\" is not http or https", u.scheme()),
-            ),
-            Err(e) => push(format!("{at}.url"), format!("not a URL: {e}")),
+        if let Some(why) = http_url_problem(&o.url) {
+            push(format!("{at}.url"), why);
         }
         match o.api {
             InfluxApi::V1 => {

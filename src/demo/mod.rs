@@ -163,6 +163,35 @@ pub async fn run(
         )?;
     }
     writeln!(out, "store: {}", config.store_path().display())?;
+    // The demo's configuration next to its store, so that its accounts can be reported on.
+    let demo_toml = data_dir.join("demo.toml");
+    let toml = DEMO_CONFIG.replacen(
+        "data_dir = \"demo-data\"",
+        &format!(
+            "data_dir = {}",
+            toml::Value::String(data_dir.to_string_lossy().into_owned())
+        ),
+        1,
+    );
+    match std::fs::write(&demo_toml, toml) {
+        Ok(()) => {
+            let month = chrono::Utc::now()
+                .with_timezone(
+                    &config
+                        .site
+                        .timezone
+                        .parse()
+                        .unwrap_or(chrono_tz::Asia::Shanghai),
+                )
+                .format("%Y-%m");
+            writeln!(
+                out,
+                "report on it: energy-gateway report --config {} --period {month} --format html --lang zh -o demo-report.html",
+                demo_toml.display()
+            )?;
+        }
+        Err(e) => writeln!(out, "(could not write {}: {e})", demo_toml.display())?,
+    }
     Ok(counts)
 }
 

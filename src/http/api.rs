@@ -180,6 +180,8 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
             "park": cfg.site.park,
             "timezone": cfg.site.timezone,
             "main_meters": cfg.site.main_meters,
+            "language": cfg.site.language.as_str(),
+            "contracted_kw": contracted_kw(cfg),
         },
         "version": env!("CARGO_PKG_VERSION"),
         "phase": shared.phase(),
@@ -195,6 +197,15 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
         "accounts": accounts,
         "reload": shared.reload_state(),
     })))
+}
+
+/// The contracted demand of the site: the largest of its demand rules' `contracted_kw`.
+fn contracted_kw(cfg: &crate::config::Config) -> Option<f64> {
+    cfg.alerts
+        .iter()
+        .filter(|r| r.kind == crate::config::AlertKind::Demand)
+        .filter_map(|r| r.contracted_kw)
+        .reduce(f64::max)
 }
 
 #[derive(Debug, Serialize)]

@@ -43,12 +43,14 @@ table { border-collapse: collapse; width: 100%; font-size: 8.5pt; margin-bottom:
 th, td { border: 1px solid #c9d1d9; padding: 1mm 1.5mm; vertical-align: top; }
 th { background: #eef1f4; text-align: left; font-weight: 600; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th, td { overflow-wrap: anywhere; }
 tr { break-inside: avoid; }
 .none { color: #6a737d; }
 .ok { color: #1a7f37; font-weight: 600; }
 .bad { color: #cf222e; font-weight: 600; }
 footer { margin-top: 6mm; color: #6a737d; font-size: 8pt; }
-@media print { .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; } }
+@media print { .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; }
+  table { font-size: 7.5pt; } th, td { padding: 0.6mm 1mm; } }
 "#;
 
 const COLORS: &[&str] = &[
@@ -207,13 +209,19 @@ pub fn render(r: &Report, lang: Lang) -> String {
     o.push_str("<div class=\"kpis\">");
     o.push_str(&kpi(
         lang,
-        L("综合能耗(当量值)", "comprehensive energy (equivalent)"),
+        L(
+            "综合能耗(当量值)",
+            "comprehensive energy (calorific equivalent)",
+        ),
         num(r.comprehensive_energy_tce, 3),
         "tce",
     ));
     o.push_str(&kpi(
         lang,
-        L("综合能耗(等价值)", "comprehensive energy (equal value)"),
+        L(
+            "综合能耗(等价值)",
+            "comprehensive energy (generation-input equivalent)",
+        ),
         num(r.comprehensive_energy_equal_value_tce, 3),
         "tce",
     ));
@@ -251,13 +259,19 @@ pub fn render(r: &Report, lang: Lang) -> String {
     let carriers: Vec<(String, f64, String)> = r
         .carriers
         .iter()
-        .map(|c| (c.name.clone(), c.tce, format!("{} tce", num(c.tce, 1))))
+        .map(|c| {
+            (
+                lang.carrier_name(&c.carrier, &c.name),
+                c.tce,
+                format!("{} tce", num(c.tce, 1)),
+            )
+        })
         .collect();
     o.push_str(&format!(
         "<figure><figcaption>{}</figcaption>{}</figure>\n",
         esc(&lang.show(L(
             "分品种综合能耗(当量值)",
-            "Energy by carrier (equivalent)"
+            "Energy by carrier (calorific equivalent)"
         ))),
         hbars(&carriers, None)
     ));

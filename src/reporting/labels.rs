@@ -42,3 +42,38 @@ impl Lang {
 
 pub const YES: L = L("是", "yes");
 pub const NO: L = L("否", "no");
+
+/// English names of the carriers of the shipped factor tables (GB/T 2589-2020 rows).
+const CARRIERS_EN: &[(&str, &str)] = &[
+    ("electricity", "Electricity"),
+    ("natural_gas", "Natural gas"),
+    ("water", "Water"),
+    ("steam", "Steam"),
+    ("heat", "Heat"),
+    ("diesel", "Diesel"),
+    ("gasoline", "Gasoline"),
+    ("lpg", "LPG"),
+    ("coal", "Coal"),
+    ("coke", "Coke"),
+    ("crude_oil", "Crude oil"),
+    ("fuel_oil", "Fuel oil"),
+    ("compressed_air", "Compressed air"),
+    ("blast_furnace_gas", "Blast furnace gas"),
+    ("softened_water", "Softened water"),
+    ("deaerated_water", "Deaerated water"),
+];
+
+impl Lang {
+    /// A carrier's name: the factor table's (Chinese) name in `zh`, an English name in `en`
+    /// (the id, spaced, for a carrier not in the list).
+    pub fn carrier_name(self, carrier: &str, table_name: &str) -> String {
+        match self {
+            Lang::Zh => table_name.to_string(),
+            Lang::En => CARRIERS_EN
+                .iter()
+                .find(|(id, _)| *id == carrier)
+                .map(|(_, en)| en.to_string())
+                .unwrap_or_else(|| carrier.replace('_', " ")),
+        }
+    }
+}

@@ -519,13 +519,19 @@ pub fn sections(p: &ParkReport, lang: Lang) -> Vec<Table> {
         ),
         kv(
             "total_energy_tce",
-            L("综合能耗(当量值)", "comprehensive energy (equivalent)"),
+            L(
+                "综合能耗(当量值)",
+                "comprehensive energy (calorific equivalent)",
+            ),
             Cell::Num(p.total_energy_tce, 3),
             "tce",
         ),
         kv(
             "total_energy_equal_value_tce",
-            L("综合能耗(等价值)", "comprehensive energy (equal value)"),
+            L(
+                "综合能耗(等价值)",
+                "comprehensive energy (generation-input equivalent)",
+            ),
             Cell::Num(p.total_energy_equal_value_tce, 3),
             "tce",
         ),
@@ -666,7 +672,7 @@ pub fn sections(p: &ParkReport, lang: Lang) -> Vec<Table> {
                 ),
                 (
                     "comprehensive_energy_equal_value_tce",
-                    L("综合能耗(等价值)", "equal-value tce"),
+                    L("综合能耗(等价值)", "generation-input-equivalent tce"),
                 ),
                 ("value_added_10k_cny", L("增加值", "value added")),
                 ("intensity_tce_per_10k_cny", L("强度", "intensity")),

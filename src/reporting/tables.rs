@@ -283,14 +283,17 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "comprehensive_energy_tce",
         L(
             "综合能耗(当量值)",
-            "comprehensive energy (equivalent value)",
+            "comprehensive energy (calorific equivalent)",
         ),
         n(r.comprehensive_energy_tce, 3),
         "tce",
     );
     kv.add(
         "comprehensive_energy_equal_value_tce",
-        L("综合能耗(等价值)", "comprehensive energy (equal value)"),
+        L(
+            "综合能耗(等价值)",
+            "comprehensive energy (generation-input equivalent)",
+        ),
         n(r.comprehensive_energy_equal_value_tce, 3),
         "tce",
     );
@@ -314,13 +317,19 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
     );
     kv.add(
         "assessment_energy_tce",
-        L("考核能耗(当量值)", "assessment energy (equivalent value)"),
+        L(
+            "考核能耗(当量值)",
+            "assessment energy (calorific equivalent)",
+        ),
         n(r.assessment_energy_tce, 3),
         "tce",
     );
     kv.add(
         "assessment_energy_equal_value_tce",
-        L("考核能耗(等价值)", "assessment energy (equal value)"),
+        L(
+            "考核能耗(等价值)",
+            "assessment energy (generation-input equivalent)",
+        ),
         n(r.assessment_energy_equal_value_tce, 3),
         "tce",
     );
@@ -375,7 +384,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         .map(|c| {
             vec![
                 t(&c.carrier),
-                t(&c.name),
+                t(lang.carrier_name(&c.carrier, &c.name)),
                 n(c.purchased, 2),
                 n(c.generated, 2),
                 n(c.exported, 2),
@@ -407,12 +416,15 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("factor_kgce_per_unit", L("折标系数", "factor kgce/unit")),
             ("factor_basis", L("系数类型", "factor basis")),
             ("factor_sources", L("系数来源", "factor sources")),
-            ("tce", L("当量值", "equivalent tce")),
+            ("tce", L("当量值", "calorific-equivalent tce")),
             (
                 "equal_value_kgce_per_unit",
-                L("等价系数", "equal-value factor"),
+                L("等价系数", "generation-input factor"),
             ),
-            ("equal_value_tce", L("等价值", "equal-value tce")),
+            (
+                "equal_value_tce",
+                L("等价值", "generation-input-equivalent tce"),
+            ),
             ("feedstock_tce", L("原料用能", "feedstock tce")),
         ]),
         rows,
@@ -448,13 +460,13 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
     );
     kv.add(
         "equal_value_kgce_per_kwh",
-        L("电力等价系数", "electricity equal-value factor"),
+        L("电力等价系数", "electricity generation-input factor"),
         n(e.equal_value_kgce_per_kwh, 4),
         "kgce/kWh",
     );
     kv.add(
         "equal_value_source",
-        L("等价系数来源", "equal-value source"),
+        L("等价系数来源", "generation-input factor source"),
         t(e.equal_value_site_source
             .clone()
             .unwrap_or_else(|| e.equal_value_sources.join(" "))),
@@ -494,7 +506,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "non_fossil.tce",
         L(
             "非化石能源扣除(当量值)",
-            "non-fossil deduction (equivalent)",
+            "non-fossil deduction (calorific equivalent)",
         ),
         n(nf.tce, 3),
         "tce",
@@ -503,7 +515,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         "non_fossil.equal_value_tce",
         L(
             "非化石能源扣除(等价值)",
-            "non-fossil deduction (equal value)",
+            "non-fossil deduction (generation-input equivalent)",
         ),
         n(nf.equal_value_tce, 3),
         "tce",
@@ -964,7 +976,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
                 ),
                 (
                     "comprehensive_energy_equal_value_tce",
-                    L("综合能耗(等价值)", "equal-value tce"),
+                    L("综合能耗(等价值)", "generation-input-equivalent tce"),
                 ),
                 ("assessment_energy_tce", L("考核能耗", "assessment tce")),
                 ("value_added_10k_cny", L("增加值", "value added")),

@@ -190,6 +190,9 @@ async fn threshold_crossing_gives_exactly_one_firing_and_one_resolved_webhook() 
     assert_eq!(b[0]["labels"]["team"], "maintenance");
     assert_eq!(b[1]["state"], "resolved");
     assert_eq!(b[1]["value"], 40.0);
+    // The sentence for people, in the site's language.
+    assert_eq!(b[0]["text"], "press 有功功率 150 kW，超过上限 100 kW");
+    assert_eq!(b[1]["text"], "press 有功功率 40 kW，已恢复，上限 100 kW");
     // The signature is HMAC-SHA256 of the body with the shared secret.
     let (_, _, headers, body) = got.lock().unwrap()[0].clone();
     let sig = headers
@@ -375,16 +378,27 @@ async fn group_robot_formats_and_rate_limit() {
     let w: serde_json::Value = serde_json::from_str(&wecom[0].3).unwrap();
     assert_eq!(w["msgtype"], "text");
     let text = w["text"]["content"].as_str().unwrap();
-    assert!(text.starts_with("【告警 ALERT】严重 critical"), "{text}");
+    // In the site's language (zh by default): device, quantity, a rounded value, the limit.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "【告警】严重", "{text}");
+    let what = lines[1]
+        .strip_prefix("press 有功功率 ")
+        .and_then(|r| r.strip_suffix(" kW，超过上限 100 kW"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let v: f64 = what.parse().unwrap_or_else(|_| panic!("{text}"));
     assert!(
-        text.contains("规则 Rule: press-peak") && text.contains("设备 Device: press"),
+        v > 100.0 && what.split('.').nth(1).is_none_or(|d| d.len() <= 1),
+        "rounded for people: {text}"
+    );
+    assert!(
+        text.contains("\n站点：plant-a（park-9）\n") && text.contains("\n规则：press-peak\n"),
         "{text}"
     );
+    assert!(!text.contains("active_power"), "{text}");
     let w2: serde_json::Value = serde_json::from_str(&wecom[1].3).unwrap();
-    assert!(w2["text"]["content"]
-        .as_str()
-        .unwrap()
-        .starts_with("【恢复 RESOLVED】"));
+    let t2 = w2["text"]["content"].as_str().unwrap();
+    assert!(t2.starts_with("【恢复】严重\npress 有功功率 "), "{t2}");
+    assert!(t2.contains("已恢复，上限 100 kW"), "{t2}");
 
     // DingTalk: signed with timestamp and sign query parameters.
     let q = &ding[0].1;

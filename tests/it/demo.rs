@@ -60,6 +60,32 @@ fn demo_stores_readings_from_every_simulated_meter() {
         "bad readings: {:?}",
         &bad[..bad.len().min(5)]
     );
+    drop(store);
+
+    // The demo says how to report on its store, and that command works.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("report on it: energy-gateway "))
+        .unwrap_or_else(|| panic!("no report hint:\n{stdout}"));
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let html = dir.path().join("demo-report.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        .args(args.iter().map(|a| {
+            if *a == "demo-report.html" {
+                html.to_str().unwrap()
+            } else {
+                a
+            }
+        }))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = std::fs::read_to_string(&html).unwrap();
+    assert!(report.contains("Demo ceramic tile plant") && report.contains("</html>"));
 }
 
 #[test]

@@ -1,14 +1,18 @@
 //! The live page in headless Chromium (Debian's `chromium`): `energy-gateway demo --http` serves
 //! it, Chromium loads it, runs its script against the live API and the test reads the DOM
-//! Chromium ends with (site power, devices online, today's energy and tce, the device table).
-//! A second test checks that the page asks for the token when the API needs one.
+//! Chromium ends with (site power, devices online, today's carriers, the device table).
+//! The layout test drives Chromium over the DevTools protocol (`tests/peers/chromium_cdp.py`):
+//! phone (390×844) and desktop (1400×1000) viewports, Chinese and English, a meter cut off
+//! behind a socat proxy so that it goes stale. A third test checks that the page asks for the
+//! token when the API needs one.
 //!
-//! `EGW_UPDATE_SCREENSHOT=1` also writes the screenshot to docs/live-page.png.
+//! `EGW_UPDATE_SCREENSHOT=1` also writes the screenshots to docs/ (live-page*.png).
 
 use crate::common;
 use crate::http_support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -88,7 +92,8 @@ fn live_page_shows_live_data_in_headless_chromium() {
         let v = gw.get_json("/api/v1/status", 200);
         (v["devices"]["online"] == 5
             && v["site_power_kw"].is_f64()
-            && v["accounts"]["today"]["energy_kwh"].is_f64())
+            && v["accounts"]["today"]["energy_kwh"].is_f64()
+            && v["accounts"]["today"]["carriers"].as_array().map(Vec::len) == Some(2))
         .then_some(v)
     });
     let api_power = st["site_power_kw"].as_f64().unwrap();
@@ -115,17 +120,21 @@ fn live_page_shows_live_data_in_headless_chromium() {
     );
     assert_eq!(text_of(&dom, "devices-online"), "5/5");
     assert_eq!(text_of(&dom, "site-name"), "Demo ceramic tile plant");
-    let energy = text_of(&dom, "energy-today");
-    assert!(energy.ends_with(" kWh"), "energy today {energy:?}");
-    let tce = text_of(&dom, "tce-today");
-    assert!(tce.contains(" tce (equivalent value)"), "tce today {tce:?}");
-    assert!(text_of(&dom, "conn").starts_with("live"), "{dom}");
+    // Chinese by default ([site] language), every carrier of today, the contracted demand.
+    assert!(dom.contains("<html lang=\"zh-CN\""), "{dom}");
+    assert!(dom.contains("data-carrier=\"electricity\""), "{dom}");
+    assert!(dom.contains("data-carrier=\"natural_gas\""), "{dom}");
+    assert!(
+        text_of(&dom, "demand-contracted").starts_with("合同需量 400 kW"),
+        "{dom}"
+    );
+    assert!(text_of(&dom, "conn").starts_with("实时"), "{dom}");
     assert_eq!(
-        dom.matches("class=\"state-online\">online<").count(),
+        dom.matches("class=\"state-online\">在线<").count(),
         5,
         "{dom}"
     );
-    assert!(dom.contains("main (Main incomer 10 kV/0.4 kV)"));
+    assert!(dom.contains("Main incomer 10 kV/0.4 kV<span class=\"id\">main</span>"));
     assert!(
         dom.contains("<div id=\"login\" hidden"),
         "the token dialog is shown"
@@ -193,7 +202,222 @@ fn live_page_asks_for_the_token_when_the_api_needs_one() {
         dom.contains("<div id=\"login\">"),
         "the token dialog is hidden:\n{dom}"
     );
-    assert_eq!(text_of(&dom, "conn"), "token needed");
+    assert_eq!(text_of(&dom, "conn"), "需要令牌");
     assert_eq!(text_of(&dom, "site-power"), "–");
+    gw.stop();
+}
+
+/// What `tests/peers/chromium_cdp.py` reports of a page in a `width`×`height` viewport.
+struct Layout {
+    viewport: u64,
+    scroll_width: u64,
+    overflowing: Vec<String>,
+    dom: String,
+}
+
+fn load_in_viewport(url: &str, width: u32, height: u32, shot: &Path) -> Layout {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/chromium_cdp.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([url, &width.to_string(), &height.to_string(), "6"])
+        .arg(shot)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("chromium (DevTools) did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium_cdp.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Layout {
+        viewport: v["viewport"].as_u64().unwrap(),
+        scroll_width: v["scroll_width"].as_u64().unwrap(),
+        overflowing: v["overflowing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect(),
+        dom: v["dom"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The inner text of the element whose opening tag contains `marker` (tags removed).
+fn inner_text(dom: &str, marker: &str) -> String {
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the DOM:\n{dom}"));
+    let rest = &dom[at..];
+    let open_end = rest.find('>').unwrap() + 1;
+    let end = rest.find("</tr>").unwrap_or(rest.len());
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in rest[open_end..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn live_page_fits_phone_and_desktop_in_chinese_and_english_and_shows_stale_devices() {
+    let factory = Factory::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // The press meter sits behind a socat proxy: killing socat cuts it off.
+    let proxy_port = common::free_port();
+    let mut socat = Command::new("socat")
+        .arg(format!(
+            "TCP-LISTEN:{proxy_port},bind=127.0.0.1,reuseaddr,fork"
+        ))
+        .arg(format!("TCP:{}", factory.addr("press")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("socat");
+    let mut spec = ConfigSpec::new(addr.clone());
+    spec.extra = format!(
+        r#"
+[[devices]]
+id = "press"
+name = "压机 Press"
+carrier = "electricity"
+[devices.modbus]
+address = "127.0.0.1:{proxy_port}"
+interval = "200ms"
+timeout = "300ms"
+[[devices.points]]
+quantity = "active_power"
+register = 0x0034
+kind = "input"
+type = "f32"
+scale = 0.001
+
+[[alerts]]
+id = "demand-charge"
+kind = "demand"
+device = "main"
+contracted_kw = 400.0
+"#
+    );
+    let config = write_config(dir.path(), &factory, &spec);
+    let mut gw = Gateway::spawn(&config, &addr, None);
+    gw.wait_running(3, Duration::from_secs(30));
+    // Today's carriers computed, some history stored for the curves.
+    wait_for("today's carriers", Duration::from_secs(60), || {
+        let v = gw.get_json("/api/v1/status", 200);
+        (v["accounts"]["today"]["carriers"].as_array().map(Vec::len) == Some(2)).then_some(())
+    });
+    let midnight = gw.get_json("/api/v1/status", 200)["time"]
+        .as_str()
+        .map(|t| format!("{}T00:00:00{}", &t[..10], &t[t.len() - 6..]))
+        .unwrap();
+    let url = format!(
+        "/api/v1/curve?devices=main,press&since={}&step=60",
+        midnight.replace('+', "%2B")
+    );
+    let curve = wait_for("stored history", Duration::from_secs(30), || {
+        let c = gw.get_json(&url, 200);
+        (!c["sum"].as_array().unwrap().is_empty()).then_some(c)
+    });
+    assert_eq!(curve["series"][1]["device"], "press");
+    // Missing is missing: no bucket of the sum without every device's mean.
+    assert!(
+        curve["sum"].as_array().unwrap().len()
+            <= curve["series"][0]["points"].as_array().unwrap().len()
+    );
+
+    // Cut the press off; the gateway marks it offline and keeps its last values.
+    // socat forks per connection: end its whole process group.
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", socat.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    socat.wait().unwrap();
+    wait_for("press offline", Duration::from_secs(30), || {
+        let v = gw.get_json("/api/v1/devices/press", 200);
+        (v["status"]["online"] == false && v["status"]["last_success_ms"].is_i64()).then_some(())
+    });
+
+    let update = std::env::var_os("EGW_UPDATE_SCREENSHOT").is_some();
+    for (lang, power, stale_word, gas) in [
+        ("zh", "全厂有功功率", "最后数据", "天然气"),
+        ("en", "Site power", "last seen", "Natural gas"),
+    ] {
+        for (w, h) in [(390u32, 844u32), (1400, 1000)] {
+            let shot = dir.path().join(format!("live-page-{lang}-{w}.png"));
+            let l = load_in_viewport(&format!("http://{addr}/?lang={lang}"), w, h, &shot);
+            let at = format!("{lang} at {w}×{h}");
+            assert_eq!(l.viewport, u64::from(w), "{at}");
+            assert!(
+                l.scroll_width <= u64::from(w) && l.overflowing.is_empty(),
+                "{at}: the page is {} px wide; sticking out: {:?}",
+                l.scroll_width,
+                l.overflowing
+            );
+            let dom = &l.dom;
+            assert!(dom.contains(&format!(">{power}<")), "{at}: {dom}");
+            // Both carriers of today, named in the page's language, in physical units.
+            let today = inner_text(dom, "data-carrier=\"natural_gas\"");
+            assert!(
+                today.starts_with(gas) && today.contains(" m³"),
+                "{at}: {today}"
+            );
+            assert!(dom.contains("data-carrier=\"electricity\""), "{at}");
+            // The site's load curve and a curve per device, drawn from the stored history.
+            let load = &dom[dom.find("id=\"load-chart\"").unwrap()..];
+            assert!(
+                load[..load.find("</section>").unwrap()].contains("class=\"line\""),
+                "{at}: no load curve"
+            );
+            assert!(dom.contains("class=\"mini\" data-device=\"main\""), "{at}");
+            // The press is shown stale with the time it was last read.
+            let press = inner_text(dom, "<tr data-device=\"press\"");
+            assert!(
+                dom.contains("<tr data-device=\"press\" class=\"stale\">"),
+                "{at}: {press}"
+            );
+            assert!(press.contains(stale_word), "{at}: {press}");
+            assert!(
+                press.starts_with("压机 Press"),
+                "{at}: device name, not id: {press}"
+            );
+            let main = inner_text(dom, "<tr data-device=\"main\"");
+            assert!(
+                !dom.contains("<tr data-device=\"main\" class=\"stale\">"),
+                "{at}: {main}"
+            );
+            // 15-minute demand against the contract.
+            assert!(text_of(dom, "demand-contracted").contains("400 kW"), "{at}");
+            let png = std::fs::read(&shot).unwrap();
+            assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+            if update {
+                let docs = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("docs/live-page-{lang}-{w}.png"));
+                std::fs::write(docs, &png).unwrap();
+            }
+        }
+    }
     gw.stop();
 }

@@ -1,7 +1,8 @@
 //! Packaging and operations: the systemd protocol of `run` (READY, RELOADING, STOPPING and
 //! watchdog pings on a real notify socket), the .deb metadata and the files it ships, the
-//! Docker and compose configuration, and the Grafana dashboards (every metric an alerts panel
-//! queries is one the gateway serves; every Flux quantity is one it knows).
+//! Docker and compose configuration, and the Grafana dashboards (their JSON model; every metric
+//! an alerts panel queries is one the gateway serves; every Flux query reads one series the
+//! gateway writes, with its tags and fields, and quantities it knows).
 //!
 //! The .deb itself is built and its contents listed and checked by `deploy/package.sh deb`
 //! (run by scripts/test.sh); the aarch64 build by `deploy/package.sh aarch64`.
@@ -142,6 +143,9 @@ fn without_notify_socket_nothing_is_sent_and_it_runs() {
 fn deb_metadata_ships_existing_files_and_a_hardened_notify_unit() {
     let cargo: toml::Value = toml::from_str(&read("Cargo.toml")).unwrap();
     let deb = &cargo["package"]["metadata"]["deb"];
+    // Reports print Chinese: the CJK fonts the HTML report names first.
+    assert_eq!(deb["recommends"].as_str(), Some("fonts-noto-cjk"));
+    assert!(read("src/reporting/html.rs").contains("font-family: \"Noto Sans CJK SC\""));
     let assets = deb["assets"].as_array().expect("assets");
     let mut dests = BTreeSet::new();
     for a in assets {
@@ -308,6 +312,182 @@ fn datasource_uids() -> BTreeSet<String> {
     out
 }
 
+/// The tags and fields of each series the gateway writes: readings from the schema's
+/// constants, `alert` and `energy_interval` from the table in `outputs/influxdb/streams.rs`,
+/// `energy_account` from the park report's field lists.
+fn written_series() -> std::collections::BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> {
+    use energy_gateway::outputs::influxdb::schema;
+    use energy_gateway::reporting::park;
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    out.insert(
+        "reading".to_string(),
+        (set(schema::READING_TAGS), set(schema::READING_FIELDS)),
+    );
+    let doc = read("src/outputs/influxdb/streams.rs");
+    let ticks = |cell: &str| -> BTreeSet<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    for m in ["alert", "energy_interval"] {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("//! | `{m}` |")))
+            .unwrap_or_else(|| panic!("{m} not in the streams table"));
+        let cells: Vec<&str> = row.split(" | ").collect();
+        out.insert(m.to_string(), (ticks(cells[3]), ticks(cells[4])));
+    }
+    let mut fields = set(park::SITE_FIELDS);
+    fields.extend(set(park::PRODUCT_FIELDS));
+    fields.insert("unit".into());
+    out.insert(
+        "energy_account".to_string(),
+        (set(&["site", "park", "period", "kind", "product"]), fields),
+    );
+    out
+}
+
+/// A Flux query reads one series the gateway writes, with its tags and fields only.
+fn check_flux(name: &str, q: &str) {
+    let series = written_series();
+    let measurements: BTreeSet<&str> = q
+        .match_indices("r._measurement == \"")
+        .map(|(i, m)| {
+            let rest = &q[i + m.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    if !q.contains("from(bucket") && !q.contains("schema.tagValues") {
+        return;
+    }
+    assert_eq!(
+        measurements.len(),
+        1,
+        "{name}: one measurement per query: {q}"
+    );
+    let m = measurements.into_iter().next().unwrap();
+    let (tags, fields) = series
+        .get(m)
+        .unwrap_or_else(|| panic!("{name}: the gateway writes no series {m}: {q}"));
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    // Tags filtered on (`r.tag`), listed in group/keep/pivot, or asked for by a variable.
+    let mut used: BTreeSet<String> = q
+        .match_indices("r.")
+        .filter(|(i, _)| *i == 0 || !q.as_bytes()[i - 1].is_ascii_alphanumeric())
+        .map(|(i, _)| ident(&q[i + 2..]))
+        .filter(|t| !t.is_empty() && !t.starts_with('_'))
+        .collect();
+    for key in ["columns: [", "rowKey: [", "tag: \""] {
+        for (i, _) in q.match_indices(key) {
+            let rest = &q[i + key.len()..];
+            let list = &rest[..rest.find([']', '\n']).unwrap_or(rest.len())];
+            used.extend(
+                list.split(',')
+                    .map(|c| c.trim().trim_matches('"').to_string())
+                    .filter(|c| !c.is_empty() && !c.starts_with('_')),
+            );
+        }
+    }
+    for t in &used {
+        assert!(
+            tags.contains(t) || fields.contains(t),
+            "{name}: {m} has no tag or field {t}: {q}"
+        );
+    }
+    for (i, k) in q.match_indices("r._field == \"") {
+        let rest = &q[i + k.len()..];
+        let f = &rest[..rest.find('"').unwrap()];
+        assert!(fields.contains(f), "{name}: {m} has no field {f}: {q}");
+    }
+}
+
+/// The parts of Grafana's dashboard JSON model a provisioned dashboard needs.
+fn check_dashboard_schema(name: &str, d: &serde_json::Value, datasources: &BTreeSet<String>) {
+    let uid = d["uid"].as_str().unwrap_or_else(|| panic!("{name}: uid"));
+    assert!(
+        !uid.is_empty() && uid.len() <= 40,
+        "{name}: uid of 1-40 characters"
+    );
+    assert!(
+        d["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{name}: title"
+    );
+    assert!(
+        d["schemaVersion"].as_u64().is_some_and(|v| v >= 30),
+        "{name}: schemaVersion"
+    );
+    assert!(
+        d["templating"]["list"].is_array(),
+        "{name}: templating.list"
+    );
+    let known = [
+        "stat",
+        "timeseries",
+        "table",
+        "barchart",
+        "bargauge",
+        "gauge",
+        "text",
+        "piechart",
+        "row",
+        "state-timeline",
+    ];
+    let mut ids = BTreeSet::new();
+    for p in d["panels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: panels"))
+    {
+        let title = p["title"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: panel title"));
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "{name}: duplicate panel id"
+        );
+        assert!(
+            known.contains(&p["type"].as_str().unwrap()),
+            "{name}: {title}: type"
+        );
+        let g = &p["gridPos"];
+        let (h, w, x) = (g["h"].as_u64(), g["w"].as_u64(), g["x"].as_u64());
+        assert!(
+            h.is_some() && g["y"].as_u64().is_some() && x.unwrap() + w.unwrap() <= 24,
+            "{name}: {title}: gridPos"
+        );
+        let mut refs = BTreeSet::new();
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert!(
+                refs.insert(t["refId"].as_str().unwrap()),
+                "{name}: {title}: refId"
+            );
+            let ds = t["datasource"]["uid"]
+                .as_str()
+                .or(p["datasource"]["uid"].as_str());
+            assert!(
+                ds.is_some_and(|u| datasources.contains(u)),
+                "{name}: {title}: datasource"
+            );
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        assert!(
+            v["name"].as_str().is_some() && v["type"].as_str().is_some(),
+            "{name}: variable"
+        );
+    }
+}
+
 fn walk<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
     out.push(v);
     match v {
@@ -382,11 +562,10 @@ fn grafana_dashboards_query_what_the_gateway_provides() {
                     );
                 }
             }
-            // Flux queries: quantities the gateway knows, measurement `reading`.
+            // Flux queries: one series the gateway writes, its tags and fields only, and
+            // quantities it knows.
             if let Some(q) = n.get("query").and_then(|e| e.as_str()) {
-                if q.contains("from(bucket") {
-                    assert!(q.contains("r._measurement == \"reading\""), "{name}: {q}");
-                }
+                check_flux(&name, q);
                 for (i, _) in q.match_indices("r.quantity == \"") {
                     let rest = &q[i + "r.quantity == \"".len()..];
                     let quantity = &rest[..rest.find('"').unwrap()];
@@ -399,14 +578,16 @@ fn grafana_dashboards_query_what_the_gateway_provides() {
                 }
             }
         }
+        check_dashboard_schema(&name, &d, &uids);
     }
     titles.sort();
     assert_eq!(
         titles,
         [
-            "Energy accounts",
             "Energy alerts and gateway health",
-            "Energy readings"
+            "Energy readings",
+            "园区能源 Park energy",
+            "能源账户 Energy accounts",
         ]
     );
 }

@@ -338,9 +338,10 @@ fn sighup_with_a_config_that_cannot_start_falls_back_to_the_previous_one() {
     let mut gw = Gateway::spawn(&config, &addr, None);
     gw.wait_running(1, Duration::from_secs(30));
 
-    // Valid for `check`, but its store cannot be created (the data directory is under a file).
-    let blocker = dir.path().join("not-a-directory");
-    std::fs::write(&blocker, "x").unwrap();
+    // Valid for `check` (the data directory is writable), but its store cannot be opened: a
+    // directory sits where the store file would be.
+    let blocker = dir.path().join("blocked");
+    std::fs::create_dir_all(blocker.join("data").join("store.sqlite")).unwrap();
     spec.devices = &["main", "gas"];
     write_config(dir.path(), &factory, &spec);
     let text = std::fs::read_to_string(&config).unwrap().replace(

@@ -261,7 +261,7 @@ fn html_report_renders_in_headless_chromium() {
         "本省因子，最新年份 province, latest year", // why this grid factor
         "2,800.0",   // maximum demand, kW
         "99.46",     // gas meter completeness, %
-        "综合能耗(当量值) comprehensive energy (equivalent value)",
+        "综合能耗(当量值) comprehensive energy (calorific equivalent)",
     ] {
         assert!(dom.contains(key), "{key} is not in the rendered page");
     }
@@ -299,6 +299,98 @@ fn html_report_renders_in_headless_chromium() {
     if std::env::var_os("EGW_UPDATE_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-example.png");
         std::fs::write(docs, &png).unwrap();
+    }
+}
+
+/// An A4 page's content box in CSS px: 210 mm less the 2 × 12 mm margins of the report's
+/// `@page` rule, at 96 px per inch.
+const A4_CONTENT_PX: f64 = (210.0 - 24.0) / 25.4 * 96.0;
+
+#[test]
+fn example_report_prints_on_a4_with_every_table_inside_the_page() {
+    let data = prepared();
+    let html = report(data.path(), "html", "zh");
+    assert!(
+        html.contains("@page { size: A4; margin: 14mm 12mm; }"),
+        "the page box below assumes these margins"
+    );
+    // The CJK fonts are named for the printer (Debian: fonts-noto-cjk, recommended by the .deb).
+    assert!(html.contains("font-family: \"Noto Sans CJK SC\", \"Source Han Sans SC\""));
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, &html).unwrap();
+    let pdf = dir.path().join("report.pdf");
+    // Laid out for print in a viewport as wide as the page's content box, then printed.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/chromium_cdp.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--print")
+        .arg(format!("file://{}", page.display()))
+        .args([&format!("{}", A4_CONTENT_PX.floor()), "1000", "2"])
+        .arg(&pdf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let facts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = facts["tables"].as_array().unwrap();
+    assert!(tables.len() >= 10, "{facts}");
+    for t in tables {
+        let right = t["right"].as_f64().unwrap();
+        assert!(
+            right <= A4_CONTENT_PX + 0.5
+                && t["scroll_width"].as_f64().unwrap() <= A4_CONTENT_PX + 0.5,
+            "table \"{}\" is {right} px wide, beyond the A4 content box of {A4_CONTENT_PX:.0} px",
+            t["id"]
+        );
+    }
+    assert_eq!(facts["overflowing"], serde_json::json!([]), "{facts}");
+    // Chinese drawn with a CJK font when one is installed (fc-list knows), and embedded in the
+    // PDF as text (Chromium embeds Type 3 fonts, so pdffonts lists no family names: the text
+    // layer and the font actually drawn are what can be checked).
+    let cjk_installed = std::process::Command::new("fc-list")
+        .arg(":lang=zh")
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let fonts: Vec<&str> = facts["h1_fonts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if cjk_installed {
+        assert!(
+            fonts
+                .iter()
+                .any(|f| f.contains("CJK") || f.contains("Han Sans")),
+            "the title was not drawn with a CJK font: {fonts:?}"
+        );
+    }
+    let bytes = std::fs::read(&pdf).unwrap();
+    assert!(bytes.starts_with(b"%PDF-"), "not a PDF");
+    let text = std::process::Command::new("pdftotext")
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for key in ["分品种能源消费", "等价值", "原料用能", "数据来源"] {
+        assert!(text.contains(key), "{key} is not in the PDF's text");
+    }
+    // The pages as PNGs for the docs.
+    if std::env::var_os("EGW_UPDATE_SCREENSHOT").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-a4-page");
+        let st = std::process::Command::new("pdftoppm")
+            .args(["-r", "70", "-png", "-f", "1", "-l", "3"])
+            .arg(&pdf)
+            .arg(&docs)
+            .status()
+            .unwrap();
+        assert!(st.success());
     }
 }
 
@@ -395,7 +487,13 @@ fn bad_input_is_a_clear_error() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![
-                "report", "--config", &cfg, "--period", "2026-10", "--format", "pdf",
+                "report",
+                "--config",
+                "no-such.toml",
+                "--period",
+                "2026-10",
+                "--format",
+                "pdf",
             ],
             "unknown format \"pdf\"; available: json, csv, html, md, lp",
         ),
@@ -429,7 +527,14 @@ fn bad_input_is_a_clear_error() {
     ];
     for (args, msg) in cases {
         let out = common::run_gateway(data.path(), &args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        // Formats and languages are refused when the command line is read (clap: exit 2),
+        // before the configuration or the store is opened.
+        let parse_time = args.contains(&"pdf") || args.contains(&"fr") || args.contains(&"xml");
+        assert_eq!(
+            out.status.code(),
+            Some(if parse_time { 2 } else { 1 }),
+            "{args:?}"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(msg), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
