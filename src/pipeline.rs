@@ -23,6 +23,7 @@ use crate::accounting::service::Accounts;
 use crate::acquisition::modbus;
 use crate::acquisition::mqtt::{MqttSource, MqttStats};
 use crate::acquisition::{DeviceRegistry, SourceBatch};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::outputs::influxdb::{InfluxOutput, OutputStatus};
 use crate::outputs::mqtt::{MqttOutbox, MqttOutput, MqttOutputStats};
@@ -57,6 +58,8 @@ pub struct RunningGateway {
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// The accounts the accounting service keeps (`[accounting.service]`).
     pub accounts: Arc<Accounts>,
+    /// Whether the wall clock can be trusted (kept across reloads).
+    pub clock: Arc<Clock>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -75,11 +78,23 @@ pub struct ShutdownReport {
 
 /// Opens the store and starts every stage.
 pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
+    start_with_clock(config, None).await
+}
+
+/// [`start`], keeping the clock guard of a previous pipeline (a reload) when given.
+pub async fn start_with_clock(
+    config: Config,
+    clock: Option<Arc<Clock>>,
+) -> anyhow::Result<RunningGateway> {
     let config = Arc::new(config);
     let store_path = config.store_path();
     let store = Store::open(&store_path, config.storage.synchronous)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let start_id = store.max_reading_id()?;
+    let clock = match clock {
+        Some(c) => c,
+        None => Clock::new(store.newest_ts()?),
+    };
     let disk_budget = store.disk_budget(&store_path, config.storage.max_disk)?;
 
     let cap = config.pipeline.channel_capacity;
@@ -107,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             cache_mib: config.storage.cache_mib,
             disk_budget,
             commit_delay: config.storage.commit_delay,
+            clock: Some(clock.clone()),
             ..WriterOptions::new(config.storage.max_batch, destinations)
         },
         outbox.clone(),
@@ -130,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
                 bounds: config.storage.outbox.clone(),
             },
         },
+        clock.clone(),
     ));
 
     let cancel_sources = CancellationToken::new();
@@ -169,7 +186,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     if let Some(m) = &config.mqtt {
         if !m.subscriptions.is_empty() {
             let stats = Arc::new(MqttStats::default());
-            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone());
+            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone())
+                .with_clock(clock.clone());
             pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
             mqtt_in = Some(stats);
         }
@@ -239,6 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         mqtt_out,
         notifiers,
         accounts,
+        clock,
         cancel_sources,
         writer_shutdown,
         stop_outputs,

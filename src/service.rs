@@ -189,6 +189,7 @@ async fn reload(
         h.set_token(crate::http::resolve_token(&new.http)?);
     }
     let processing = gw.processing.clone();
+    let clock = gw.clock.clone();
     let report = gw.shutdown().await?;
     tracing::info!(
         processed = processing.readings.load(Ordering::Relaxed),
@@ -196,13 +197,13 @@ async fn reload(
         last_id = report.last_committed_id,
         "pipeline stopped for the reload; everything it read is committed"
     );
-    let (gw, result) = match pipeline::start(new).await {
+    let (gw, result) = match pipeline::start_with_clock(new, Some(clock.clone())).await {
         Ok(g) => (g, "applied"),
         Err(e) => {
             tracing::error!(
                 "the new configuration could not start ({e:#}); starting the previous one again"
             );
-            let g = pipeline::start((*old).clone())
+            let g = pipeline::start_with_clock((*old).clone(), Some(clock))
                 .await
                 .context("restarting with the previous configuration")?;
             if let Some(h) = http {

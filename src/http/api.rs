@@ -138,6 +138,19 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             format!("{} undelivered readings", ob.rows)
         },
     });
+    let clock_ok = gw.clock.observe().trusted;
+    checks.push(Check {
+        name: "clock",
+        ok: clock_ok,
+        detail: if clock_ok {
+            "trusted".into()
+        } else {
+            format!(
+                "clock not trusted (时钟不可信): {}; readings are held",
+                gw.clock.reason()
+            )
+        },
+    });
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
         StatusCode::OK
@@ -182,7 +195,21 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
         "outbox": { "rows": ob.rows, "bytes": ob.bytes, "full": ob.full },
         "accounts": accounts,
         "reload": shared.reload_state(),
+        "clock": clock_status(&gw.clock),
     })))
+}
+
+/// The clock guard's state for `/api/v1/status`.
+fn clock_status(clock: &crate::clock::Clock) -> Value {
+    let trusted = clock.observe().trusted;
+    json!({
+        "trusted": trusted,
+        "label": if trusted { "时钟可信" } else { "时钟不可信" },
+        "label_en": if trusted { "clock trusted" } else { "clock not trusted" },
+        "reason": (!trusted).then(|| clock.reason()),
+        "steps": clock.steps(),
+        "held_readings": clock.held(),
+    })
 }
 
 #[derive(Debug, Serialize)]

@@ -431,6 +431,37 @@ pub fn render(
     }
 
     if let Some(gw) = gw {
+        let c = &gw.clock;
+        gauge(
+            &mut reg,
+            "energy_gateway_clock_trusted",
+            "1 while the wall clock is trusted to date readings (0: readings are held)",
+            f64::from(u8::from(c.observe().trusted)),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_steps",
+            "Steps of the wall clock (changes the monotonic clock did not show) since start",
+            c.steps(),
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_clock_held_readings",
+            "Readings held until the clock is trusted",
+            c.held() as f64,
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_redated_readings",
+            "Held readings dated again by the monotonic clock once the clock was trusted",
+            c.redated(),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_rejected_readings",
+            "Readings stored as bad for their time (before the build date, far ahead, before the previous one)",
+            c.rejected(),
+        );
         if let Some(m) = &gw.mqtt_in {
             gauge(
                 &mut reg,

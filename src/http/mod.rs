@@ -72,6 +72,8 @@ pub struct GatewayView {
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// When this pipeline was started.
     pub started: Instant,
+    /// Whether the wall clock can be trusted.
+    pub clock: Arc<crate::clock::Clock>,
 }
 
 impl GatewayView {
@@ -91,6 +93,7 @@ impl GatewayView {
             mqtt_out: gw.mqtt_out.clone(),
             notifiers: gw.notifiers.clone(),
             started: Instant::now(),
+            clock: gw.clock.clone(),
         })
     }
 

@@ -64,6 +64,9 @@ pub struct WriterOptions {
     pub budget_every: Duration,
     /// Longest time readings are gathered before they are committed (`[storage] commit_delay`).
     pub commit_delay: Duration,
+    /// The clock guard: while the wall clock is not trusted, nothing is pruned or evicted by
+    /// age (a clock years ahead would otherwise delete the history). None: always trusted.
+    pub clock: Option<Arc<crate::clock::Clock>>,
 }
 
 impl WriterOptions {
@@ -86,7 +89,13 @@ impl WriterOptions {
             disk_budget: 0,
             budget_every: Duration::from_secs(60),
             commit_delay: Duration::ZERO,
+            clock: None,
         }
+    }
+
+    /// Whether the wall clock may be used to judge ages.
+    fn clock_trusted(&self) -> bool {
+        self.clock.as_ref().is_none_or(|c| c.observe().trusted)
     }
 }
 
@@ -363,6 +372,10 @@ pub fn spawn_with_status(
                 }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
+                    if !opts.clock_trusted() {
+                        tracing::warn!("clock not trusted (时钟不可信): retention pruning skipped");
+                        continue;
+                    }
                     let before = now_ms() - opts.retention.as_millis() as i64;
                     match store.prune(before, &opts.destinations) {
                         Ok(0) => {}
@@ -414,7 +427,17 @@ fn make_room(
     status: &OutboxStatus,
     evict_log: &mut crate::log_limit::LogLimiter,
 ) {
-    let cfg = &opts.outbox;
+    // Ages mean nothing on a clock that cannot be trusted: max_age waits for a trusted one.
+    let aged;
+    let cfg = if opts.outbox.max_age.is_zero() || opts.clock_trusted() {
+        &opts.outbox
+    } else {
+        aged = OutboxConfig {
+            max_age: Duration::ZERO,
+            ..opts.outbox.clone()
+        };
+        &aged
+    };
     let check = |store: &Store| -> Option<(OutboxUsage, &'static str)> {
         let u = match store.outbox_usage(&opts.destinations) {
             Ok(u) => u,

@@ -12,6 +12,7 @@ mod accounting_report;
 mod accounting_service;
 mod alerts;
 mod cli_check;
+mod clock;
 mod demo;
 mod harness_selftest;
 mod http;

@@ -59,11 +59,32 @@ pub struct MqttSource {
     config: Arc<Config>,
     tx: mpsc::Sender<SourceBatch>,
     stats: Arc<MqttStats>,
+    clock: Option<Arc<crate::clock::Clock>>,
 }
 
 impl MqttSource {
     pub fn new(config: Arc<Config>, tx: mpsc::Sender<SourceBatch>, stats: Arc<MqttStats>) -> Self {
-        MqttSource { config, tx, stats }
+        MqttSource {
+            config,
+            tx,
+            stats,
+            clock: None,
+        }
+    }
+
+    /// Judges message timestamps against the clock guard's estimate of the time (the wall clock
+    /// when trusted), so a wrong local clock does not drop correctly dated messages.
+    pub fn with_clock(mut self, clock: Arc<crate::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The time message timestamps are judged against: far ahead when nothing is known.
+    fn judge_now(&self) -> i64 {
+        match &self.clock {
+            None => now_ms(),
+            Some(c) => c.estimated_now_ms().unwrap_or(i64::MAX / 4),
+        }
     }
 
     pub async fn run(self, cancel: CancellationToken) {
@@ -194,9 +215,14 @@ impl MqttSource {
             .iter()
             .find(|s| rumqttc::matches(&topic, &s.topic));
         let parsed = match sub {
-            Some(s) => payload::parse(s, &topic, &p.payload, now_ms(), tz, |d| {
-                self.config.device(d).is_some()
-            }),
+            Some(s) => payload::parse_judged(
+                s,
+                &topic,
+                &p.payload,
+                (now_ms(), self.judge_now()),
+                tz,
+                |d| self.config.device(d).is_some(),
+            ),
             None => payload::Parsed {
                 readings: vec![],
                 errors: vec![payload::PayloadError::UnknownDevice(format!(

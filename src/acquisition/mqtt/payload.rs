@@ -133,6 +133,20 @@ pub fn parse(
     tz: chrono_tz::Tz,
     known: impl Fn(&str) -> bool,
 ) -> Parsed {
+    parse_judged(sub, topic, payload, (now_ms, now_ms), tz, known)
+}
+
+/// [`parse`] with two times: `(now_ms, judge_ms)`, the first dates messages without a
+/// timestamp, the second is what message timestamps must not be far ahead of (the clock
+/// guard's estimate, which differs from the wall clock while that is not trusted).
+pub fn parse_judged(
+    sub: &MqttSubscription,
+    topic: &str,
+    payload: &[u8],
+    (now_ms, judge_ms): (TimestampMs, TimestampMs),
+    tz: chrono_tz::Tz,
+    known: impl Fn(&str) -> bool,
+) -> Parsed {
     let mut out = Parsed::default();
     let device = match expand(&sub.device, topic) {
         Ok(d) if known(&d) || sub.accept_unknown_devices => d,
@@ -193,7 +207,7 @@ pub fn parse(
                             .push(PayloadError::MissingPointer(f.pointer.clone()));
                         return out;
                     }
-                    Some(v) => match parse_timestamp(v, f.format, tz, now_ms) {
+                    Some(v) => match parse_timestamp(v, f.format, tz, judge_ms) {
                         Ok(t) => t,
                         Err(e) => {
                             out.errors.push(e);
