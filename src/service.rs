@@ -1,7 +1,7 @@
 //! `energy-gateway run` as a service: the pipeline, the HTTP server of `[http]`, configuration
 //! reload on SIGHUP and the systemd protocol (`Type=notify`: `READY=1` once the store is open and
 //! polling has started, `RELOADING=1` around a reload, `STOPPING=1`, and `WATCHDOG=1` pings at
-//! half the `WatchdogSec=` period when systemd asks for them).
+//! half the `WatchdogSec=` period when systemd asks for them, none while store commits fail).
 //!
 //! A reload loads and checks the file exactly as `energy-gateway check` does. An invalid file is
 //! rejected with the same messages (logged) and the running pipeline is left alone. A valid one
@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,6 +24,7 @@ use sd_notify::NotifyState;
 use crate::config::{self, Config};
 use crate::http::HttpServer;
 use crate::pipeline::{self, RunningGateway};
+use crate::storage::writer::OutboxStatus;
 
 /// Runs until `shutdown` resolves, reloading the configuration at `path` on every SIGHUP.
 /// `cfg` is the configuration already loaded from `path`.
@@ -63,7 +65,8 @@ pub async fn run(
         h.set_gateway(Some(&gw), "running");
     }
     notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&gw))]);
-    let watchdog = spawn_watchdog();
+    let store_state = Arc::new(Mutex::new(gw.outbox.clone()));
+    let watchdog = spawn_watchdog(store_state.clone());
 
     tokio::pin!(shutdown);
     loop {
@@ -74,6 +77,7 @@ pub async fn run(
                     break;
                 }
                 gw = reload(&path, gw, http.as_ref()).await?;
+                *store_state.lock().unwrap_or_else(|p| p.into_inner()) = gw.outbox.clone();
             }
         }
     }
@@ -113,8 +117,9 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it.
-fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it, but not
+/// while the store cannot commit: a gateway that makes no progress is restarted by systemd.
+fn spawn_watchdog(store: Arc<Mutex<Arc<OutboxStatus>>>) -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
     let every = (period / 2).max(Duration::from_millis(100));
     tracing::info!(
@@ -125,7 +130,16 @@ fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            notify(&[NotifyState::Watchdog]);
+            let failing = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit_failing
+                .load(Ordering::Relaxed);
+            if failing {
+                tracing::error!("store commits failing: the systemd watchdog is not pinged");
+            } else {
+                notify(&[NotifyState::Watchdog]);
+            }
         }
     }))
 }

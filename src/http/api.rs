@@ -116,13 +116,19 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         });
     }
     let writer_alive = gw.committed.has_changed().is_ok();
+    let failing = gw.outbox.commit_failing.load(Ordering::Relaxed);
     checks.push(Check {
         name: "store",
-        ok: writer_alive,
-        detail: if writer_alive {
-            "store writer running".into()
-        } else {
+        ok: writer_alive && !failing,
+        detail: if !writer_alive {
             "the store writer has stopped".into()
+        } else if failing {
+            format!(
+                "commits are failing (disk full or store unwritable; {} failed commits): readings wait in memory, sources are held back",
+                gw.outbox.commit_errors.load(Ordering::Relaxed)
+            )
+        } else {
+            "store writer running".into()
         },
     });
     let ob = gw.outbox.snapshot();

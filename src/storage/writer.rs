@@ -22,6 +22,9 @@ use crate::storage::config::{OutboxConfig, OutboxFullPolicy};
 /// How often a writer gathering readings for `commit_delay` looks at its queue.
 const COMMIT_POLL: Duration = Duration::from_millis(20);
 
+/// How long a stopping gateway keeps retrying a failing commit before it gives up on the batch.
+pub const SHUTDOWN_COMMIT_GRACE: Duration = Duration::from_secs(3);
+
 /// How often the writer checks that the WAL stays within its bound.
 const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
@@ -127,6 +130,8 @@ pub struct OutboxStatus {
     pub evicted: AtomicU64,
     /// Failed commits (each retried).
     pub commit_errors: AtomicU64,
+    /// True from a failed commit until the next one succeeds (disk full, store unwritable).
+    pub commit_failing: AtomicBool,
     /// Delivered readings dropped to keep the store within its disk budget, since the store was
     /// created.
     pub budget_dropped: AtomicU64,
@@ -349,13 +354,7 @@ pub fn spawn_with_status(
                         );
                     }
                     commit(
-                        &mut store,
-                        &mut batch,
-                        &mut acks,
-                        &committed,
-                        &mut stats,
-                        &status,
-                        &opts.destinations,
+                        &mut store, &mut batch, &mut acks, &committed, &mut stats, &status, &opts,
                     );
                 }
                 if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
@@ -532,13 +531,21 @@ fn commit(
     committed: &watch::Sender<i64>,
     stats: &mut WriterStats,
     status: &OutboxStatus,
-    destinations: &[String],
+    opts: &WriterOptions,
 ) {
-    // A failing disk must not lose the batch: retry with a pause, logging each failure.
+    let destinations = &opts.destinations;
+    // A failing disk must not lose the batch: retry with a pause, logging each failure. Only a
+    // stopping gateway gives up, after SHUTDOWN_COMMIT_GRACE of failures, so that it stops in
+    // time: what it could not commit is logged, and nothing of it is acknowledged (MQTT brokers
+    // deliver it again).
     let mut delay = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    // Already failing while stopping: one attempt per batch.
+    let gave_up = opts.shutdown.is_cancelled() && status.commit_failing.load(Ordering::Relaxed);
     loop {
         match store.insert_readings(batch.iter()) {
             Ok(last) => {
+                status.commit_failing.store(false, Ordering::Relaxed);
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
                 batch.clear();
@@ -561,11 +568,31 @@ fn commit(
             Err(e) => {
                 stats.errors += 1;
                 status.commit_errors.fetch_add(1, Ordering::Relaxed);
+                status.commit_failing.store(true, Ordering::Relaxed);
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if opts.shutdown.is_cancelled()
+                    && (gave_up || since.elapsed() >= SHUTDOWN_COMMIT_GRACE)
+                {
+                    tracing::error!(
+                        readings = batch.len(),
+                        "stopping although the store cannot commit ({e}): these readings are not stored; none of them was acknowledged"
+                    );
+                    batch.clear();
+                    acks.clear();
+                    return;
+                }
                 tracing::error!(
                     readings = batch.len(),
                     "commit failed, retrying in {delay:?}: {e}"
                 );
-                std::thread::sleep(delay);
+                // In short naps, so that a shutdown is noticed at once.
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !opts.shutdown.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if opts.shutdown.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }

@@ -29,3 +29,4 @@ mod pipeline;
 mod reload;
 mod report_formats;
 mod report_park;
+mod store_faults;
