@@ -60,6 +60,8 @@ pub struct RunningGateway {
     pub accounts: Arc<Accounts>,
     /// Whether the wall clock can be trusted (kept across reloads).
     pub clock: Arc<Clock>,
+    /// Tasks that died (panicked): `run` exits non-zero for the service manager to restart it.
+    pub tasks: Arc<TaskHealth>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -236,6 +238,16 @@ pub async fn start_with_clock(
         )));
     }
 
+    let tasks = Arc::new(TaskHealth::default());
+    let pollers = pollers
+        .into_iter()
+        .map(|h| supervise("source", &tasks, h))
+        .collect();
+    let processor = supervise("processing", &tasks, processor);
+    let output_tasks = output_tasks
+        .into_iter()
+        .map(|h| supervise("output", &tasks, h))
+        .collect();
     tracing::info!(
         site = %config.site.id,
         devices = devices.len(),
@@ -258,6 +270,7 @@ pub async fn start_with_clock(
         notifiers,
         accounts,
         clock,
+        tasks,
         cancel_sources,
         writer_shutdown,
         stop_outputs,
@@ -325,6 +338,55 @@ async fn publish_indicators(
     }
 }
 
+/// Tasks of a pipeline that died: a panic is logged, counted and named here.
+#[derive(Debug, Default)]
+pub struct TaskHealth {
+    pub panics: std::sync::atomic::AtomicU64,
+    /// Kinds of the tasks that died (`source`, `processing`, `output`), with the panic message.
+    pub dead: Mutex<Vec<String>>,
+    /// Woken when a task dies.
+    pub died: tokio::sync::Notify,
+}
+
+impl TaskHealth {
+    /// The tasks that died, for `/readyz` and the exit message.
+    pub fn dead(&self) -> Vec<String> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Watches a spawned task: when it panics, the panic is logged and counted in `health`, which
+/// wakes whoever waits for a death (`run`, which then exits non-zero).
+pub fn supervise(
+    kind: &'static str,
+    health: &Arc<TaskHealth>,
+    task: JoinHandle<()>,
+) -> JoinHandle<()> {
+    let health = health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let p = e.into_panic();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                health
+                    .panics
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(task = kind, "a pipeline task panicked: {msg}");
+                health
+                    .dead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{kind}: {msg}"));
+                health.died.notify_one();
+            }
+        }
+    })
+}
+
 impl RunningGateway {
     /// Sum of the latest active power of the site's main meters, in kW.
     pub fn site_power_kw(&self) -> Option<f64> {
@@ -365,5 +427,34 @@ impl RunningGateway {
             writer,
             last_committed_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_logged_counted_named_and_wakes_the_service() {
+        let health = Arc::new(TaskHealth::default());
+        let fine = supervise("output", &health, tokio::spawn(async {}));
+        fine.await.unwrap();
+        assert!(health.dead().is_empty());
+        let waiter = {
+            let h = health.clone();
+            tokio::spawn(async move { h.died.notified().await })
+        };
+        let task = supervise(
+            "processing",
+            &health,
+            tokio::spawn(async { panic!("attempt to add with overflow") }),
+        );
+        task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(health.panics.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(health.dead(), ["processing: attempt to add with overflow"]);
     }
 }

@@ -70,8 +70,22 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
+        let tasks = gw.tasks.clone();
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = tasks.died.notified() => {
+                let dead = tasks.dead().join("; ");
+                tracing::error!("a pipeline task died ({dead}): stopping, for the service manager to restart the gateway");
+                notify(&[NotifyState::Stopping]);
+                if let Some(h) = &http {
+                    h.set_gateway(None, "stopping");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), gw.shutdown()).await;
+                if let Some(h) = http {
+                    h.shutdown().await;
+                }
+                anyhow::bail!("a pipeline task died: {dead}");
+            }
             got = hup.recv() => {
                 if got.is_none() {
                     break;

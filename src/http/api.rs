@@ -144,6 +144,14 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             format!("{} undelivered readings", ob.rows)
         },
     });
+    let dead = gw.tasks.dead();
+    if !dead.is_empty() {
+        checks.push(Check {
+            name: "tasks",
+            ok: false,
+            detail: format!("pipeline tasks died: {}", dead.join("; ")),
+        });
+    }
     let clock_ok = gw.clock.observe().trusted;
     checks.push(Check {
         name: "clock",

@@ -431,6 +431,12 @@ pub fn render(
     }
 
     if let Some(gw) = gw {
+        counter(
+            &mut reg,
+            "energy_gateway_task_panics",
+            "Pipeline tasks that panicked (the gateway then exits non-zero to be restarted)",
+            gw.tasks.panics.load(Ordering::Relaxed),
+        );
         let c = &gw.clock;
         gauge(
             &mut reg,

@@ -74,6 +74,8 @@ pub struct GatewayView {
     pub started: Instant,
     /// Whether the wall clock can be trusted.
     pub clock: Arc<crate::clock::Clock>,
+    /// Pipeline tasks that died.
+    pub tasks: Arc<crate::pipeline::TaskHealth>,
 }
 
 impl GatewayView {
@@ -94,6 +96,7 @@ impl GatewayView {
             notifiers: gw.notifiers.clone(),
             started: Instant::now(),
             clock: gw.clock.clone(),
+            tasks: gw.tasks.clone(),
         })
     }
 
