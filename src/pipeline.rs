@@ -90,6 +90,7 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<RunningGateway> {
     let config = Arc::new(config);
     let store_path = config.store_path();
+    crate::storage::safety::refuse_empty(&store_path)?;
     let store = Store::open(&store_path, config.storage.synchronous)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let start_id = store.max_reading_id()?;

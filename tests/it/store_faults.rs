@@ -200,3 +200,35 @@ fn a_store_that_cannot_commit_is_not_ready_stops_in_time_and_loses_nothing() {
     assert_eq!(stored(dir.path()), more as usize, "{}", log());
     eprintln!("SIGTERM with a failing store: exited in {took:?}");
 }
+
+#[test]
+fn run_refuses_a_store_file_that_exists_but_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite");
+    std::fs::write(&store, b"").unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[site]\nid = \"plant-e\"\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = common::gateway_cmd(dir.path())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&store.display().to_string()), "{err}");
+    assert!(
+        err.contains("empty (0 bytes)") && err.contains("move it away"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().len(),
+        0,
+        "left as it was"
+    );
+}
