@@ -33,7 +33,7 @@
 //! | `alert_firing` | `rule`, `device`, `severity` | 1 per firing rule |
 //! | `alert_events_total` | | pending/firing/resolved transitions |
 //! | `mqtt_source_connected`, `mqtt_output_connected` | | 1 while connected to the broker |
-//! | `mqtt_source_connects_total`, `mqtt_source_messages_total`, `mqtt_source_readings_total`, `mqtt_source_bad_messages_total` | | MQTT in |
+//! | `mqtt_source_connects_total`, `mqtt_source_messages_total`, `mqtt_source_readings_total`, `mqtt_source_bad_messages_total`, `mqtt_source_new_devices_refused_total` | | MQTT in |
 //! | `mqtt_output_published_total`, `mqtt_output_acknowledged_total` | | MQTT out (acknowledged = PUBACK) |
 //! | `notifier_sent_total`, `notifier_suppressed_total`, `notifier_failures_total` | `notifier` | alert notifications |
 //! | `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` | | the gateway process (Linux) |
@@ -483,6 +483,11 @@ pub fn render(
                     "bad_messages",
                     "Messages counted as bad (unreadable, oversized, unknown device or quantity)",
                     &m.bad_messages,
+                ),
+                (
+                    "new_devices_refused",
+                    "Messages refused for a new device beyond the limit of devices not in the configuration",
+                    &m.new_devices_refused,
                 ),
             ] {
                 counter(
