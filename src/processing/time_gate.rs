@@ -9,7 +9,7 @@
 //!   now minus the monotonic time since they arrived. Readings that carry their source's own
 //!   time keep it.
 //! - Every reading is judged on its time: before the build date, or more than a day ahead of
-//!   the trusted time, it is stored as bad with the reason. A locally stamped reading dated
+//!   the trusted time, it is stored as bad at the time it arrived, its own date in the reason. A locally stamped reading dated
 //!   before the previous good reading of its series (the clock stepped back a little, which a
 //!   trusted clock may) is bad too, so a counter never sees time run backwards: the consumption
 //!   of the step is in the next reading, nothing is lost.
