@@ -17,6 +17,7 @@ pub mod accounting;
 pub mod acquisition;
 pub mod alerting;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;

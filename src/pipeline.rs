@@ -23,6 +23,7 @@ use crate::accounting::service::Accounts;
 use crate::acquisition::modbus;
 use crate::acquisition::mqtt::{MqttSource, MqttStats};
 use crate::acquisition::{DeviceRegistry, SourceBatch};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::outputs::influxdb::{InfluxOutput, OutputStatus};
 use crate::outputs::mqtt::{MqttOutput, MqttOutputStats};
@@ -59,6 +60,10 @@ pub struct RunningGateway {
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// The accounts the accounting service keeps (`[accounting.service]`).
     pub accounts: Arc<Accounts>,
+    /// Whether the wall clock can be trusted (kept across reloads).
+    pub clock: Arc<Clock>,
+    /// Tasks that died (panicked): `run` exits non-zero for the service manager to restart it.
+    pub tasks: Arc<TaskHealth>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -77,11 +82,24 @@ pub struct ShutdownReport {
 
 /// Opens the store and starts every stage.
 pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
+    start_with_clock(config, None).await
+}
+
+/// [`start`], keeping the clock guard of a previous pipeline (a reload) when given.
+pub async fn start_with_clock(
+    config: Config,
+    clock: Option<Arc<Clock>>,
+) -> anyhow::Result<RunningGateway> {
     let config = Arc::new(config);
     let store_path = config.store_path();
+    crate::storage::safety::refuse_empty(&store_path)?;
     let store = Store::open(&store_path, config.storage.synchronous)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let start_id = store.max_reading_id()?;
+    let clock = match clock {
+        Some(c) => c,
+        None => Clock::new(store.newest_ts()?),
+    };
     let disk_budget = store.disk_budget(&store_path, config.storage.max_disk)?;
 
     let cap = config.pipeline.channel_capacity;
@@ -117,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
             cache_mib: config.storage.cache_mib,
             disk_budget,
             commit_delay: config.storage.commit_delay,
+            clock: Some(clock.clone()),
             ..WriterOptions::new(config.storage.max_batch, destinations)
         },
         outbox.clone(),
@@ -140,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
                 bounds: config.storage.outbox.clone(),
             },
         },
+        clock.clone(),
     ));
 
     let cancel_sources = CancellationToken::new();
@@ -195,7 +215,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
     if let Some(m) = &config.mqtt {
         if !m.subscriptions.is_empty() {
             let stats = Arc::new(MqttStats::default());
-            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone());
+            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone())
+                .with_clock(clock.clone());
             pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
             mqtt_in = Some(stats);
         }
@@ -271,6 +292,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         )));
     }
 
+    let tasks = Arc::new(TaskHealth::default());
+    let pollers = pollers
+        .into_iter()
+        .map(|h| supervise("source", &tasks, h))
+        .collect();
+    let processor = supervise("processing", &tasks, processor);
+    let output_tasks = output_tasks
+        .into_iter()
+        .map(|h| supervise("output", &tasks, h))
+        .collect();
     tracing::info!(
         site = %config.site.id,
         devices = devices.len(),
@@ -293,6 +324,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         mqtt_readings,
         notifiers,
         accounts,
+        clock,
+        tasks,
         cancel_sources,
         writer_shutdown,
         stop_outputs,
@@ -300,6 +333,55 @@ pub async fn start(config: Config) -> anyhow::Result<RunningGateway> {
         processor,
         writer,
         output_tasks,
+    })
+}
+
+/// Tasks of a pipeline that died: a panic is logged, counted and named here.
+#[derive(Debug, Default)]
+pub struct TaskHealth {
+    pub panics: std::sync::atomic::AtomicU64,
+    /// Kinds of the tasks that died (`source`, `processing`, `output`), with the panic message.
+    pub dead: Mutex<Vec<String>>,
+    /// Woken when a task dies.
+    pub died: tokio::sync::Notify,
+}
+
+impl TaskHealth {
+    /// The tasks that died, for `/readyz` and the exit message.
+    pub fn dead(&self) -> Vec<String> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Watches a spawned task: when it panics, the panic is logged and counted in `health`, which
+/// wakes whoever waits for a death (`run`, which then exits non-zero).
+pub fn supervise(
+    kind: &'static str,
+    health: &Arc<TaskHealth>,
+    task: JoinHandle<()>,
+) -> JoinHandle<()> {
+    let health = health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let p = e.into_panic();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                health
+                    .panics
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(task = kind, "a pipeline task panicked: {msg}");
+                health
+                    .dead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{kind}: {msg}"));
+                health.died.notify_one();
+            }
+        }
     })
 }
 
@@ -343,5 +425,34 @@ impl RunningGateway {
             writer,
             last_committed_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_logged_counted_named_and_wakes_the_service() {
+        let health = Arc::new(TaskHealth::default());
+        let fine = supervise("output", &health, tokio::spawn(async {}));
+        fine.await.unwrap();
+        assert!(health.dead().is_empty());
+        let waiter = {
+            let h = health.clone();
+            tokio::spawn(async move { h.died.notified().await })
+        };
+        let task = supervise(
+            "processing",
+            &health,
+            tokio::spawn(async { panic!("attempt to add with overflow") }),
+        );
+        task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(health.panics.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(health.dead(), ["processing: attempt to add with overflow"]);
     }
 }

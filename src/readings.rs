@@ -13,6 +13,16 @@ use serde::{Deserialize, Serialize};
 /// the same reading to a time-series database overwrites the earlier write instead of duplicating it.
 pub type TimestampMs = i64;
 
+/// Whether `s` is a valid device (or site) id: 1-64 characters of A-Z, a-z, 0-9, '-', '_' or
+/// '.', so that ids from the outside (MQTT topics) cannot collide in outputs (`m1 ` and `m1\`
+/// would be the same InfluxDB series as `m1`) or grow without bound.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Current wall-clock time in milliseconds since the Unix epoch.
 pub fn now_ms() -> TimestampMs {
     chrono::Utc::now().timestamp_millis()

@@ -1,7 +1,7 @@
 //! `energy-gateway run` as a service: the pipeline, the HTTP server of `[http]`, configuration
 //! reload on SIGHUP and the systemd protocol (`Type=notify`: `READY=1` once the store is open and
 //! polling has started, `RELOADING=1` around a reload, `STOPPING=1`, and `WATCHDOG=1` pings at
-//! half the `WatchdogSec=` period when systemd asks for them).
+//! half the `WatchdogSec=` period when systemd asks for them, none while store commits fail).
 //!
 //! A reload loads and checks the file exactly as `energy-gateway check` does. An invalid file is
 //! rejected with the same messages (logged) and the running pipeline is left alone. A valid one
@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,6 +24,7 @@ use sd_notify::NotifyState;
 use crate::config::{self, Config};
 use crate::http::HttpServer;
 use crate::pipeline::{self, RunningGateway};
+use crate::storage::writer::OutboxStatus;
 
 /// Runs until `shutdown` resolves, reloading the configuration at `path` on every SIGHUP.
 /// `cfg` is the configuration already loaded from `path`.
@@ -63,17 +65,33 @@ pub async fn run(
         h.set_gateway(Some(&gw), "running");
     }
     notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&gw))]);
-    let watchdog = spawn_watchdog();
+    let store_state = Arc::new(Mutex::new(gw.outbox.clone()));
+    let watchdog = spawn_watchdog(store_state.clone());
 
     tokio::pin!(shutdown);
     loop {
+        let tasks = gw.tasks.clone();
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = tasks.died.notified() => {
+                let dead = tasks.dead().join("; ");
+                tracing::error!("a pipeline task died ({dead}): stopping, for the service manager to restart the gateway");
+                notify(&[NotifyState::Stopping]);
+                if let Some(h) = &http {
+                    h.set_gateway(None, "stopping");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), gw.shutdown()).await;
+                if let Some(h) = http {
+                    h.shutdown().await;
+                }
+                anyhow::bail!("a pipeline task died: {dead}");
+            }
             got = hup.recv() => {
                 if got.is_none() {
                     break;
                 }
                 gw = reload(&path, gw, http.as_ref()).await?;
+                *store_state.lock().unwrap_or_else(|p| p.into_inner()) = gw.outbox.clone();
             }
         }
     }
@@ -113,8 +131,9 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it.
-fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it, but not
+/// while the store cannot commit: a gateway that makes no progress is restarted by systemd.
+fn spawn_watchdog(store: Arc<Mutex<Arc<OutboxStatus>>>) -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
     let every = (period / 2).max(Duration::from_millis(100));
     tracing::info!(
@@ -125,7 +144,16 @@ fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            notify(&[NotifyState::Watchdog]);
+            let failing = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit_failing
+                .load(Ordering::Relaxed);
+            if failing {
+                tracing::error!("store commits failing: the systemd watchdog is not pinged");
+            } else {
+                notify(&[NotifyState::Watchdog]);
+            }
         }
     }))
 }
@@ -189,6 +217,7 @@ async fn reload(
         h.set_token(crate::http::resolve_token(&new.http)?);
     }
     let processing = gw.processing.clone();
+    let clock = gw.clock.clone();
     let report = gw.shutdown().await?;
     tracing::info!(
         processed = processing.readings.load(Ordering::Relaxed),
@@ -196,13 +225,13 @@ async fn reload(
         last_id = report.last_committed_id,
         "pipeline stopped for the reload; everything it read is committed"
     );
-    let (gw, result) = match pipeline::start(new).await {
+    let (gw, result) = match pipeline::start_with_clock(new, Some(clock.clone())).await {
         Ok(g) => (g, "applied"),
         Err(e) => {
             tracing::error!(
                 "the new configuration could not start ({e:#}); starting the previous one again"
             );
-            let g = pipeline::start((*old).clone())
+            let g = pipeline::start_with_clock((*old).clone(), Some(clock))
                 .await
                 .context("restarting with the previous configuration")?;
             if let Some(h) = http {

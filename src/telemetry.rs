@@ -60,6 +60,9 @@ pub fn init(cfg: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
+        // A log that cannot be written (a full disk under a redirected stderr) must not stop
+        // the thread that logs: the default reports it with eprintln!, which panics.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Human => builder.try_init(),

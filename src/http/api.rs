@@ -128,13 +128,19 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         });
     }
     let writer_alive = gw.committed.has_changed().is_ok();
+    let failing = gw.outbox.commit_failing.load(Ordering::Relaxed);
     checks.push(Check {
         name: "store",
-        ok: writer_alive,
-        detail: if writer_alive {
-            "store writer running".into()
-        } else {
+        ok: writer_alive && !failing,
+        detail: if !writer_alive {
             "the store writer has stopped".into()
+        } else if failing {
+            format!(
+                "commits are failing (disk full or store unwritable; {} failed commits): readings wait in memory, sources are held back",
+                gw.outbox.commit_errors.load(Ordering::Relaxed)
+            )
+        } else {
+            "store writer running".into()
         },
     });
     let ob = gw.outbox.snapshot();
@@ -148,6 +154,27 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             )
         } else {
             format!("{} undelivered readings", ob.rows)
+        },
+    });
+    let dead = gw.tasks.dead();
+    if !dead.is_empty() {
+        checks.push(Check {
+            name: "tasks",
+            ok: false,
+            detail: format!("pipeline tasks died: {}", dead.join("; ")),
+        });
+    }
+    let clock_ok = gw.clock.observe().trusted;
+    checks.push(Check {
+        name: "clock",
+        ok: clock_ok,
+        detail: if clock_ok {
+            "trusted".into()
+        } else {
+            format!(
+                "clock not trusted (时钟不可信): {}; readings are held",
+                gw.clock.reason()
+            )
         },
     });
     let ready = checks.iter().all(|c| c.ok);
@@ -196,6 +223,7 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
         "outbox": { "rows": ob.rows, "bytes": ob.bytes, "full": ob.full },
         "accounts": accounts,
         "reload": shared.reload_state(),
+        "clock": clock_status(&gw.clock),
     })))
 }
 
@@ -206,6 +234,19 @@ fn contracted_kw(cfg: &crate::config::Config) -> Option<f64> {
         .filter(|r| r.kind == crate::config::AlertKind::Demand)
         .filter_map(|r| r.contracted_kw)
         .reduce(f64::max)
+}
+
+/// The clock guard's state for `/api/v1/status`.
+fn clock_status(clock: &crate::clock::Clock) -> Value {
+    let trusted = clock.observe().trusted;
+    json!({
+        "trusted": trusted,
+        "label": if trusted { "时钟可信" } else { "时钟不可信" },
+        "label_en": if trusted { "clock trusted" } else { "clock not trusted" },
+        "reason": (!trusted).then(|| clock.reason()),
+        "steps": clock.steps(),
+        "held_readings": clock.held(),
+    })
 }
 
 #[derive(Debug, Serialize)]

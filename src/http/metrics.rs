@@ -34,7 +34,7 @@
 //! | `alert_firing` | `rule`, `device`, `severity` | 1 per firing rule |
 //! | `alert_events_total` | | pending/firing/resolved transitions |
 //! | `mqtt_source_connected`, `mqtt_output_connected` | | 1 while connected to the broker |
-//! | `mqtt_source_connects_total`, `mqtt_source_messages_total`, `mqtt_source_readings_total`, `mqtt_source_bad_messages_total` | | MQTT in |
+//! | `mqtt_source_connects_total`, `mqtt_source_messages_total`, `mqtt_source_readings_total`, `mqtt_source_bad_messages_total`, `mqtt_source_new_devices_refused_total` | | MQTT in |
 //! | `mqtt_output_published_total`, `mqtt_output_acknowledged_total` | | MQTT out (acknowledged = PUBACK) |
 //! | `notifier_sent_total`, `notifier_suppressed_total`, `notifier_failures_total` | `notifier` | alert notifications |
 //! | `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` | | the gateway process (Linux) |
@@ -438,6 +438,43 @@ pub fn render(
     }
 
     if let Some(gw) = gw {
+        counter(
+            &mut reg,
+            "energy_gateway_task_panics",
+            "Pipeline tasks that panicked (the gateway then exits non-zero to be restarted)",
+            gw.tasks.panics.load(Ordering::Relaxed),
+        );
+        let c = &gw.clock;
+        gauge(
+            &mut reg,
+            "energy_gateway_clock_trusted",
+            "1 while the wall clock is trusted to date readings (0: readings are held)",
+            f64::from(u8::from(c.observe().trusted)),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_steps",
+            "Steps of the wall clock (changes the monotonic clock did not show) since start",
+            c.steps(),
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_clock_held_readings",
+            "Readings held until the clock is trusted",
+            c.held() as f64,
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_redated_readings",
+            "Held readings dated again by the monotonic clock once the clock was trusted",
+            c.redated(),
+        );
+        counter(
+            &mut reg,
+            "energy_gateway_clock_rejected_readings",
+            "Readings stored as bad for their time (before the build date, far ahead, before the previous one)",
+            c.rejected(),
+        );
         if let Some(m) = &gw.mqtt_in {
             gauge(
                 &mut reg,
@@ -453,6 +490,11 @@ pub fn render(
                     "bad_messages",
                     "Messages counted as bad (unreadable, oversized, unknown device or quantity)",
                     &m.bad_messages,
+                ),
+                (
+                    "new_devices_refused",
+                    "Messages refused for a new device beyond the limit of devices not in the configuration",
+                    &m.new_devices_refused,
                 ),
             ] {
                 counter(

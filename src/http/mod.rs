@@ -75,6 +75,10 @@ pub struct GatewayView {
     pub notifiers: BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
     /// When this pipeline was started.
     pub started: Instant,
+    /// Whether the wall clock can be trusted.
+    pub clock: Arc<crate::clock::Clock>,
+    /// Pipeline tasks that died.
+    pub tasks: Arc<crate::pipeline::TaskHealth>,
 }
 
 impl GatewayView {
@@ -95,6 +99,8 @@ impl GatewayView {
             mqtt_readings: gw.mqtt_readings.clone(),
             notifiers: gw.notifiers.clone(),
             started: Instant::now(),
+            clock: gw.clock.clone(),
+            tasks: gw.tasks.clone(),
         })
     }
 

@@ -2,7 +2,10 @@
 //! invariants (normalised units, NaN never a number), keeps the latest good value of every
 //! series, evaluates the alert rules (on readings, every second for silence and outbox fill,
 //! and on intensity updates from the accounts) and hands readings and alert transitions to the
-//! store writer. It uses `readings`, `alerting` and `storage`; `pipeline` wires it.
+//! store writer. Readings dated by a clock that cannot be trusted are held ([`time_gate`]). It
+//! uses `readings`, `clock`, `alerting` and `storage`; `pipeline` wires it.
+
+pub mod time_gate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -204,7 +207,9 @@ pub async fn process(
     latest: Arc<Mutex<LatestValues>>,
     stats: Arc<ProcessingStats>,
     inputs: AlertInputs,
+    clock: Arc<crate::clock::Clock>,
 ) {
+    let mut gate = time_gate::TimeGate::new(clock);
     let AlertInputs {
         engine: mut alerts,
         active,
@@ -214,14 +219,18 @@ pub async fn process(
     let mut last_latency_sample: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        let SourceBatch {
-            readings: mut batch,
-            mut ack,
-        } = tokio::select! {
-            b = rx.recv() => match b {
-                Some(b) => b,
-                None => return,
+    let mut closed = false;
+    while !closed {
+        let ready = tokio::select! {
+            b = rx.recv(), if !gate.full() => match b {
+                Some(b) => {
+                    let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+                    gate.admit(b, &latest)
+                }
+                None => {
+                    closed = true;
+                    gate.drain_at_shutdown()
+                }
             },
             Some((x, target)) = intensity.recv() => {
                 let events = alerts.intensity(crate::readings::now_ms(), x, target);
@@ -231,66 +240,75 @@ pub async fn process(
                 }
                 continue;
             }
-            _ = tick.tick(), if !alerts.is_empty() => {
-                let events = alerts.tick(crate::readings::now_ms(), outbox.pct());
-                let firing = alerts.firing().len();
-                if !record_alerts(events, &store, &stats, &active, firing).await {
-                    return;
+            _ = tick.tick(), if !alerts.is_empty() || gate.holding() => {
+                if !alerts.is_empty() {
+                    let events = alerts.tick(crate::readings::now_ms(), outbox.pct());
+                    let firing = alerts.firing().len();
+                    if !record_alerts(events, &store, &stats, &active, firing).await {
+                        return;
+                    }
                 }
-                continue;
+                let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+                gate.poll(&latest)
             }
         };
-        let mut events = Vec::new();
+        for SourceBatch {
+            readings: mut batch,
+            mut ack,
+        } in ready
         {
-            let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
-            for r in &mut batch {
-                r.normalize();
-                match r.good_value() {
-                    Some(v) => {
-                        latest.insert((r.device.clone(), r.quantity), (r.ts_ms, v));
+            let mut events = Vec::new();
+            {
+                let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+                for r in &mut batch {
+                    r.normalize();
+                    match r.good_value() {
+                        Some(v) => {
+                            latest.insert((r.device.clone(), r.quantity), (r.ts_ms, v));
+                        }
+                        None => {
+                            stats.bad_readings.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    None => {
-                        stats.bad_readings.fetch_add(1, Ordering::Relaxed);
+                    if !alerts.is_empty() {
+                        events.extend(alerts.observe(r));
                     }
-                }
-                if !alerts.is_empty() {
-                    events.extend(alerts.observe(r));
                 }
             }
-        }
-        stats
-            .readings
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let firing = alerts.firing().len();
-        if !record_alerts(events, &store, &stats, &active, firing).await {
-            return;
-        }
-        // About once a second, a batch nobody else waits for carries an ack of our own: the
-        // time until it is answered is the commit latency.
-        if ack.is_none()
-            && last_latency_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let sent = std::time::Instant::now();
-            last_latency_sample = Some(sent);
-            ack = Some(tx);
-            let stats = stats.clone();
-            tokio::spawn(async move {
-                if rx.await.is_ok() {
-                    stats.commit_latency.observe(sent.elapsed());
-                }
-            });
-        }
-        if store
-            .send(StoreCommand::Readings {
-                readings: batch,
-                ack,
-            })
-            .await
-            .is_err()
-        {
-            tracing::error!("store writer is gone; processing stops");
-            return;
+            stats
+                .readings
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let firing = alerts.firing().len();
+            if !record_alerts(events, &store, &stats, &active, firing).await {
+                return;
+            }
+            // About once a second, a batch nobody else waits for carries an ack of our own: the
+            // time until it is answered is the commit latency.
+            if ack.is_none()
+                && last_latency_sample.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let sent = std::time::Instant::now();
+                last_latency_sample = Some(sent);
+                ack = Some(tx);
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    if rx.await.is_ok() {
+                        stats.commit_latency.observe(sent.elapsed());
+                    }
+                });
+            }
+            if store
+                .send(StoreCommand::Readings {
+                    readings: batch,
+                    ack,
+                })
+                .await
+                .is_err()
+            {
+                tracing::error!("store writer is gone; processing stops");
+                return;
+            }
         }
     }
 }

@@ -410,6 +410,19 @@ impl Store {
             .map_err(ctx("min id"))
     }
 
+    /// The latest acquisition time among the most recently committed readings (the clock guard
+    /// compares the wall clock with it at start), or None for an empty store.
+    pub fn newest_ts(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT max(max_ts) FROM (SELECT max_ts FROM reading_batches
+                 ORDER BY first_id DESC LIMIT 64)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(ctx("newest reading time"))
+    }
+
     /// Highest reading id in the store (0 when empty).
     pub fn max_reading_id(&self) -> Result<i64> {
         self.conn

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod quarantine;
+pub mod safety;
 pub mod schema;
 pub mod wal;
 pub mod writer;
@@ -115,12 +116,16 @@ impl Store {
     pub fn open(path: &Path, sync: Synchronous) -> Result<Store> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                safety::create_private_dir(dir).map_err(|e| StoreError::Open {
                     path: dir.display().to_string(),
                     message: format!("cannot create data directory: {e}"),
                 })?;
             }
         }
+        safety::create_private_file(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("cannot create the store file: {e}"),
+        })?;
         let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             message: e.to_string(),

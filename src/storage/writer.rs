@@ -22,6 +22,9 @@ use crate::storage::config::{OutboxConfig, OutboxFullPolicy};
 /// How often a writer gathering readings for `commit_delay` looks at its queue.
 const COMMIT_POLL: Duration = Duration::from_millis(20);
 
+/// How long a stopping gateway keeps retrying a failing commit before it gives up on the batch.
+pub const SHUTDOWN_COMMIT_GRACE: Duration = Duration::from_secs(3);
+
 /// How often the writer checks that the WAL stays within its bound.
 const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
@@ -64,6 +67,9 @@ pub struct WriterOptions {
     pub budget_every: Duration,
     /// Longest time readings are gathered before they are committed (`[storage] commit_delay`).
     pub commit_delay: Duration,
+    /// The clock guard: while the wall clock is not trusted, nothing is pruned or evicted by
+    /// age (a clock years ahead would otherwise delete the history). None: always trusted.
+    pub clock: Option<Arc<crate::clock::Clock>>,
 }
 
 impl WriterOptions {
@@ -86,7 +92,13 @@ impl WriterOptions {
             disk_budget: 0,
             budget_every: Duration::from_secs(60),
             commit_delay: Duration::ZERO,
+            clock: None,
         }
+    }
+
+    /// Whether the wall clock may be used to judge ages.
+    fn clock_trusted(&self) -> bool {
+        self.clock.as_ref().is_none_or(|c| c.observe().trusted)
     }
 }
 
@@ -118,6 +130,8 @@ pub struct OutboxStatus {
     pub evicted: AtomicU64,
     /// Failed commits (each retried).
     pub commit_errors: AtomicU64,
+    /// True from a failed commit until the next one succeeds (disk full, store unwritable).
+    pub commit_failing: AtomicBool,
     /// Delivered readings dropped to keep the store within its disk budget, since the store was
     /// created.
     pub budget_dropped: AtomicU64,
@@ -340,13 +354,7 @@ pub fn spawn_with_status(
                         );
                     }
                     commit(
-                        &mut store,
-                        &mut batch,
-                        &mut acks,
-                        &committed,
-                        &mut stats,
-                        &status,
-                        &opts.destinations,
+                        &mut store, &mut batch, &mut acks, &committed, &mut stats, &status, &opts,
                     );
                 }
                 if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
@@ -363,6 +371,10 @@ pub fn spawn_with_status(
                 }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
+                    if !opts.clock_trusted() {
+                        tracing::warn!("clock not trusted (时钟不可信): retention pruning skipped");
+                        continue;
+                    }
                     let before = now_ms() - opts.retention.as_millis() as i64;
                     match store.prune(before, &opts.destinations) {
                         Ok(0) => {}
@@ -414,7 +426,17 @@ fn make_room(
     status: &OutboxStatus,
     evict_log: &mut crate::log_limit::LogLimiter,
 ) {
-    let cfg = &opts.outbox;
+    // Ages mean nothing on a clock that cannot be trusted: max_age waits for a trusted one.
+    let aged;
+    let cfg = if opts.outbox.max_age.is_zero() || opts.clock_trusted() {
+        &opts.outbox
+    } else {
+        aged = OutboxConfig {
+            max_age: Duration::ZERO,
+            ..opts.outbox.clone()
+        };
+        &aged
+    };
     let check = |store: &Store| -> Option<(OutboxUsage, &'static str)> {
         let u = match store.outbox_usage(&opts.destinations) {
             Ok(u) => u,
@@ -509,13 +531,21 @@ fn commit(
     committed: &watch::Sender<i64>,
     stats: &mut WriterStats,
     status: &OutboxStatus,
-    destinations: &[String],
+    opts: &WriterOptions,
 ) {
-    // A failing disk must not lose the batch: retry with a pause, logging each failure.
+    let destinations = &opts.destinations;
+    // A failing disk must not lose the batch: retry with a pause, logging each failure. Only a
+    // stopping gateway gives up, after SHUTDOWN_COMMIT_GRACE of failures, so that it stops in
+    // time: what it could not commit is logged, and nothing of it is acknowledged (MQTT brokers
+    // deliver it again).
     let mut delay = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    // Already failing while stopping: one attempt per batch.
+    let gave_up = opts.shutdown.is_cancelled() && status.commit_failing.load(Ordering::Relaxed);
     loop {
         match store.insert_readings(batch.iter()) {
             Ok(last) => {
+                status.commit_failing.store(false, Ordering::Relaxed);
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
                 batch.clear();
@@ -538,11 +568,31 @@ fn commit(
             Err(e) => {
                 stats.errors += 1;
                 status.commit_errors.fetch_add(1, Ordering::Relaxed);
+                status.commit_failing.store(true, Ordering::Relaxed);
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if opts.shutdown.is_cancelled()
+                    && (gave_up || since.elapsed() >= SHUTDOWN_COMMIT_GRACE)
+                {
+                    tracing::error!(
+                        readings = batch.len(),
+                        "stopping although the store cannot commit ({e}): these readings are not stored; none of them was acknowledged"
+                    );
+                    batch.clear();
+                    acks.clear();
+                    return;
+                }
                 tracing::error!(
                     readings = batch.len(),
                     "commit failed, retrying in {delay:?}: {e}"
                 );
-                std::thread::sleep(delay);
+                // In short naps, so that a shutdown is noticed at once.
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !opts.shutdown.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if opts.shutdown.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }

@@ -34,7 +34,7 @@ fn tz() -> chrono_tz::Tz {
 }
 
 /// libfaketime (Debian package `faketime`), multi-threaded flavour.
-fn libfaketime() -> PathBuf {
+pub(crate) fn libfaketime() -> PathBuf {
     std::fs::read_dir("/usr/lib")
         .unwrap()
         .filter_map(|e| e.ok())

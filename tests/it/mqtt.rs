@@ -669,3 +669,45 @@ fn an_oversized_message_is_skipped_and_the_session_lives_on() {
     assert_eq!(got.len(), 100, "every good message stored");
     assert!(got.iter().all(|r| r.reading.good_value().is_some()));
 }
+
+#[test]
+fn unknown_devices_beyond_the_limit_are_refused_and_counted() {
+    let broker = common::Mosquitto::start();
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"gw-many\"\n[mqtt.publish]\nenabled = false\n\
+         [[mqtt.subscriptions]]\ntopic = \"meters/+/p\"\nformat = \"number\"\ndevice = \"{{1}}\"\nquantity = \"active_power\"\naccept_unknown_devices = true\n\
+         [[devices]]\nid = \"known\"\n",
+        broker.port
+    );
+    let gw = rt
+        .block_on(pipeline::start(gateway_config(dir.path(), &body)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let limit = energy_gateway::acquisition::mqtt::MAX_UNKNOWN_DEVICES;
+    let mut msgs: Vec<(String, String)> = (0..limit + 100)
+        .map(|i| (format!("meters/d{i}/p"), "1.5".to_string()))
+        .collect();
+    // A configured device and an id already seen are still taken.
+    msgs.push(("meters/known/p".into(), "2".into()));
+    msgs.push(("meters/d0/p".into(), "3".into()));
+    publish_flood(broker.port, msgs);
+    let stats = gw.mqtt_in.clone().unwrap();
+    wait_until("every message handled", Duration::from_secs(60), || {
+        stats.messages.load(Ordering::Relaxed) >= (limit + 102) as u64
+    });
+    rt.block_on(gw.shutdown()).unwrap();
+    let devices: BTreeSet<String> = rows(dir.path())
+        .into_iter()
+        .map(|r| r.reading.device)
+        .collect();
+    assert_eq!(
+        devices.len(),
+        limit + 1,
+        "the limit plus the configured one"
+    );
+    assert!(devices.contains("known"));
+    assert_eq!(stats.new_devices_refused.load(Ordering::Relaxed), 100);
+    assert_eq!(rows(dir.path()).len(), limit + 2);
+}

@@ -29,6 +29,11 @@ use crate::readings::now_ms;
 /// Most distinct topics tracked in the per-topic error counters.
 const MAX_TRACKED_TOPICS: usize = 1000;
 
+/// Most devices not in the configuration that one gateway run accepts (`accept_unknown_devices`):
+/// beyond that, messages of new ids are bad messages (counted in `new_devices_refused`), so a
+/// faulty or hostile publisher cannot grow the series without bound.
+pub const MAX_UNKNOWN_DEVICES: usize = 1000;
+
 /// Counters of the MQTT source.
 #[derive(Debug, Default)]
 pub struct MqttStats {
@@ -37,6 +42,8 @@ pub struct MqttStats {
     pub messages: AtomicU64,
     pub readings: AtomicU64,
     pub bad_messages: AtomicU64,
+    /// Messages refused because they would add a device beyond MAX_UNKNOWN_DEVICES.
+    pub new_devices_refused: AtomicU64,
     /// Problems by topic (at most MAX_TRACKED_TOPICS topics; the rest under "(other)").
     pub bad_by_topic: Mutex<HashMap<String, u64>>,
 }
@@ -59,11 +66,34 @@ pub struct MqttSource {
     config: Arc<Config>,
     tx: mpsc::Sender<SourceBatch>,
     stats: Arc<MqttStats>,
+    clock: Option<Arc<crate::clock::Clock>>,
+    unknown_devices: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MqttSource {
     pub fn new(config: Arc<Config>, tx: mpsc::Sender<SourceBatch>, stats: Arc<MqttStats>) -> Self {
-        MqttSource { config, tx, stats }
+        MqttSource {
+            config,
+            tx,
+            stats,
+            clock: None,
+            unknown_devices: Mutex::default(),
+        }
+    }
+
+    /// Judges message timestamps against the clock guard's estimate of the time (the wall clock
+    /// when trusted), so a wrong local clock does not drop correctly dated messages.
+    pub fn with_clock(mut self, clock: Arc<crate::clock::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The time message timestamps are judged against: far ahead when nothing is known.
+    fn judge_now(&self) -> i64 {
+        match &self.clock {
+            None => now_ms(),
+            Some(c) => c.estimated_now_ms().unwrap_or(i64::MAX / 4),
+        }
     }
 
     pub async fn run(self, cancel: CancellationToken) {
@@ -194,9 +224,14 @@ impl MqttSource {
             .iter()
             .find(|s| rumqttc::matches(&topic, &s.topic));
         let parsed = match sub {
-            Some(s) => payload::parse(s, &topic, &p.payload, now_ms(), tz, |d| {
-                self.config.device(d).is_some()
-            }),
+            Some(s) => payload::parse_judged(
+                s,
+                &topic,
+                &p.payload,
+                (now_ms(), self.judge_now()),
+                tz,
+                |d| self.config.device(d).is_some(),
+            ),
             None => payload::Parsed {
                 readings: vec![],
                 errors: vec![payload::PayloadError::UnknownDevice(format!(
@@ -204,6 +239,27 @@ impl MqttSource {
                 ))],
             },
         };
+        let mut parsed = parsed;
+        let before = parsed.readings.len();
+        {
+            let mut seen = self
+                .unknown_devices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            parsed.readings.retain(|r| {
+                self.config.device(&r.device).is_some()
+                    || seen.contains(&r.device)
+                    || (seen.len() < MAX_UNKNOWN_DEVICES && seen.insert(r.device.clone()))
+            });
+        }
+        if parsed.readings.len() < before {
+            self.stats
+                .new_devices_refused
+                .fetch_add(1, Ordering::Relaxed);
+            parsed.errors.push(payload::PayloadError::UnknownDevice(format!(
+                "new device refused: {MAX_UNKNOWN_DEVICES} devices not in the configuration already seen"
+            )));
+        }
         if !parsed.errors.is_empty() {
             self.stats.count_bad(&topic);
             if let Some(suppressed) = bad_log.allow() {

@@ -26,6 +26,8 @@ pub enum PayloadError {
     UnknownQuantity(String),
     #[error("unknown device {0:?}")]
     UnknownDevice(String),
+    #[error("device id {0:?} is not 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'")]
+    BadDeviceId(String),
     #[error("topic has no level {0}")]
     MissingLevel(usize),
 }
@@ -133,8 +135,27 @@ pub fn parse(
     tz: chrono_tz::Tz,
     known: impl Fn(&str) -> bool,
 ) -> Parsed {
+    parse_judged(sub, topic, payload, (now_ms, now_ms), tz, known)
+}
+
+/// [`parse`] with two times: `(now_ms, judge_ms)`, the first dates messages without a
+/// timestamp, the second is what message timestamps must not be far ahead of (the clock
+/// guard's estimate, which differs from the wall clock while that is not trusted).
+pub fn parse_judged(
+    sub: &MqttSubscription,
+    topic: &str,
+    payload: &[u8],
+    (now_ms, judge_ms): (TimestampMs, TimestampMs),
+    tz: chrono_tz::Tz,
+    known: impl Fn(&str) -> bool,
+) -> Parsed {
     let mut out = Parsed::default();
     let device = match expand(&sub.device, topic) {
+        Ok(d) if !crate::readings::valid_id(&d) => {
+            out.errors
+                .push(PayloadError::BadDeviceId(d.chars().take(80).collect()));
+            return out;
+        }
         Ok(d) if known(&d) || sub.accept_unknown_devices => d,
         Ok(d) => {
             out.errors.push(PayloadError::UnknownDevice(d));
@@ -193,7 +214,7 @@ pub fn parse(
                             .push(PayloadError::MissingPointer(f.pointer.clone()));
                         return out;
                     }
-                    Some(v) => match parse_timestamp(v, f.format, tz, now_ms) {
+                    Some(v) => match parse_timestamp(v, f.format, tz, judge_ms) {
                         Ok(t) => t,
                         Err(e) => {
                             out.errors.push(e);
@@ -326,6 +347,25 @@ mod tests {
             |d| d == "m7",
         );
         assert_eq!(p.errors, vec![PayloadError::UnknownDevice("ghost".into())]);
+    }
+
+    #[test]
+    fn device_ids_from_topics_are_validated_before_anything_else() {
+        let mut s = number_sub("{1}", "active_power");
+        s.accept_unknown_devices = true;
+        let long = "x".repeat(5000);
+        for bad in ["m1 ", "m1\\", "", long.as_str(), "电表"] {
+            let topic = format!("meters/{bad}/active_power");
+            let p = parse(&s, &topic, b"1.5", NOW, TZ, |_| true);
+            assert!(p.readings.is_empty(), "{bad:?}");
+            assert!(
+                matches!(p.errors.as_slice(), [PayloadError::BadDeviceId(d)] if d.len() <= 80 * 4),
+                "{bad:?}: {:?}",
+                p.errors
+            );
+        }
+        let p = parse(&s, "meters/m-1.a_b/active_power", b"1.5", NOW, TZ, |_| true);
+        assert_eq!(p.readings.len(), 1, "{:?}", p.errors);
     }
 
     #[test]
