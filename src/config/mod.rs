@@ -150,9 +150,14 @@ pub struct StorageConfig {
     /// at the cost of one fsync per commit.
     #[serde(default)]
     pub synchronous: Synchronous,
-    /// Readings older than this are deleted once every output has delivered them.
+    /// Raw readings older than this are deleted once every output has delivered them (their
+    /// minute aggregates stay, see `minute_retention`).
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// Minute aggregates older than this are deleted, except the interval boundaries of
+    /// counters (`storage::tiers`).
+    #[serde(default = "default_minute_retention", with = "duration")]
+    pub minute_retention: Duration,
     /// The most readings committed in one transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -179,6 +184,7 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             synchronous: Synchronous::default(),
             retention: default_retention(),
+            minute_retention: default_minute_retention(),
             max_batch: default_max_batch(),
             cache_mib: default_cache_mib(),
             max_disk: 0,
@@ -196,6 +202,9 @@ fn default_commit_delay() -> Duration {
 }
 
 fn default_retention() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+fn default_minute_retention() -> Duration {
     Duration::from_secs(400 * 86_400)
 }
 fn default_cache_mib() -> u32 {

@@ -7,8 +7,10 @@ pub mod batches;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod history;
 pub mod quarantine;
 pub mod schema;
+pub mod tiers;
 pub mod wal;
 pub mod writer;
 

@@ -64,6 +64,11 @@ pub struct WriterOptions {
     pub budget_every: Duration,
     /// Longest time readings are gathered before they are committed (`[storage] commit_delay`).
     pub commit_delay: Duration,
+    /// Minute aggregates older than this are pruned, except counters' interval boundaries
+    /// (`[storage] minute_retention`, see [`super::tiers`]).
+    pub minute_retention: Duration,
+    /// How often readings are rolled up into the minute tier.
+    pub rollup_every: Duration,
 }
 
 impl WriterOptions {
@@ -86,6 +91,8 @@ impl WriterOptions {
             disk_budget: 0,
             budget_every: Duration::from_secs(60),
             commit_delay: Duration::ZERO,
+            minute_retention: Duration::from_secs(400 * 86_400),
+            rollup_every: Duration::from_secs(3600),
         }
     }
 }
@@ -258,6 +265,7 @@ pub fn spawn_with_status(
         .spawn(move || {
             let mut stats = WriterStats::default();
             let mut last_prune = Instant::now();
+            let mut last_rollup = Instant::now();
             let mut last_wal_check = Instant::now();
             // When the batch being gathered got its first readings.
             let mut gathering: Option<Instant> = None;
@@ -361,6 +369,12 @@ pub fn spawn_with_status(
                     last_budget_check = Some(Instant::now());
                     keep_budget(&store, &opts, &status);
                 }
+                if last_rollup.elapsed() >= opts.rollup_every {
+                    last_rollup = Instant::now();
+                    if let Err(e) = store.roll_up(i64::MAX) {
+                        tracing::warn!("rolling readings up into minutes failed: {e}");
+                    }
+                }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
                     let before = now_ms() - opts.retention.as_millis() as i64;
@@ -368,6 +382,15 @@ pub fn spawn_with_status(
                         Ok(0) => {}
                         Ok(n) => tracing::info!(deleted = n, "pruned readings past retention"),
                         Err(e) => tracing::warn!("prune failed: {e}"),
+                    }
+                    let before = now_ms() - opts.minute_retention.as_millis() as i64;
+                    match store.prune_minutes(before) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            "pruned minute aggregates past minute_retention (interval boundaries of counters kept)"
+                        ),
+                        Err(e) => tracing::warn!("pruning minute aggregates failed: {e}"),
                     }
                 }
             }
@@ -393,6 +416,13 @@ fn keep_budget(store: &Store, opts: &WriterOptions, status: &OutboxStatus) {
                     used_bytes = r.used_bytes,
                     budget_bytes = r.budget_bytes,
                     "store at its disk budget (storage.max_disk): dropped the oldest delivered readings"
+                );
+            } else if r.minutes_dropped > 0 {
+                tracing::warn!(
+                    minutes_dropped = r.minutes_dropped,
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store at its disk budget (storage.max_disk) with no delivered raw reading left: dropped the oldest minute aggregates (counters' interval boundaries, intervals and accounts stay)"
                 );
             } else if r.undelivered_over {
                 tracing::error!(
