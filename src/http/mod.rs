@@ -17,6 +17,7 @@
 //! The configuration check requires a token whenever the address is not a loopback address.
 
 pub mod api;
+pub mod history;
 pub mod metrics;
 pub mod summary;
 
@@ -438,6 +439,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/alerts/active"),
     ("get", "/api/v1/alerts/history"),
     ("get", "/api/v1/accounts/{period}"),
+    ("get", "/api/v1/history"),
     ("post", "/api/v1/value-added"),
     ("post", "/api/v1/production"),
     ("post", "/api/v1/meter-replacements"),
@@ -462,6 +464,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/alerts/active", get(api::active_alerts))
         .route("/api/v1/alerts/history", get(api::alert_history))
         .route("/api/v1/accounts/{period}", get(api::accounts))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/value-added", post(api::post_value_added))
         .route("/api/v1/production", post(api::post_production))
         .route(

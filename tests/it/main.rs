@@ -14,6 +14,7 @@ mod alerts;
 mod cli_check;
 mod demo;
 mod harness_selftest;
+mod history;
 mod http;
 mod influxdb_line_protocol;
 mod influxdb_v1;
