@@ -47,6 +47,10 @@ pub struct DeviceStatus {
     /// Modbus exceptions by code (index = exception code, 0..=15).
     exception_codes: [AtomicU64; 16],
     last_round_trip_us: AtomicU64,
+    /// Poll slots that passed without a poll (the device or its link could not keep up).
+    missed_slots: AtomicU64,
+    /// The last poll missed slots or ended after the next slot was due.
+    behind: AtomicBool,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -61,6 +65,10 @@ pub struct DeviceStatusSnapshot {
     /// Exceptions by code, e.g. `{2: 17}` for 17 × "illegal data address".
     pub exception_codes: BTreeMap<u8, u64>,
     pub last_round_trip_ms: f64,
+    /// Poll slots missed since start.
+    pub missed_slots: u64,
+    /// Falling behind its interval now.
+    pub behind: bool,
 }
 
 impl DeviceStatus {
@@ -87,6 +95,17 @@ impl DeviceStatus {
             .store(round_trip.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Records how a poll kept to the schedule: `missed` slots passed without a poll, `behind`
+    /// when the device is not keeping to its interval. Returns the missed total.
+    pub fn record_schedule(&self, missed: u64, behind: bool) -> u64 {
+        self.behind.store(behind, Ordering::Relaxed);
+        self.missed_slots.fetch_add(missed, Ordering::Relaxed) + missed
+    }
+
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
     pub fn record_exception(&self, code: u8) {
         self.exceptions.fetch_add(1, Ordering::Relaxed);
         self.exception_codes[usize::from(code & 0x0F)].fetch_add(1, Ordering::Relaxed);
@@ -111,6 +130,8 @@ impl DeviceStatus {
                 })
                 .collect(),
             last_round_trip_ms: self.last_round_trip_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            missed_slots: self.missed_slots.load(Ordering::Relaxed),
+            behind: self.is_behind(),
         }
     }
 }

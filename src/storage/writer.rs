@@ -132,7 +132,13 @@ pub struct OutboxStatus {
     pub used_bytes: AtomicU64,
     /// The disk budget in bytes (0 = none).
     pub disk_budget: AtomicU64,
+    /// Age of the newest reading of the last commit when it was committed (ms): how far the
+    /// store lags behind acquisition.
+    pub commit_lag_ms: AtomicI64,
 }
+
+/// Commit lag past which the pipeline is not keeping up (readyz, warning).
+pub const LAG_LIMIT_MS: i64 = 10_000;
 
 /// A copy of [`OutboxStatus`] at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +154,7 @@ pub struct OutboxSnapshot {
     pub budget_dropped: u64,
     pub used_bytes: u64,
     pub disk_budget: u64,
+    pub commit_lag_ms: i64,
 }
 
 impl OutboxStatus {
@@ -164,6 +171,7 @@ impl OutboxStatus {
             budget_dropped: self.budget_dropped.load(Ordering::Relaxed),
             used_bytes: self.used_bytes.load(Ordering::Relaxed),
             disk_budget: self.disk_budget.load(Ordering::Relaxed),
+            commit_lag_ms: self.commit_lag_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -548,6 +556,19 @@ fn commit(
             Ok(last) => {
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
+                if let Some(newest) = batch.iter().map(|r| r.ts_ms).max() {
+                    let lag = (now_ms() - newest).max(0);
+                    let was = status.commit_lag_ms.swap(lag, Ordering::Relaxed);
+                    if lag > LAG_LIMIT_MS && was <= LAG_LIMIT_MS {
+                        tracing::warn!(
+                            lag_ms = lag,
+                            readings = batch.len(),
+                            "the store is falling behind acquisition: readings are committed {lag} ms after they were read (the pipeline cannot keep up; fewer devices or points, a longer interval, or a faster disk)"
+                        );
+                    } else if lag <= LAG_LIMIT_MS && was > LAG_LIMIT_MS {
+                        tracing::info!(lag_ms = lag, "the store keeps up with acquisition again");
+                    }
+                }
                 batch.clear();
                 // The status is current before anyone hears of the commit.
                 if destinations.is_empty() {

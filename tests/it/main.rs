@@ -24,6 +24,7 @@ mod live_page;
 mod modbus;
 mod mqtt;
 mod outbox;
+mod overload;
 mod packaging;
 mod pipeline;
 mod reload;
