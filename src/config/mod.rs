@@ -146,8 +146,8 @@ pub struct StorageConfig {
     /// Directory holding `store.sqlite` and its WAL.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// SQLite `synchronous` level: `normal` survives a process crash; `full` also survives power loss
-    /// at the cost of one fsync per commit.
+    /// SQLite `synchronous` level: `full` (default) also survives power loss at the cost of one
+    /// fsync per group commit; `normal` survives a process crash only.
     #[serde(default)]
     pub synchronous: Synchronous,
     /// Raw readings older than this are deleted once every output has delivered them (their

@@ -537,6 +537,22 @@ mod tests {
     }
 
     #[test]
+    fn commits_are_fsynced_by_default_and_normal_is_what_it_says() {
+        // Power loss keeps what `full` committed: SQLite fsyncs the WAL at each commit when the
+        // connection's synchronous level is FULL (2); NORMAL (1) only at checkpoints.
+        let dir = tempfile::tempdir().unwrap();
+        let level = |sync| -> i64 {
+            let s = Store::open(&dir.path().join("s.sqlite"), sync).unwrap();
+            s.conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        assert_eq!(level(Synchronous::default()), 2);
+        assert_eq!(level(Synchronous::Normal), 1);
+    }
+
+    #[test]
     fn reopening_keeps_data_and_series_ids() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.sqlite");
