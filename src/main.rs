@@ -119,6 +119,31 @@ enum Command {
         #[command(subcommand)]
         action: CounterAction,
     },
+    /// A series' readings or aggregates for a time range, from whichever tier of the store holds
+    /// them (raw readings, minute aggregates, counters' interval boundaries).
+    History {
+        /// Path of the TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        device: String,
+        /// Quantity, e.g. active_power or energy_import.
+        #[arg(long)]
+        quantity: String,
+        /// Start: RFC 3339 with an offset (2026-10-01T08:00:00+08:00) or ms since the epoch.
+        #[arg(long)]
+        from: String,
+        /// End, inclusive (default now).
+        #[arg(long)]
+        to: Option<String>,
+        /// raw, auto (readings where the raw tier holds the range, else minutes) or a step
+        /// such as 1m, 15m, 1h, 1d (aggregates: count, bad, min, max, mean, last).
+        #[arg(long, default_value = "auto")]
+        step: String,
+        /// csv or json.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+    },
     /// Print the version.
     Version,
 }
@@ -377,6 +402,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Probe(args) => with_runtime(probe(args)),
         Command::Quarantine { action } => quarantine(action),
+        Command::History {
+            config,
+            device,
+            quantity,
+            from,
+            to,
+            step,
+            format,
+        } => accounting_command(load_config(&config).and_then(|cfg| {
+            use energy_gateway::storage::history::HistoryQuery;
+            let q = HistoryQuery::parse(&device, &quantity, &from, to.as_deref(), Some(&step))
+                .map_err(anyhow::Error::msg)?;
+            let h = q.run_at(&cfg.store_path())?;
+            if format == "json" {
+                Ok(format!("{:#}\n", q.json(&h)))
+            } else {
+                let mut out = Vec::new();
+                q.write_csv(&h, &mut out)?;
+                Ok(String::from_utf8_lossy(&out).into_owned())
+            }
+        })),
         Command::Import { what } => import_command(what),
         Command::Report {
             config,

@@ -130,6 +130,7 @@ pub async fn start_with_clock(
         committed_tx,
         WriterOptions {
             retention: config.storage.retention,
+            minute_retention: config.storage.minute_retention,
             outbox: config.storage.outbox.clone(),
             shutdown: writer_shutdown.clone(),
             cache_mib: config.storage.cache_mib,

@@ -56,6 +56,10 @@ pub struct DeviceStatus {
     garbage: AtomicU64,
     /// Why the device last failed (connect, authentication, certificate…), for people.
     last_error: std::sync::Mutex<Option<String>>,
+    /// Poll slots that passed without a poll (the device or its link could not keep up).
+    missed_slots: AtomicU64,
+    /// The last poll missed slots or ended after the next slot was due.
+    behind: AtomicBool,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -74,6 +78,10 @@ pub struct DeviceStatusSnapshot {
     pub garbage: u64,
     /// Why the device last failed, when a source says so (OPC UA: refused credentials…).
     pub last_error: Option<String>,
+    /// Poll slots missed since start.
+    pub missed_slots: u64,
+    /// Falling behind its interval now.
+    pub behind: bool,
 }
 
 impl DeviceStatus {
@@ -110,6 +118,17 @@ impl DeviceStatus {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Records how a poll kept to the schedule: `missed` slots passed without a poll, `behind`
+    /// when the device is not keeping to its interval. Returns the missed total.
+    pub fn record_schedule(&self, missed: u64, behind: bool) -> u64 {
+        self.behind.store(behind, Ordering::Relaxed);
+        self.missed_slots.fetch_add(missed, Ordering::Relaxed) + missed
+    }
+
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
     pub fn record_exception(&self, code: u8) {
         self.exceptions.fetch_add(1, Ordering::Relaxed);
         self.exception_codes[usize::from(code & 0x0F)].fetch_add(1, Ordering::Relaxed);
@@ -144,6 +163,8 @@ impl DeviceStatus {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            missed_slots: self.missed_slots.load(Ordering::Relaxed),
+            behind: self.is_behind(),
         }
     }
 }

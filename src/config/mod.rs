@@ -171,13 +171,18 @@ pub struct StorageConfig {
     /// Directory holding `store.sqlite` and its WAL.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// SQLite `synchronous` level: `normal` survives a process crash; `full` also survives power loss
-    /// at the cost of one fsync per commit.
+    /// SQLite `synchronous` level: `full` (default) also survives power loss at the cost of one
+    /// fsync per group commit; `normal` survives a process crash only.
     #[serde(default)]
     pub synchronous: Synchronous,
-    /// Readings older than this are deleted once every output has delivered them.
+    /// Raw readings older than this are deleted once every output has delivered them (their
+    /// minute aggregates stay, see `minute_retention`).
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// Minute aggregates older than this are deleted, except the interval boundaries of
+    /// counters (`storage::tiers`).
+    #[serde(default = "default_minute_retention", with = "duration")]
+    pub minute_retention: Duration,
     /// The most readings committed in one transaction.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -204,6 +209,7 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             synchronous: Synchronous::default(),
             retention: default_retention(),
+            minute_retention: default_minute_retention(),
             max_batch: default_max_batch(),
             cache_mib: default_cache_mib(),
             max_disk: 0,
@@ -221,6 +227,9 @@ fn default_commit_delay() -> Duration {
 }
 
 fn default_retention() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+fn default_minute_retention() -> Duration {
     Duration::from_secs(400 * 86_400)
 }
 fn default_cache_mib() -> u32 {

@@ -156,6 +156,12 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     if cfg.storage.retention.is_zero() {
         push("storage.retention".into(), "must be greater than 0".into());
     }
+    if cfg.storage.minute_retention < cfg.storage.retention {
+        push(
+            "storage.minute_retention".into(),
+            "must be at least storage.retention (minutes outlive the raw readings)".into(),
+        );
+    }
     if cfg.storage.max_disk != 0 && cfg.storage.max_disk < 16 << 20 {
         push(
             "storage.max_disk".into(),

@@ -177,6 +177,31 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             )
         },
     });
+    // Keeping up: no device skipping poll slots, the store committing readings soon after they
+    // were read.
+    let behind: Vec<&str> = gw
+        .devices
+        .iter()
+        .filter(|(_, s)| s.is_behind())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let lag = ob.commit_lag_ms;
+    let lagging = lag > crate::storage::writer::LAG_LIMIT_MS;
+    checks.push(Check {
+        name: "keeping_up",
+        ok: behind.is_empty() && !lagging,
+        detail: match (behind.is_empty(), lagging) {
+            (true, false) => format!("every device on schedule; store commit lag {lag} ms"),
+            (_, true) => format!(
+                "the store commits readings {lag} ms after they were read: the pipeline cannot keep up{}",
+                if behind.is_empty() { String::new() } else { format!("; devices behind their interval: {}", behind.join(", ")) }
+            ),
+            (false, false) => format!(
+                "devices behind their poll interval (slots skipped): {}",
+                behind.join(", ")
+            ),
+        },
+    });
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
         StatusCode::OK

@@ -16,6 +16,8 @@
 //! | `device_exceptions_total` | `device` | Modbus exception answers (and DL/T 645 / CJ/T 188 abnormal answers) |
 //! | `device_garbage_frames_total` | `device` | garbled frames skipped while waiting for the device (DL/T 645, CJ/T 188) |
 //! | `device_consecutive_failures` | `device` | |
+//! | `device_missed_slots_total` | `device` | poll slots that passed without a poll |
+//! | `device_behind` | `device` | 1 while the device cannot keep to its poll interval |
 //! | `device_round_trip_seconds` | `device` | round trip of the last request |
 //! | `device_last_success_timestamp_seconds` | `device` | |
 //! | `readings_total`, `bad_readings_total` | | readings processed |
@@ -26,6 +28,7 @@
 //! | `outbox_rows`, `outbox_bytes`, `outbox_full` | | undelivered part of the store |
 //! | `outbox_full_events_total`, `outbox_evicted_total` | | |
 //! | `store_budget_dropped_total`, `store_used_bytes`, `store_disk_budget_bytes` | | disk budget |
+//! | `store_commit_lag_seconds` | | age of the newest reading of the last commit (over 10 s: not keeping up) |
 //! | `output_outbox_depth` | `destination` | readings the destination has not confirmed (`influxdb.NAME`, `mqtt_readings.NAME`) |
 //! | `output_outbox_age_seconds` | `destination` | age of the oldest of them |
 //! | `output_points_sent_total`, `output_requests_total`, `output_request_failures_total`, `output_quarantined_total` | `destination` | for `mqtt_readings.NAME`: readings acknowledged (PUBACK), messages published |
@@ -227,6 +230,20 @@ pub fn render(
                 .iter()
                 .map(|(d, s)| (device_label(d), f64::from(s.consecutive_failures))),
         );
+        counter_family(
+            &mut reg,
+            "energy_gateway_device_missed_slots",
+            "Poll slots of the device that passed without a poll",
+            snaps.iter().map(|(d, s)| (device_label(d), s.missed_slots)),
+        );
+        gauge_family(
+            &mut reg,
+            "energy_gateway_device_behind",
+            "1 while the device cannot keep to its poll interval",
+            snaps
+                .iter()
+                .map(|(d, s)| (device_label(d), f64::from(u8::from(s.behind)))),
+        );
         gauge_family(
             &mut reg,
             "energy_gateway_device_round_trip_seconds",
@@ -333,6 +350,12 @@ pub fn render(
             "energy_gateway_store_disk_budget_bytes",
             "The store's disk budget (storage.max_disk or derived at the first start)",
             ob.disk_budget as f64,
+        );
+        gauge(
+            &mut reg,
+            "energy_gateway_store_commit_lag_seconds",
+            "Age of the newest reading of the last commit when it was committed",
+            ob.commit_lag_ms as f64 / 1000.0,
         );
         counter(
             &mut reg,

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod curve;
+pub mod history;
 pub mod metrics;
 pub mod summary;
 
@@ -449,6 +450,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/alerts/history"),
     ("get", "/api/v1/curve"),
     ("get", "/api/v1/accounts/{period}"),
+    ("get", "/api/v1/history"),
     ("post", "/api/v1/value-added"),
     ("post", "/api/v1/production"),
     ("post", "/api/v1/meter-replacements"),
@@ -474,6 +476,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/alerts/history", get(api::alert_history))
         .route("/api/v1/curve", get(curve::curve))
         .route("/api/v1/accounts/{period}", get(api::accounts))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/value-added", post(api::post_value_added))
         .route("/api/v1/production", post(api::post_production))
         .route(

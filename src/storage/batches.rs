@@ -165,11 +165,23 @@ impl Store {
         }
         let next = first + rows.len() as i64;
         self.next_id = Some(next);
+        // Readings older than what the raw tier has dropped (a backfill, an import) are read
+        // from the minute tier: roll them up now.
+        let oldest = rows.iter().map(|r| r.1.ts_ms).min();
+        if let (Some(oldest), Some(cut)) = (oldest, self.raw_dropped_through()?) {
+            if oldest <= cut {
+                self.roll_up(next - 1)?;
+            }
+        }
         Ok(next - 1)
     }
 
     /// Visits the readings with id > `after` in id order until `f` returns false.
-    fn scan_ids(&self, after: i64, mut f: impl FnMut(i64, Encoded) -> bool) -> Result<()> {
+    pub(super) fn scan_ids(
+        &self,
+        after: i64,
+        mut f: impl FnMut(i64, Encoded) -> bool,
+    ) -> Result<()> {
         let start: i64 = self
             .conn
             .query_row(
@@ -326,6 +338,9 @@ impl Store {
             .conn
             .unchecked_transaction()
             .map_err(ctx("begin delete"))?;
+        // Nothing leaves the raw tier before it is in the minute tier.
+        self.roll_up_in_tx(through)?;
+        let mut dropped_ts = i64::MIN;
         let start: i64 = tx
             .query_row(
                 "SELECT coalesce(max(first_id), 0) FROM reading_batches WHERE first_id <= ?1",
@@ -333,21 +348,21 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(ctx("find batch"))?;
-        let batches: Vec<(i64, i64)> = {
+        let batches: Vec<(i64, i64, i64)> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT first_id, n FROM reading_batches WHERE first_id >= ?1 AND first_id <= ?2
+                    "SELECT first_id, n, max_ts FROM reading_batches WHERE first_id >= ?1 AND first_id <= ?2
                      ORDER BY first_id",
                 )
                 .map_err(ctx("prepare delete"))?;
             let rows = stmt
-                .query_map([start, through], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([start, through], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(ctx("find batches"))?;
             rows.collect::<std::result::Result<_, _>>()
                 .map_err(ctx("find batches"))?
         };
         let mut deleted = 0u64;
-        for (first, n) in batches {
+        for (first, n, max_ts) in batches {
             let last = first + n - 1;
             if last <= after {
                 continue;
@@ -356,6 +371,7 @@ impl Store {
                 tx.execute("DELETE FROM reading_batches WHERE first_id = ?1", [first])
                     .map_err(ctx("delete batch"))?;
                 deleted += n as u64;
+                dropped_ts = dropped_ts.max(max_ts);
                 continue;
             }
             // Cut: keep [first, after] and [through+1, last].
@@ -372,6 +388,9 @@ impl Store {
             let head_len = (after - first + 1).clamp(0, n) as usize;
             let tail_from = (through - first + 1).clamp(0, n) as usize;
             deleted += (tail_from - head_len) as u64;
+            for r in &rs[head_len..tail_from] {
+                dropped_ts = dropped_ts.max(r.ts_ms);
+            }
             for (piece_first, piece) in [
                 (first, &rs[..head_len]),
                 (first + tail_from as i64, &rs[tail_from..]),
@@ -394,6 +413,9 @@ impl Store {
                 )
                 .map_err(ctx("rewrite batch"))?;
             }
+        }
+        if deleted > 0 {
+            self.raise_meta_i64("raw_dropped_ts", dropped_ts)?;
         }
         tx.commit().map_err(ctx("commit delete"))?;
         Ok(deleted)
@@ -481,6 +503,10 @@ impl Store {
     /// when `ascending`, else newest first; equal times by id) until `f` returns false. Nothing
     /// is collected beyond the batches whose time ranges overlap: a year of one-second readings
     /// streams in constant memory.
+    ///
+    /// Where the raw tier no longer holds the range (before [`Store::raw_dropped_through`]),
+    /// the first and last reading of every kept minute stand in (see [`super::tiers`]): a
+    /// counter's readings at every interval boundary are among them.
     pub fn series_history(
         &self,
         device: &str,
@@ -493,6 +519,81 @@ impl Store {
         let Some(sid) = self.find_series(device, quantity)? else {
             return Ok(());
         };
+        if from > to {
+            return Ok(());
+        }
+        let Some(cut) = self.raw_dropped_through()?.filter(|&c| c >= from) else {
+            return self.raw_history(sid, from, to, ascending, &mut f);
+        };
+        let raw_from = cut.saturating_add(1).max(from);
+        if ascending {
+            if self.tier_history(sid, from, to.min(cut), true, &mut f)? && raw_from <= to {
+                self.raw_history(sid, raw_from, to, true, &mut f)?;
+            }
+            return Ok(());
+        }
+        let mut go = true;
+        if raw_from <= to {
+            self.raw_history(sid, raw_from, to, false, &mut |r| {
+                go = f(r);
+                go
+            })?;
+        }
+        if go {
+            self.tier_history(sid, from, to.min(cut), false, &mut f)?;
+        }
+        Ok(())
+    }
+
+    /// Readings of series `sid` in `[from, to]` in id order (not time order), until `f` returns
+    /// false.
+    pub(super) fn raw_series_range(
+        &self,
+        sid: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        f: &mut dyn FnMut(SeriesReading) -> bool,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT first_id, data FROM reading_batches WHERE max_ts >= ?1 AND min_ts <= ?2
+                 ORDER BY first_id",
+            )
+            .map_err(ctx("prepare history query"))?;
+        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
+        while let Some(row) = rows.next().map_err(ctx("read history"))? {
+            let first: i64 = row.get(0).map_err(ctx("read history"))?;
+            let data = row.get_ref(1).map_err(ctx("read history"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
+            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
+                let r = r.map_err(decode_err)?;
+                if r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
+                    continue;
+                }
+                let go = f(SeriesReading {
+                    id: first + k as i64,
+                    ts_ms: r.ts_ms,
+                    value: r.value,
+                    quality: r.quality,
+                });
+                if !go {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw tier's part of [`Store::series_history`].
+    pub(super) fn raw_history(
+        &self,
+        sid: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        ascending: bool,
+        f: &mut dyn FnMut(SeriesReading) -> bool,
+    ) -> Result<()> {
         if from > to {
             return Ok(());
         }

@@ -21,6 +21,8 @@ pub struct BudgetReport {
     pub budget_bytes: u64,
     /// Delivered readings dropped now.
     pub dropped: u64,
+    /// Minute aggregates dropped now (once no delivered raw reading was left).
+    pub minutes_dropped: u64,
     /// True when the budget is passed and nothing delivered is left to drop.
     pub undelivered_over: bool,
 }
@@ -78,36 +80,71 @@ impl Store {
         if budget == 0 || used <= budget {
             return Ok(report);
         }
-        let readings = self.count_readings()?;
-        let min_id = self.min_reading_id()?;
-        if readings == 0 || min_id == 0 {
-            report.undelivered_over = true;
-            return Ok(report);
+        // Readings about to go are rolled up first: the minute rows count too.
+        self.roll_up(i64::MAX)?;
+        let mut used = self.used_bytes()?;
+        // The bytes a reading takes are estimated from the whole store (minute rows, alerts and
+        // accounts included), so a few rounds may be needed.
+        for _ in 0..4 {
+            if used <= budget {
+                break;
+            }
+            let readings = self.count_readings()?;
+            let min_id = self.min_reading_id()?;
+            if readings == 0 || min_id == 0 {
+                if report.dropped == 0 {
+                    self.drop_minutes_for(used, budget, &mut report)?;
+                }
+                return Ok(report);
+            }
+            let mut delivered = self.max_reading_id()?;
+            for d in destinations {
+                delivered = delivered.min(self.cursor(d)?);
+            }
+            let excess = used - budget / 10 * 9;
+            let per_reading = (used as f64 / readings as f64).max(1.0);
+            let n = (excess as f64 / per_reading).ceil() as i64;
+            let through = (min_id - 1).saturating_add(n).min(delivered);
+            if through < min_id {
+                if report.dropped == 0 {
+                    self.drop_minutes_for(used, budget, &mut report)?;
+                }
+                return Ok(report);
+            }
+            let dropped = self.delete_ids(min_id - 1, through)?;
+            self.raise_meta_i64("deleted_through", through)?;
+            let total = self.budget_dropped_total()? as i64 + dropped as i64;
+            self.conn
+                .execute(
+                    "INSERT INTO meta(key, value) VALUES ('budget_dropped_total', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [total.to_string()],
+                )
+                .map_err(ctx("count budget drops"))?;
+            report.dropped += dropped;
+            used = self.used_bytes()?;
         }
-        let mut delivered = self.max_reading_id()?;
-        for d in destinations {
-            delivered = delivered.min(self.cursor(d)?);
-        }
-        let excess = used - budget / 10 * 9;
-        let per_reading = (used as f64 / readings as f64).max(1.0);
-        let n = (excess as f64 / per_reading).ceil() as i64;
-        let through = (min_id - 1).saturating_add(n).min(delivered);
-        if through < min_id {
-            report.undelivered_over = true;
-            return Ok(report);
-        }
-        let dropped = self.delete_ids(min_id - 1, through)?;
-        self.raise_meta_i64("deleted_through", through)?;
-        let total = self.budget_dropped_total()? as i64 + dropped as i64;
-        self.conn
-            .execute(
-                "INSERT INTO meta(key, value) VALUES ('budget_dropped_total', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [total.to_string()],
-            )
-            .map_err(ctx("count budget drops"))?;
-        report.dropped = dropped;
         Ok(report)
+    }
+
+    /// The next tier once no delivered raw reading is left: the oldest minute aggregates
+    /// (never counters' interval boundaries). Sets `undelivered_over` when nothing could go.
+    fn drop_minutes_for(&self, used: u64, budget: u64, report: &mut BudgetReport) -> Result<()> {
+        let rows: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM minute_aggregates", [], |r| r.get(0))
+            .map_err(ctx("count minutes"))?;
+        // About 60 bytes a minute row.
+        let excess = used.saturating_sub(budget / 10 * 9);
+        let n = (excess / 60).max(1).min(rows.max(0) as u64);
+        let dropped = if n > 0 {
+            self.drop_oldest_minutes(n)?
+        } else {
+            0
+        };
+        report.minutes_dropped = dropped;
+        report.undelivered_over = dropped == 0;
+        Ok(())
     }
 }
 
@@ -134,15 +171,23 @@ mod tests {
                    VALUES (1, 'r', 'm0', '', 'firing', 'warning', NULL, 'kept');",
             )
             .unwrap();
-        // Synthetic history: a day of one-minute polls of 50 meters × 15 values.
+        // 14 instantaneous quantities and a counter.
+        fn quantity(q: usize) -> Quantity {
+            if q == 14 {
+                Quantity::EnergyImport
+            } else {
+                Quantity::ALL[q]
+            }
+        }
+        // Synthetic history: an hour of one-second polls of 5 meters × 15 values.
         let mut t = 1_767_225_600_000i64;
-        for _ in 0..1440 {
-            let rs: Vec<_> = (0..50)
+        for _ in 0..3600 {
+            let rs: Vec<_> = (0..5)
                 .flat_map(|m| {
                     (0..15).map(move |q| {
                         Reading::new(
                             format!("m{m}"),
-                            Quantity::ALL[q % Quantity::ALL.len()],
+                            quantity(q),
                             230.0 + f64::from(m) + f64::from(q as u32) * 0.5,
                             t,
                         )
@@ -150,14 +195,16 @@ mod tests {
                 })
                 .collect();
             s.insert_readings(&rs).unwrap();
-            t += 60_000;
+            t += 1000;
         }
         let total = s.count_readings().unwrap();
-        assert_eq!(total, 1440 * 750);
+        assert_eq!(total, 3600 * 75);
         // Two thirds delivered.
         let delivered = (total * 2 / 3) as i64;
         s.advance_cursor("influxdb.local", delivered).unwrap();
         let dests = vec!["influxdb.local".to_string()];
+        // (The minute tier holds the hour too: it is part of what the store uses.)
+        s.roll_up(i64::MAX).unwrap();
         let used = s.used_bytes().unwrap();
         let budget = used / 2;
         let r = s.enforce_budget(budget, &dests).unwrap();
@@ -175,8 +222,34 @@ mod tests {
         // A budget below the undelivered part: everything delivered goes, nothing undelivered.
         let r2 = s.enforce_budget(1, &dests).unwrap();
         assert!(r2.undelivered_over || s.min_reading_id().unwrap() == delivered + 1);
-        let r3 = s.enforce_budget(1, &dests).unwrap();
+        // Then the next tier: minute aggregates, oldest first, but never the readings of
+        // counters at interval boundaries.
+        let boundary_rows = |s: &Store| -> i64 {
+            s.conn
+                .query_row(
+                    "SELECT count(*) FROM minute_aggregates WHERE series_id = (SELECT id FROM series WHERE device = 'm0' AND quantity = ?1)",
+                    [Quantity::EnergyImport.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(boundary_rows(&s), 60);
+        let mut r3 = s.enforce_budget(1, &dests).unwrap();
+        for _ in 0..10 {
+            if r3.undelivered_over {
+                break;
+            }
+            assert!(r3.minutes_dropped > 0, "{r3:?}");
+            r3 = s.enforce_budget(1, &dests).unwrap();
+        }
         assert!(r3.undelivered_over, "{r3:?}");
+        // First and last minute of each of the 4 intervals of the hour.
+        assert_eq!(boundary_rows(&s), 8);
+        let left: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM minute_aggregates", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 8 * 5, "only the counters' boundaries");
         assert_eq!(s.min_reading_id().unwrap(), delivered + 1);
         assert_eq!(s.count_readings().unwrap(), total - delivered as u64);
         assert_eq!(s.alert_events().unwrap().len(), 1);

@@ -7,9 +7,11 @@ pub mod batches;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod history;
 pub mod quarantine;
 pub mod safety;
 pub mod schema;
+pub mod tiers;
 pub mod wal;
 pub mod writer;
 
@@ -537,6 +539,22 @@ mod tests {
             s.first_good_since("m", Quantity::EnergyImport, 21).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn commits_are_fsynced_by_default_and_normal_is_what_it_says() {
+        // Power loss keeps what `full` committed: SQLite fsyncs the WAL at each commit when the
+        // connection's synchronous level is FULL (2); NORMAL (1) only at checkpoints.
+        let dir = tempfile::tempdir().unwrap();
+        let level = |sync| -> i64 {
+            let s = Store::open(&dir.path().join("s.sqlite"), sync).unwrap();
+            s.conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        assert_eq!(level(Synchronous::default()), 2);
+        assert_eq!(level(Synchronous::Normal), 1);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "readings stored as compact batches (one row per commit)",
         step: Step::Code(readings_to_batches),
     },
+    Migration {
+        name: "minute aggregates (tiered history, see storage::tiers)",
+        step: Step::Sql(MINUTES),
+    },
 ];
 
 /// The schema version of the newest migration (`PRAGMA user_version` of an up-to-date file).
@@ -112,6 +116,28 @@ CREATE TABLE reading_batches (
 );
 CREATE INDEX reading_batches_min_ts ON reading_batches (min_ts, max_ts);
 CREATE INDEX reading_batches_max_ts ON reading_batches (max_ts, min_ts);
+";
+
+const MINUTES: &str = "
+-- The minute tier: per series and minute (ms since the epoch / 60000), the usable readings'
+-- count, min, max and sum, the bad and estimated counts, and the first and last usable reading
+-- (flags: 1 first estimated, 2 last estimated). See storage::tiers.
+CREATE TABLE minute_aggregates (
+    series_id INTEGER NOT NULL,
+    minute    INTEGER NOT NULL,
+    n         INTEGER NOT NULL,
+    bad       INTEGER NOT NULL,
+    est       INTEGER NOT NULL,
+    min       REAL,
+    max       REAL,
+    sum       REAL,
+    first_ts  INTEGER,
+    first     REAL,
+    last_ts   INTEGER,
+    last      REAL,
+    flags     INTEGER NOT NULL,
+    PRIMARY KEY (series_id, minute)
+) WITHOUT ROWID;
 ";
 
 /// Moves every row of 0.1.0's `readings` into batches, keeping ids (runs of consecutive ids

@@ -70,6 +70,11 @@ pub struct WriterOptions {
     /// The clock guard: while the wall clock is not trusted, nothing is pruned or evicted by
     /// age (a clock years ahead would otherwise delete the history). None: always trusted.
     pub clock: Option<Arc<crate::clock::Clock>>,
+    /// Minute aggregates older than this are pruned, except counters' interval boundaries
+    /// (`[storage] minute_retention`, see [`super::tiers`]).
+    pub minute_retention: Duration,
+    /// How often readings are rolled up into the minute tier.
+    pub rollup_every: Duration,
 }
 
 impl WriterOptions {
@@ -93,6 +98,8 @@ impl WriterOptions {
             budget_every: Duration::from_secs(60),
             commit_delay: Duration::ZERO,
             clock: None,
+            minute_retention: Duration::from_secs(400 * 86_400),
+            rollup_every: Duration::from_secs(3600),
         }
     }
 
@@ -139,7 +146,13 @@ pub struct OutboxStatus {
     pub used_bytes: AtomicU64,
     /// The disk budget in bytes (0 = none).
     pub disk_budget: AtomicU64,
+    /// Age of the newest reading of the last commit when it was committed (ms): how far the
+    /// store lags behind acquisition.
+    pub commit_lag_ms: AtomicI64,
 }
+
+/// Commit lag past which the pipeline is not keeping up (readyz, warning).
+pub const LAG_LIMIT_MS: i64 = 10_000;
 
 /// A copy of [`OutboxStatus`] at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +168,7 @@ pub struct OutboxSnapshot {
     pub budget_dropped: u64,
     pub used_bytes: u64,
     pub disk_budget: u64,
+    pub commit_lag_ms: i64,
 }
 
 impl OutboxStatus {
@@ -171,6 +185,7 @@ impl OutboxStatus {
             budget_dropped: self.budget_dropped.load(Ordering::Relaxed),
             used_bytes: self.used_bytes.load(Ordering::Relaxed),
             disk_budget: self.disk_budget.load(Ordering::Relaxed),
+            commit_lag_ms: self.commit_lag_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -272,6 +287,7 @@ pub fn spawn_with_status(
         .spawn(move || {
             let mut stats = WriterStats::default();
             let mut last_prune = Instant::now();
+            let mut last_rollup = Instant::now();
             let mut last_wal_check = Instant::now();
             // When the batch being gathered got its first readings.
             let mut gathering: Option<Instant> = None;
@@ -369,6 +385,12 @@ pub fn spawn_with_status(
                     last_budget_check = Some(Instant::now());
                     keep_budget(&store, &opts, &status);
                 }
+                if last_rollup.elapsed() >= opts.rollup_every {
+                    last_rollup = Instant::now();
+                    if let Err(e) = store.roll_up(i64::MAX) {
+                        tracing::warn!("rolling readings up into minutes failed: {e}");
+                    }
+                }
                 if last_prune.elapsed() >= opts.prune_every {
                     last_prune = Instant::now();
                     if !opts.clock_trusted() {
@@ -380,6 +402,15 @@ pub fn spawn_with_status(
                         Ok(0) => {}
                         Ok(n) => tracing::info!(deleted = n, "pruned readings past retention"),
                         Err(e) => tracing::warn!("prune failed: {e}"),
+                    }
+                    let before = now_ms() - opts.minute_retention.as_millis() as i64;
+                    match store.prune_minutes(before) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            deleted = n,
+                            "pruned minute aggregates past minute_retention (interval boundaries of counters kept)"
+                        ),
+                        Err(e) => tracing::warn!("pruning minute aggregates failed: {e}"),
                     }
                 }
             }
@@ -405,6 +436,13 @@ fn keep_budget(store: &Store, opts: &WriterOptions, status: &OutboxStatus) {
                     used_bytes = r.used_bytes,
                     budget_bytes = r.budget_bytes,
                     "store at its disk budget (storage.max_disk): dropped the oldest delivered readings"
+                );
+            } else if r.minutes_dropped > 0 {
+                tracing::warn!(
+                    minutes_dropped = r.minutes_dropped,
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store at its disk budget (storage.max_disk) with no delivered raw reading left: dropped the oldest minute aggregates (counters' interval boundaries, intervals and accounts stay)"
                 );
             } else if r.undelivered_over {
                 tracing::error!(
@@ -548,6 +586,19 @@ fn commit(
                 status.commit_failing.store(false, Ordering::Relaxed);
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
+                if let Some(newest) = batch.iter().map(|r| r.ts_ms).max() {
+                    let lag = (now_ms() - newest).max(0);
+                    let was = status.commit_lag_ms.swap(lag, Ordering::Relaxed);
+                    if lag > LAG_LIMIT_MS && was <= LAG_LIMIT_MS {
+                        tracing::warn!(
+                            lag_ms = lag,
+                            readings = batch.len(),
+                            "the store is falling behind acquisition: readings are committed {lag} ms after they were read (the pipeline cannot keep up; fewer devices or points, a longer interval, or a faster disk)"
+                        );
+                    } else if lag <= LAG_LIMIT_MS && was > LAG_LIMIT_MS {
+                        tracing::info!(lag_ms = lag, "the store keeps up with acquisition again");
+                    }
+                }
                 batch.clear();
                 // The status is current before anyone hears of the commit.
                 if destinations.is_empty() {

@@ -91,7 +91,17 @@ fn every_endpoint_without_a_token_on_loopback() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["pipeline", "sources", "store", "outbox", "clock"]);
+    assert_eq!(
+        names,
+        [
+            "pipeline",
+            "sources",
+            "store",
+            "outbox",
+            "clock",
+            "keeping_up"
+        ]
+    );
 
     // Status, with today's and the month's accounts once they are computed.
     let st = wait_for(

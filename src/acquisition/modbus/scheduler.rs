@@ -294,12 +294,31 @@ impl Poller {
         let result = self.poll_groups(di, now, &mut out).await;
         let d = &mut self.devices[di];
         // Every due group moves to its next slot, failed or not: the schedule never drifts.
+        // Slots that passed before this poll began were missed; a poll that ends after the
+        // next slot means the device (or its link) cannot keep to its interval.
+        // (A device in backoff after failures skips slots on purpose: not counted.)
+        let in_backoff = d.retry_at.is_some();
+        let mut missed = 0u64;
         for g in d.groups.iter_mut().filter(|g| g.next_due <= now) {
+            g.next_due += g.interval;
             while g.next_due <= now {
                 g.next_due += g.interval;
+                missed += 1;
             }
         }
+        if in_backoff {
+            missed = 0;
+        }
+        let ended = Instant::now();
+        let behind = !in_backoff && (missed > 0 || d.groups.iter().any(|g| g.next_due < ended));
+        let was_behind = d.t.status.is_behind();
+        let missed_total = d.t.status.record_schedule(missed, behind);
         let id = &d.t.device.id;
+        if behind && !was_behind {
+            tracing::warn!(device = %id, link = %self.link.describe(), missed, missed_total, "device falling behind its poll interval: slots are skipped (too many devices or points on the link, a slow device, or a short interval)");
+        } else if !behind && was_behind {
+            tracing::info!(device = %id, missed_total, "device keeping to its poll interval again");
+        }
         match result {
             Ok(()) => {
                 if !d.t.status.is_online() {
