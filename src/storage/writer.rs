@@ -146,8 +146,8 @@ pub struct OutboxStatus {
     pub used_bytes: AtomicU64,
     /// The disk budget in bytes (0 = none).
     pub disk_budget: AtomicU64,
-    /// Age of the newest reading of the last commit when it was committed (ms): how far the
-    /// store lags behind acquisition.
+    /// Time from the last committed batch's first readings reaching the writer to its commit
+    /// (ms): how far the store lags behind acquisition.
     pub commit_lag_ms: AtomicI64,
 }
 
@@ -299,6 +299,8 @@ pub fn spawn_with_status(
                 status.budget_dropped.store(n, Ordering::Relaxed);
             }
             let mut batch: Vec<Reading> = Vec::new();
+            // When the batch's first readings reached the writer: commit lag.
+            let mut batch_since: Option<Instant> = None;
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
             if let Err(e) = store.set_cache_mib(opts.cache_mib) {
@@ -316,6 +318,9 @@ pub fn spawn_with_status(
                 while let Some(cmd) = next.take() {
                     match cmd {
                         StoreCommand::Readings { readings, ack } => {
+                            if batch_since.is_none() && !readings.is_empty() {
+                                batch_since = Some(Instant::now());
+                            }
                             if batch.is_empty() {
                                 batch = readings;
                             } else {
@@ -372,6 +377,9 @@ pub fn spawn_with_status(
                     commit(
                         &mut store, &mut batch, &mut acks, &committed, &mut stats, &status, &opts,
                     );
+                    if let Some(t) = batch_since.take() {
+                        record_lag(&status, t.elapsed().as_millis() as i64);
+                    }
                 }
                 if last_wal_check.elapsed() >= WAL_CHECK_EVERY {
                     last_wal_check = Instant::now();
@@ -562,6 +570,22 @@ fn make_room(
     }
 }
 
+/// Time from readings reaching the writer to their commit (a slow or failing disk, a store
+/// that cannot keep up), with a warning when it passes [`LAG_LIMIT_MS`]. Measured from arrival,
+/// not from the readings' timestamps: a meter's backlog or an MQTT replay of old readings is
+/// not a store falling behind.
+fn record_lag(status: &OutboxStatus, lag: i64) {
+    let was = status.commit_lag_ms.swap(lag, Ordering::Relaxed);
+    if lag > LAG_LIMIT_MS && was <= LAG_LIMIT_MS {
+        tracing::warn!(
+            lag_ms = lag,
+            "the store is falling behind acquisition: readings are committed {lag} ms after they reached it (the pipeline cannot keep up; fewer devices or points, a longer interval, or a faster disk)"
+        );
+    } else if lag <= LAG_LIMIT_MS && was > LAG_LIMIT_MS {
+        tracing::info!(lag_ms = lag, "the store keeps up with acquisition again");
+    }
+}
+
 fn commit(
     store: &mut Store,
     batch: &mut Vec<Reading>,
@@ -586,19 +610,6 @@ fn commit(
                 status.commit_failing.store(false, Ordering::Relaxed);
                 stats.readings += batch.len() as u64;
                 stats.transactions += 1;
-                if let Some(newest) = batch.iter().map(|r| r.ts_ms).max() {
-                    let lag = (now_ms() - newest).max(0);
-                    let was = status.commit_lag_ms.swap(lag, Ordering::Relaxed);
-                    if lag > LAG_LIMIT_MS && was <= LAG_LIMIT_MS {
-                        tracing::warn!(
-                            lag_ms = lag,
-                            readings = batch.len(),
-                            "the store is falling behind acquisition: readings are committed {lag} ms after they were read (the pipeline cannot keep up; fewer devices or points, a longer interval, or a faster disk)"
-                        );
-                    } else if lag <= LAG_LIMIT_MS && was > LAG_LIMIT_MS {
-                        tracing::info!(lag_ms = lag, "the store keeps up with acquisition again");
-                    }
-                }
                 batch.clear();
                 // The status is current before anyone hears of the commit.
                 if destinations.is_empty() {

@@ -164,9 +164,17 @@ fn a_store_that_cannot_commit_is_not_ready_stops_in_time_and_loses_nothing() {
 
     // Space returns: everything sent meanwhile is stored, the gateway is ready again.
     set_fsize(&child, "unlimited");
-    wait_until("ready again", Duration::from_secs(30), || {
-        readyz(&http).0 == 200
-    });
+    let mut last = String::new();
+    let t0 = Instant::now();
+    while readyz(&http).0 != 200 {
+        last = readyz(&http).1;
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for ready again: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = last;
     wait_until("all stored", Duration::from_secs(30), || {
         stored(dir.path()) >= sent as usize
     });
