@@ -218,6 +218,11 @@ fn optional_number(s: Option<&String>, what: &str) -> Result<Option<f64>, String
     }
 }
 
+/// The largest quantity any import or record may carry (10¹² in its unit: no meter register,
+/// monthly production or value added in 10⁴ CNY of one site comes near it; 1e308 would turn a
+/// month's accounts into nonsense).
+pub const MAX_QUANTITY: f64 = 1e12;
+
 fn non_negative(v: f64, what: &str) -> Result<f64, String> {
     if !v.is_finite() {
         return Err(format!("{what} {v} is not a finite number"));
@@ -225,7 +230,41 @@ fn non_negative(v: f64, what: &str) -> Result<f64, String> {
     if v < 0.0 {
         return Err(format!("{what} {v} is negative"));
     }
+    if v > MAX_QUANTITY {
+        return Err(format!(
+            "{what} {v} is not plausible (more than {MAX_QUANTITY:e}): check the unit and the digits"
+        ));
+    }
     Ok(v)
+}
+
+/// 2000-01-01T00:00:00Z: nothing the gateway records is older.
+const EARLIEST_MS: TimestampMs = 946_684_800_000;
+
+/// A time between 2000 and a day from now: a reading or a replacement dated 1970 or in 2999
+/// comes from a wrong clock or a typo, not from a meter.
+pub fn plausible_time(ts: TimestampMs) -> Result<TimestampMs, String> {
+    let now = crate::readings::now_ms();
+    if ts < EARLIEST_MS {
+        return Err(format!(
+            "time {} is before 2000: a wrong clock or a typo",
+            fmt_utc(ts)
+        ));
+    }
+    if ts > now + 86_400_000 {
+        return Err(format!(
+            "time {} is more than a day in the future (now {}): a wrong clock or a typo",
+            fmt_utc(ts),
+            fmt_utc(now)
+        ));
+    }
+    Ok(ts)
+}
+
+fn fmt_utc(ts: TimestampMs) -> String {
+    chrono::DateTime::from_timestamp_millis(ts)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ts.to_string())
 }
 
 /// Parses an RFC 3339 time (`2026-10-01T00:00:00+08:00`).
@@ -357,7 +396,7 @@ pub fn import_readings(
     let mut seen: HashMap<(String, Quantity, TimestampMs), RowAt> = HashMap::new();
     for (at, f) in &input.rows {
         let mut row = || -> Result<Reading, String> {
-            let ts = parse_time(&f.time)?;
+            let ts = plausible_time(parse_time(&f.time)?)?;
             let device = f.device.trim();
             if cfg.device(device).is_none() {
                 return Err(format!(
@@ -371,6 +410,12 @@ pub fn import_readings(
                 .map_err(|e: crate::readings::UnknownQuantity| e.to_string())?;
             if !f.value.is_finite() {
                 return Err(format!("value {} is not a finite number", f.value));
+            }
+            if f.value.abs() > MAX_QUANTITY {
+                return Err(format!(
+                    "value {} is not plausible (more than {MAX_QUANTITY:e} in size)",
+                    f.value
+                ));
             }
             if let Some(first) = seen.insert((device.to_string(), q, ts), *at) {
                 return Err(format!("the same device, quantity and time as {first}"));
@@ -585,13 +630,14 @@ pub fn record_replacement(
     if !q.is_cumulative() {
         return Err(data(format!("{q} is not a cumulative counter")));
     }
-    let ts = parse_time(time).map_err(data)?;
+    let ts = parse_time(time).and_then(plausible_time).map_err(data)?;
     for (v, what) in [(old_final, "old_final"), (new_initial, "new_initial")] {
         if !v.is_finite() || v < 0.0 {
             return Err(data(format!(
                 "{what} must be a number of zero or more, not {v}"
             )));
         }
+        non_negative(v, what).map_err(data)?;
     }
     let r = Replacement {
         ts_ms: ts,
@@ -599,6 +645,39 @@ pub fn record_replacement(
         new_initial,
     };
     let acc = AccountingStore::open(&cfg.store_path()).map_err(ImportError::store)?;
+    // Against the counter's last stored reading before the replacement: the old meter cannot
+    // have run backwards, nor used more than its rated power allows since then.
+    let last = acc
+        .samples_before(device, q, ts + 1, 1)
+        .map_err(ImportError::store)?;
+    if let Some(last) = last.last() {
+        let tolerance = 1e-9 * last.value.abs().max(1.0);
+        if old_final + tolerance < last.value {
+            return Err(data(format!(
+                "old_final {old_final} is below the counter's last reading {} at {}: the old meter cannot have run backwards",
+                last.value,
+                fmt_utc(last.ts_ms)
+            )));
+        }
+        let rated = Plan::build(cfg).ok().and_then(|p| {
+            p.series
+                .iter()
+                .find(|s| s.device == device && s.quantity == q)
+                .and_then(|s| s.settings.rated_per_hour)
+        });
+        if let Some(rated) = rated {
+            let hours = (ts - last.ts_ms).max(0) as f64 / 3_600_000.0;
+            let most = rated * hours * 1.2 + 1.0;
+            if old_final - last.value > most {
+                return Err(data(format!(
+                    "old_final {old_final} is {:.3} above the last reading {} at {}: more than the meter's rated power allows in {hours:.2} h (at most {most:.3})",
+                    old_final - last.value,
+                    last.value,
+                    fmt_utc(last.ts_ms)
+                )));
+            }
+        }
+    }
     acc.record_replacement(device, q, &r, note)
         .map_err(ImportError::store)?;
     Ok(r)
@@ -697,10 +776,98 @@ mod tests {
         assert!(number("NaN", "v").is_err());
         assert!(number("x", "v").unwrap_err().contains("not a number"));
         assert!(non_negative(-1.0, "q").unwrap_err().contains("negative"));
+        assert!(non_negative(1e308, "old_final")
+            .unwrap_err()
+            .contains("not plausible"));
+        assert_eq!(non_negative(1e11, "q"), Ok(1e11));
         assert_eq!(
             parse_time("2026-10-01T00:00:00+08:00").unwrap(),
             1_790_784_000_000
         );
         assert!(parse_time("2026-10-01 00:00").is_err());
+    }
+
+    #[test]
+    fn times_from_a_wrong_clock_or_a_typo_are_refused() {
+        let now = crate::readings::now_ms();
+        assert!(plausible_time(0).unwrap_err().contains("before 2000"));
+        assert!(plausible_time(now + 2 * 86_400_000)
+            .unwrap_err()
+            .contains("future"));
+        assert_eq!(plausible_time(now - 1000), Ok(now - 1000));
+        assert_eq!(plausible_time(EARLIEST_MS), Ok(EARLIEST_MS));
+    }
+
+    #[test]
+    fn a_replacement_is_checked_against_the_last_reading_and_the_rated_power() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            r#"
+[site]
+id = "rep"
+timezone = "Asia/Shanghai"
+[storage]
+data_dir = "{}"
+[[devices]]
+id = "press"
+carrier = "electricity"
+[devices.modbus]
+address = "127.0.0.1:1502"
+[[devices.points]]
+quantity = "energy_import"
+register = 0
+[[accounting.meters]]
+device = "press"
+role = "purchase"
+rated_power = 100.0
+"#,
+            dir.path().display()
+        );
+        let cfg = crate::config::load_str(&toml).unwrap();
+        let now = crate::readings::now_ms();
+        let hour_ago = now - 3_600_000;
+        let mut store = crate::storage::Store::open(
+            &cfg.store_path(),
+            crate::storage::config::Synchronous::Normal,
+        )
+        .unwrap();
+        store
+            .insert_readings(&[Reading::new(
+                "press",
+                Quantity::EnergyImport,
+                5000.0,
+                hour_ago,
+            )])
+            .unwrap();
+        drop(store);
+        let at = fmt_utc(now - 60_000);
+        let err = |old: f64| match record_replacement(
+            &cfg,
+            "press",
+            "energy_import",
+            &at,
+            old,
+            0.0,
+            None,
+        ) {
+            Err(ImportError::Data(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(err(4000.0).contains("run backwards"), "{}", err(4000.0));
+        // 100 kW for 59 minutes: at most ~118 kWh more (with the margin); 1e308 and 9000 are not.
+        assert!(err(9000.0).contains("rated power"));
+        assert!(err(1e308).contains("not plausible"));
+        assert!(record_replacement(
+            &cfg,
+            "press",
+            "energy_import",
+            "1970-01-01T00:00:00Z",
+            5050.0,
+            0.0,
+            None
+        )
+        .is_err());
+        let r = record_replacement(&cfg, "press", "energy_import", &at, 5090.0, 0.0, None).unwrap();
+        assert_eq!(r.old_final, 5090.0);
     }
 }
