@@ -121,9 +121,28 @@ pub struct Step {
     pub estimated: bool,
 }
 
-struct Integrator<'a, F: FnMut(Step)> {
+/// Where the counter rules put their steps.
+pub trait StepSink {
+    fn put(&mut self, step: Step);
+}
+
+impl StepSink for Slots {
+    fn put(&mut self, step: Step) {
+        self.add(step);
+    }
+}
+
+struct FnSink<F>(F);
+
+impl<F: FnMut(Step)> StepSink for FnSink<F> {
+    fn put(&mut self, step: Step) {
+        (self.0)(step);
+    }
+}
+
+struct Integrator<'a, K: StepSink> {
     s: &'a CounterSettings,
-    sink: F,
+    sink: K,
     events: Vec<CounterEvent>,
     base: Option<Sample>,
     pending: Option<Sample>,
@@ -140,7 +159,7 @@ fn fmt_duration(ms: i64) -> String {
     }
 }
 
-impl<F: FnMut(Step)> Integrator<'_, F> {
+impl<K: StepSink> Integrator<'_, K> {
     fn allowed(&self, a: &Sample, b: &Sample) -> Option<f64> {
         self.s
             .rated_per_hour
@@ -207,7 +226,7 @@ impl<F: FnMut(Step)> Integrator<'_, F> {
                 ),
             );
         }
-        (self.sink)(Step {
+        self.sink.put(Step {
             from_ms: a.ts_ms,
             to_ms: b.ts_ms,
             amount,
@@ -368,7 +387,7 @@ impl<F: FnMut(Step)> Integrator<'_, F> {
         self.base = Some(Sample::new(r.ts_ms, r.new_initial));
     }
 
-    fn finish(mut self) -> Vec<CounterEvent> {
+    fn finish(mut self) -> (Vec<CounterEvent>, K) {
         if let (Some(p), Some(base)) = (self.pending.take(), self.base) {
             self.event(
                 p.ts_ms,
@@ -382,7 +401,7 @@ impl<F: FnMut(Step)> Integrator<'_, F> {
                 ),
             );
         }
-        self.events
+        (self.events, self.sink)
     }
 }
 
@@ -395,25 +414,64 @@ pub fn integrate(
     settings: &CounterSettings,
     sink: impl FnMut(Step),
 ) -> Vec<CounterEvent> {
-    let mut it = Integrator {
-        s: settings,
-        sink,
-        events: Vec::new(),
-        base: None,
-        pending: None,
-    };
-    let mut ri = 0;
+    let mut run = CounterRun::with_sink(settings, replacements, FnSink(sink));
     for s in samples {
-        while ri < replacements.len() && s.ts_ms >= replacements[ri].ts_ms {
-            it.replace(&replacements[ri]);
-            ri += 1;
+        run.push(s);
+    }
+    run.finish().0
+}
+
+/// The counter rules over samples pushed one at a time (in time order), for readers that
+/// visit many counters at once.
+pub struct CounterRun<'a, K: StepSink = Slots> {
+    it: Integrator<'a, K>,
+    replacements: &'a [Replacement],
+    next: usize,
+}
+
+impl<'a> CounterRun<'a, Slots> {
+    /// Rules whose steps are spread over `slots`.
+    pub fn new(
+        settings: &'a CounterSettings,
+        replacements: &'a [Replacement],
+        slots: Slots,
+    ) -> Self {
+        CounterRun::with_sink(settings, replacements, slots)
+    }
+}
+
+impl<'a, K: StepSink> CounterRun<'a, K> {
+    fn with_sink(settings: &'a CounterSettings, replacements: &'a [Replacement], sink: K) -> Self {
+        CounterRun {
+            it: Integrator {
+                s: settings,
+                sink,
+                events: Vec::new(),
+                base: None,
+                pending: None,
+            },
+            replacements,
+            next: 0,
         }
-        it.push(s);
     }
-    for r in &replacements[ri..] {
-        it.replace(r);
+
+    pub fn push(&mut self, s: Sample) {
+        let reps = self.replacements;
+        while let Some(r) = reps.get(self.next).filter(|r| s.ts_ms >= r.ts_ms) {
+            self.it.replace(r);
+            self.next += 1;
+        }
+        self.it.push(s);
     }
-    it.finish()
+
+    /// The events, and the sink with every step.
+    pub fn finish(mut self) -> (Vec<CounterEvent>, K) {
+        let reps = self.replacements;
+        for r in reps.get(self.next..).unwrap_or_default() {
+            self.it.replace(r);
+        }
+        self.it.finish()
+    }
 }
 
 /// Consumption and coverage of one 15-minute interval.

@@ -506,6 +506,9 @@ impl SeriesData for RangeData {
     }
 }
 
+/// Usable samples a counter's rules need before a range.
+pub const SAMPLES_BEFORE: usize = 3;
+
 /// Reads the counters of the plan for `[from, to)` and runs them through the counter rules.
 pub fn load_range(
     plan: &Plan,
@@ -513,41 +516,67 @@ pub fn load_range(
     from: TimestampMs,
     to: TimestampMs,
 ) -> Result<RangeData> {
-    let mut slots = Vec::with_capacity(plan.series.len());
-    let mut events = Vec::with_capacity(plan.series.len());
-    for s in &plan.series {
-        let before = store.samples_before(&s.device, s.quantity, from, 3)?;
-        let first = before.first().map(|b| b.ts_ms).unwrap_or(from);
-        let reps: Vec<_> = store
+    load_range_after(plan, store, from, to, None).map(|(d, _)| d)
+}
+
+/// [`load_range`] that may start from the samples the read of the range before left
+/// (`before`, per series: the last [`SAMPLES_BEFORE`] usable samples before `from`) instead of
+/// looking for them. Returns the data and the same for the next range (the samples before `to`).
+///
+/// Every counter is read in one pass over the store (each batch decoded once for all of them)
+/// and the samples stream through the rules: nothing is collected.
+pub fn load_range_after(
+    plan: &Plan,
+    store: &AccountingStore,
+    from: TimestampMs,
+    to: TimestampMs,
+    before: Option<&[Vec<super::counters::Sample>]>,
+) -> Result<(RangeData, Vec<Vec<super::counters::Sample>>)> {
+    let keys: Vec<(&str, Quantity)> = plan
+        .series
+        .iter()
+        .map(|s| (s.device.as_str(), s.quantity))
+        .collect();
+    let before = match before.filter(|b| b.len() == keys.len()) {
+        Some(b) => b.to_vec(),
+        None => store.samples_before_many(&keys, from, SAMPLES_BEFORE)?,
+    };
+    let mut reps = Vec::with_capacity(keys.len());
+    for (s, b) in plan.series.iter().zip(&before) {
+        let first = b.first().map(|b| b.ts_ms).unwrap_or(from);
+        let r: Vec<_> = store
             .replacements(&s.device, s.quantity)?
             .into_iter()
             .filter(|r| r.ts_ms > first)
             .collect();
-        let mut sl = Slots::new(from, to);
-        // SQLite streams the rows in batches to the counter rules on a second thread, so a year
-        // of one-second readings is never in memory at once.
-        const BATCH: usize = 4096;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<super::counters::Sample>>(4);
-        let ev = std::thread::scope(|scope| -> Result<Vec<CounterEvent>> {
-            let rules = scope.spawn(|| {
-                let stream = before.iter().copied().chain(rx.into_iter().flatten());
-                integrate(stream, &reps, &s.settings, |st| sl.add(st))
-            });
-            let mut batch = Vec::with_capacity(BATCH);
-            let read = store.for_each_sample(&s.device, s.quantity, from, to, 3, |x| {
-                batch.push(x);
-                if batch.len() == BATCH {
-                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
-                }
-            });
-            let _ = tx.send(batch);
-            drop(tx);
-            let ev = rules
-                .join()
-                .map_err(|_| anyhow!("the counter rules of {} {} failed", s.device, s.quantity))?;
-            read?;
-            Ok(ev)
-        })?;
+        reps.push(r);
+    }
+    let mut runs: Vec<_> = plan
+        .series
+        .iter()
+        .zip(&reps)
+        .map(|(s, r)| super::counters::CounterRun::new(&s.settings, r, Slots::new(from, to)))
+        .collect();
+    let mut tails = before;
+    for (run, b) in runs.iter_mut().zip(&tails) {
+        for x in b {
+            run.push(*x);
+        }
+    }
+    store.for_each_sample_many(&keys, from, to, SAMPLES_BEFORE, &mut |i, x| {
+        runs[i].push(x);
+        if x.ts_ms < to {
+            let t = &mut tails[i];
+            if t.len() == SAMPLES_BEFORE {
+                t.remove(0);
+            }
+            t.push(x);
+        }
+    })?;
+    let mut slots = Vec::with_capacity(runs.len());
+    let mut events = Vec::with_capacity(runs.len());
+    for run in runs {
+        let (ev, sl) = run.finish();
         slots.push(sl);
         events.push(
             ev.into_iter()
@@ -555,12 +584,15 @@ pub fn load_range(
                 .collect(),
         );
     }
-    Ok(RangeData {
-        from_ms: from,
-        to_ms: to,
-        slots,
-        events,
-    })
+    Ok((
+        RangeData {
+            from_ms: from,
+            to_ms: to,
+            slots,
+            events,
+        },
+        tails,
+    ))
 }
 
 /// Counter rules → 15-minute intervals of `[from, to)`, with the events inside the range.

@@ -170,6 +170,12 @@ impl AccountingStore {
         Ok(AccountingStore { conn, readings })
     }
 
+    /// Batches of readings decoded by this store's reads so far (see
+    /// [`crate::storage::Store::batches_decoded`]).
+    pub fn batches_decoded(&self) -> u64 {
+        self.readings.batches_decoded()
+    }
+
     /// Up to `margin` usable readings of a counter before `from`, oldest first.
     pub fn samples_before(
         &self,
@@ -219,6 +225,56 @@ impl AccountingStore {
                     after < margin
                 })?;
         }
+        Ok(())
+    }
+
+    /// [`AccountingStore::samples_before`] of several counters at once: each batch before `from`
+    /// is decoded once for all of them, back to where every counter has `margin` samples.
+    pub fn samples_before_many(
+        &self,
+        series: &[(&str, Quantity)],
+        from: TimestampMs,
+        margin: usize,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let mut out = vec![Vec::new(); series.len()];
+        if margin > 0 {
+            self.readings
+                .series_histories(series, i64::MIN, from - 1, false, &mut |i, r| {
+                    out[i].extend(sample(&r));
+                    out[i].len() < margin
+                })?;
+        }
+        for v in &mut out {
+            v.reverse();
+        }
+        Ok(out)
+    }
+
+    /// [`AccountingStore::for_each_sample`] of several counters at once (`f(index in series,
+    /// sample)`, each counter's samples in time order): each batch of the range is decoded once
+    /// for all of them.
+    pub fn for_each_sample_many(
+        &self,
+        series: &[(&str, Quantity)],
+        from: TimestampMs,
+        to: TimestampMs,
+        margin: usize,
+        f: &mut dyn FnMut(usize, Sample),
+    ) -> Result<()> {
+        let mut after = vec![0usize; series.len()];
+        let end = if margin > 0 { i64::MAX } else { to };
+        self.readings
+            .series_histories(series, from, end, true, &mut |i, r| {
+                let Some(s) = sample(&r) else {
+                    return true;
+                };
+                f(i, s);
+                if r.ts_ms <= to {
+                    return true;
+                }
+                after[i] += 1;
+                after[i] < margin
+            })?;
         Ok(())
     }
 

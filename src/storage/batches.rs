@@ -6,7 +6,7 @@
 //! time ranges (two small indexes, one entry per batch).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{params, OptionalExtension};
 
@@ -26,12 +26,12 @@ pub struct SeriesReading {
     pub quality: Quality,
 }
 
-fn decode_err(e: codec::DecodeError) -> StoreError {
+pub(super) fn decode_err(e: codec::DecodeError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
 /// Ordered by (ts, id) for the merge buffers of history scans.
-struct ByTime(SeriesReading);
+pub(super) struct ByTime(pub(super) SeriesReading);
 
 impl PartialEq for ByTime {
     fn eq(&self, o: &Self) -> bool {
@@ -594,87 +594,8 @@ impl Store {
         ascending: bool,
         f: &mut dyn FnMut(SeriesReading) -> bool,
     ) -> Result<()> {
-        if from > to {
-            return Ok(());
-        }
-        // Batches in order of their first (ascending) or last (descending) time; a reading is
-        // released from the buffer once no later batch can hold an earlier (later) one.
-        let mut stmt = if ascending {
-            self.conn.prepare_cached(
-                "SELECT first_id, min_ts, max_ts, data FROM reading_batches
-                 WHERE min_ts >= (SELECT coalesce(min(min_ts), ?1) FROM reading_batches WHERE max_ts >= ?1)
-                   AND min_ts <= ?2 AND max_ts >= ?1 ORDER BY min_ts, first_id",
-            )
-        } else {
-            self.conn.prepare_cached(
-                "SELECT first_id, min_ts, max_ts, data FROM reading_batches
-                 WHERE max_ts >= ?1 AND min_ts <= ?2 ORDER BY max_ts DESC, first_id DESC",
-            )
-        }
-        .map_err(ctx("prepare history query"))?;
-        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
-        let mut asc: BinaryHeap<std::cmp::Reverse<ByTime>> = BinaryHeap::new();
-        let mut desc: BinaryHeap<ByTime> = BinaryHeap::new();
-        // Emits buffered readings beyond `bound`; false when `f` asked to stop.
-        let mut release = |asc: &mut BinaryHeap<std::cmp::Reverse<ByTime>>,
-                           desc: &mut BinaryHeap<ByTime>,
-                           bound: Option<i64>|
-         -> bool {
-            if ascending {
-                while let Some(std::cmp::Reverse(top)) = asc.peek() {
-                    if bound.is_some_and(|b| top.0.ts_ms >= b) {
-                        break;
-                    }
-                    let Some(std::cmp::Reverse(r)) = asc.pop() else {
-                        break;
-                    };
-                    if !f(r.0) {
-                        return false;
-                    }
-                }
-            } else {
-                while let Some(top) = desc.peek() {
-                    if bound.is_some_and(|b| top.0.ts_ms <= b) {
-                        break;
-                    }
-                    let Some(r) = desc.pop() else { break };
-                    if !f(r.0) {
-                        return false;
-                    }
-                }
-            }
-            true
-        };
-        while let Some(row) = rows.next().map_err(ctx("read history"))? {
-            let first: i64 = row.get(0).map_err(ctx("read history"))?;
-            let min_ts: i64 = row.get(1).map_err(ctx("read history"))?;
-            let max_ts: i64 = row.get(2).map_err(ctx("read history"))?;
-            let bound = if ascending { min_ts } else { max_ts };
-            if !release(&mut asc, &mut desc, Some(bound)) {
-                return Ok(());
-            }
-            let data = row.get_ref(3).map_err(ctx("read history"))?;
-            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
-            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
-                let r = r.map_err(decode_err)?;
-                if r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
-                    continue;
-                }
-                let sr = ByTime(SeriesReading {
-                    id: first + k as i64,
-                    ts_ms: r.ts_ms,
-                    value: r.value,
-                    quality: r.quality,
-                });
-                if ascending {
-                    asc.push(std::cmp::Reverse(sr));
-                } else {
-                    desc.push(sr);
-                }
-            }
-        }
-        release(&mut asc, &mut desc, None);
-        Ok(())
+        let mut pick = super::scan::Pick::new(vec![Some(sid)]);
+        self.raw_multi(&mut pick, from, to, ascending, &mut |_, r| f(r))
     }
 
     /// For each reading, whether the store already has one of its series at its instant (any

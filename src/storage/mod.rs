@@ -10,6 +10,7 @@ pub mod config;
 pub mod history;
 pub mod quarantine;
 pub mod safety;
+pub mod scan;
 pub mod schema;
 pub mod tiers;
 pub mod wal;
@@ -72,6 +73,8 @@ pub struct Store {
     series: HashMap<String, HashMap<Quantity, i64>>,
     /// Id the next inserted reading gets (known once this connection has inserted).
     next_id: Option<i64>,
+    /// Batches decoded by history reads on this connection (see [`Store::batches_decoded`]).
+    batches_decoded: std::sync::atomic::AtomicU64,
 }
 
 /// A row of the outbox as outputs read it: the series by id (see [`Store::series`]).
@@ -159,6 +162,7 @@ impl Store {
             conn,
             series: HashMap::new(),
             next_id: None,
+            batches_decoded: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
