@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use chrono_tz::Tz;
 
-use super::calendar::{bucket_start, local_midnight_ms, local_time, month_of, Resolution};
+use super::calendar::{bucket_start, local_midnight_ms, local_time, month_of, Resolution, SLOT_MS};
 use super::counters::{CounterEvent, Sample};
 use super::ledger::{
     bucket_quality, buckets, load_range_after, Plan, RangeData, SeriesData, SlotCounts,
@@ -206,6 +206,8 @@ enum Grain {
     Month,
     Day,
     Hour,
+    /// A 15-minute interval.
+    Quarter,
 }
 
 /// The next local midnight after `ts_ms`.
@@ -216,8 +218,14 @@ fn next_midnight(tz: Tz, ts_ms: TimestampMs) -> TimestampMs {
         .unwrap_or(ts_ms + 24 * HOUR_MS)
 }
 
-/// The chunks of `[from, to)`: whole months; with `fine`, the month that `to` cuts as its days
-/// and the day that `to` cuts as its hours. `(start, end, natural end, grain)`.
+/// The end of the 15-minute interval holding `ts_ms`.
+fn quarter_end(ts_ms: TimestampMs) -> TimestampMs {
+    (ts_ms.div_euclid(SLOT_MS) + 1) * SLOT_MS
+}
+
+/// The chunks of `[from, to)`: whole months; with `fine`, the month that `to` cuts as its days,
+/// the day that `to` cuts as its hours and the hour that `to` cuts as its 15-minute intervals.
+/// `(start, end, natural end, grain)`.
 fn cut(tz: Tz, from: TimestampMs, to: TimestampMs, fine: bool) -> Vec<(i64, i64, i64, Grain)> {
     let mut out = Vec::new();
     if to <= from {
@@ -243,7 +251,16 @@ fn cut(tz: Tz, from: TimestampMs, to: TimestampMs, fine: bool) -> Vec<(i64, i64,
                     while h < to {
                         let he = (bucket_start(tz, Resolution::Hour, h) + HOUR_MS).min(de);
                         let he = if he <= h { (h + HOUR_MS).min(de) } else { he };
-                        out.push((h, he.min(to), he, Grain::Hour));
+                        if he <= to {
+                            out.push((h, he, he, Grain::Hour));
+                        } else {
+                            let mut q = h;
+                            while q < to {
+                                let qe = quarter_end(q).min(he);
+                                out.push((q, qe.min(to), qe, Grain::Quarter));
+                                q = qe;
+                            }
+                        }
                         h = he;
                     }
                 }
@@ -255,7 +272,8 @@ fn cut(tz: Tz, from: TimestampMs, to: TimestampMs, fine: bool) -> Vec<(i64, i64,
     out
 }
 
-/// The parts a complete chunk is merged from in the cache: a month's days, a day's hours.
+/// The parts a complete chunk is merged from in the cache: a month's days, a day's hours, an
+/// hour's 15-minute intervals.
 fn parts(tz: Tz, from: TimestampMs, to: TimestampMs, grain: Grain) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut t = from;
@@ -270,7 +288,8 @@ fn parts(tz: Tz, from: TimestampMs, to: TimestampMs, grain: Grain) -> Vec<(i64, 
                     e
                 }
             }
-            Grain::Hour => to,
+            Grain::Hour => quarter_end(t),
+            Grain::Quarter => to,
         }
         .min(to);
         out.push((t, e));
@@ -279,9 +298,9 @@ fn parts(tz: Tz, from: TimestampMs, to: TimestampMs, grain: Grain) -> Vec<(i64, 
     out
 }
 
-/// Interval rows of counters read from the store: 15 minutes and hours, and days when the
-/// range is made of whole days.
-fn interval_rows<'a>(plan: &'a Plan, data: &RangeData, days: bool) -> Vec<IntervalRow<'a>> {
+/// Interval rows of counters read from the store: 15 minutes, hours when the range is made of
+/// whole hours, and days when it is made of whole days.
+fn interval_rows<'a>(plan: &'a Plan, data: &RangeData, grain: Grain) -> Vec<IntervalRow<'a>> {
     let (from, to) = (data.from_ms, data.to_ms);
     let mut rows = Vec::new();
     for (s, sl) in plan.series.iter().zip(&data.slots) {
@@ -303,10 +322,10 @@ fn interval_rows<'a>(plan: &'a Plan, data: &RangeData, days: bool) -> Vec<Interv
                 quality: bucket_quality(std::slice::from_ref(&a)),
             });
         }
-        let res: &[(Resolution, &'static str)] = if days {
-            &[(Resolution::Hour, "1h"), (Resolution::Day, "1d")]
-        } else {
-            &[(Resolution::Hour, "1h")]
+        let res: &[(Resolution, &'static str)] = match grain {
+            Grain::Month | Grain::Day => &[(Resolution::Hour, "1h"), (Resolution::Day, "1d")],
+            Grain::Hour => &[(Resolution::Hour, "1h")],
+            Grain::Quarter => &[],
         };
         for (res, name) in res {
             for (start, value, quality) in buckets(plan.tz, sl, *res, from, to) {
@@ -326,8 +345,14 @@ fn interval_rows<'a>(plan: &'a Plan, data: &RangeData, days: bool) -> Vec<Interv
     rows
 }
 
-/// Day rows of a day's aggregate (a day merged from its hours, or today so far).
-fn day_rows<'a>(plan: &'a Plan, day: &Chunk) -> Vec<IntervalRow<'a>> {
+/// Rows of a day's or an hour's aggregate (merged from its parts, or so far), at `resolution`
+/// ("1d", "1h") starting at `start`.
+fn bucket_rows<'a>(
+    plan: &'a Plan,
+    day: &Chunk,
+    resolution: &'static str,
+    start: TimestampMs,
+) -> Vec<IntervalRow<'a>> {
     plan.series
         .iter()
         .enumerate()
@@ -338,8 +363,8 @@ fn day_rows<'a>(plan: &'a Plan, day: &Chunk) -> Vec<IntervalRow<'a>> {
                 quantity: s.quantity,
                 carrier: &s.carrier,
                 unit: &s.unit,
-                resolution: "1d",
-                start_ms: day.from_ms,
+                resolution,
+                start_ms: start,
                 value: day.totals[i],
                 quality,
             })
@@ -369,7 +394,8 @@ fn chunk(
             let sub = match grain {
                 Grain::Month => Some(Grain::Day),
                 Grain::Day => Some(Grain::Hour),
-                Grain::Hour => None,
+                Grain::Hour => Some(Grain::Quarter),
+                Grain::Quarter => None,
             };
             let keys = sub.map(|_| parts(plan.tz, a, b, grain)).unwrap_or_default();
             if let Some(g) = sub.filter(|_| keys.iter().any(|k| c.chunks.contains_key(k))) {
@@ -381,7 +407,10 @@ fn chunk(
                 if let Some(m) = Chunk::merge(&held) {
                     let m = Arc::new(m);
                     if write && grain == Grain::Day {
-                        store.write_outputs(&day_rows(plan, &m), &[], &[])?;
+                        store.write_outputs(&bucket_rows(plan, &m, "1d", m.from_ms), &[], &[])?;
+                    }
+                    if write && grain == Grain::Hour {
+                        store.write_outputs(&bucket_rows(plan, &m, "1h", m.from_ms), &[], &[])?;
                     }
                     for k in &keys {
                         c.chunks.remove(k);
@@ -413,7 +442,7 @@ fn read_chunk(
 ) -> Result<Arc<Chunk>> {
     let (data, tail) = load_range_after(plan, store, a, b, before.map(|c| c.tail.as_slice()))?;
     if write {
-        store.write_outputs(&interval_rows(plan, &data, grain != Grain::Hour), &[], &[])?;
+        store.write_outputs(&interval_rows(plan, &data, grain), &[], &[])?;
     }
     Ok(Arc::new(Chunk::of(plan, &data, tail)))
 }
@@ -430,20 +459,31 @@ pub fn period_data(
 ) -> Result<PeriodData> {
     let tz = plan.tz;
     let mut chunks: Vec<Arc<Chunk>> = Vec::new();
-    // Hours of the day in progress, to write its day rows.
+    // Hours and 15-minute intervals of the day in progress, to write its day rows; the
+    // intervals of the hour in progress, to write its hour rows.
     let mut hours: Vec<Arc<Chunk>> = Vec::new();
+    let mut quarters: Vec<Arc<Chunk>> = Vec::new();
     for part in cut(tz, from, to, cache.is_some()) {
         let prev = chunks.last().map(|p| p.as_ref());
         let c = chunk(plan, store, part, cache.as_deref_mut(), write, prev)?;
-        if part.3 == Grain::Hour {
-            hours.push(c.clone());
+        match part.3 {
+            Grain::Hour => hours.push(c.clone()),
+            Grain::Quarter => {
+                hours.push(c.clone());
+                quarters.push(c.clone());
+            }
+            Grain::Month | Grain::Day => {}
         }
         chunks.push(c);
     }
     if write {
-        if let Some(mut day) = Chunk::merge(&hours) {
-            day.from_ms = bucket_start(tz, Resolution::Day, day.from_ms);
-            store.write_outputs(&day_rows(plan, &day), &[], &[])?;
+        if let Some(hour) = Chunk::merge(&quarters) {
+            let start = bucket_start(tz, Resolution::Hour, hour.from_ms);
+            store.write_outputs(&bucket_rows(plan, &hour, "1h", start), &[], &[])?;
+        }
+        if let Some(day) = Chunk::merge(&hours) {
+            let start = bucket_start(tz, Resolution::Day, day.from_ms);
+            store.write_outputs(&bucket_rows(plan, &day, "1d", start), &[], &[])?;
         }
     }
     Ok(PeriodData {
@@ -560,19 +600,20 @@ register = 0
         cache.settle(to);
         let first = period_data(&plan, &mut store, month, to, Some(&mut cache), false).unwrap();
         assert_same(&plan, &whole, &first, month, to);
-        // Three days and ten hours held, read one by one; the half hour in progress not held.
-        assert_eq!(cache.read, 3 + 10 + 1);
-        assert_eq!(cache.len(), 13);
+        // Three days, ten hours and the two 15-minute intervals of the hour in progress, read
+        // one by one and held.
+        assert_eq!(cache.read, 3 + 10 + 2);
+        assert_eq!(cache.len(), 15);
 
-        // The next cycle, 15 minutes on: only the hour in progress is read again, starting
-        // from the samples the hour before left: the store decodes the batches of 10:00–10:40
-        // (five commits of ten minutes) and none before.
+        // The next cycle, 15 minutes on: only the new 15-minute interval is read, starting from
+        // the samples the one before left: the store decodes the batches of 10:30–10:40 (two
+        // commits of ten minutes) and none before.
         let to2 = to + 15 * 60_000;
         cache.settle(to2);
         let decoded = store.batches_decoded();
         let second = period_data(&plan, &mut store, month, to2, Some(&mut cache), false).unwrap();
-        assert_eq!(cache.read, 15);
-        assert_eq!(store.batches_decoded() - decoded, 5);
+        assert_eq!(cache.read, 16);
+        assert_eq!(store.batches_decoded() - decoded, 2);
         let whole2 = period_data(&plan, &mut store, month, to2, None, false).unwrap();
         assert_same(&plan, &whole2, &second, month, to2);
 
@@ -593,5 +634,39 @@ register = 0
         let again =
             period_data(&plan, &mut store, month, midnight, Some(&mut cache), false).unwrap();
         assert_same(&plan, &whole3, &again, month, midnight);
+    }
+
+    #[test]
+    fn the_hour_in_progress_is_read_by_quarters_and_its_rows_are_whole() {
+        let (_dir, plan, path) = site();
+        let mut store = AccountingStore::open(&path).unwrap();
+        let month = ms("2026-11-01T00:00:00+08:00");
+        let hour = ms("2026-11-04T09:00:00+08:00");
+        let mut cache = ChunkCache::default();
+        let row = |store: &AccountingStore, res: &str, start: i64| {
+            store
+                .interval("main", Quantity::EnergyImport, res, start)
+                .unwrap()
+                .map(|(v, q)| ((v * 1e6).round() / 1e6, q))
+        };
+        // 09:00–09:30: the hour row so far holds its two intervals.
+        let to = hour + 30 * 60_000;
+        cache.settle(to);
+        period_data(&plan, &mut store, month, to, Some(&mut cache), true).unwrap();
+        assert_eq!(row(&store, "1h", hour), Some((75.0, "measured".into())));
+        assert_eq!(
+            row(&store, "15m", hour + 15 * 60_000),
+            Some((37.5, "measured".into()))
+        );
+        // At 10:00 the hour is merged from its four intervals (two held, two read) and its row
+        // is the whole hour; the day so far has ten hours.
+        let to = hour + 60 * 60_000;
+        cache.settle(to);
+        let read = cache.read;
+        period_data(&plan, &mut store, month, to, Some(&mut cache), true).unwrap();
+        assert_eq!(cache.read - read, 2);
+        assert_eq!(row(&store, "1h", hour), Some((150.0, "measured".into())));
+        let day = ms("2026-11-04T00:00:00+08:00");
+        assert_eq!(row(&store, "1d", day), Some((1500.0, "measured".into())));
     }
 }
