@@ -564,6 +564,8 @@ impl Store {
         let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
         while let Some(row) = rows.next().map_err(ctx("read history"))? {
             let first: i64 = row.get(0).map_err(ctx("read history"))?;
+            self.batches_decoded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let data = row.get_ref(1).map_err(ctx("read history"))?;
             let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
             for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
@@ -573,6 +575,53 @@ impl Store {
                 }
                 let go = f(SeriesReading {
                     id: first + k as i64,
+                    ts_ms: r.ts_ms,
+                    value: r.value,
+                    quality: r.quality,
+                });
+                if !go {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Readings of series `sid` in `[from, to]` with an id above `after_id`, in id order: only
+    /// the batches that hold such ids are decoded.
+    pub(super) fn raw_series_range_after(
+        &self,
+        sid: i64,
+        from: TimestampMs,
+        to: TimestampMs,
+        after_id: i64,
+        f: &mut dyn FnMut(SeriesReading) -> bool,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT first_id, data FROM reading_batches
+                 WHERE first_id > ?3 - ?4 AND first_id + n - 1 > ?3 AND max_ts >= ?1 AND min_ts <= ?2
+                 ORDER BY first_id",
+            )
+            .map_err(ctx("prepare history query"))?;
+        let mut rows = stmt
+            .query(params![from, to, after_id, BATCH_MAX as i64])
+            .map_err(ctx("query history"))?;
+        while let Some(row) = rows.next().map_err(ctx("read history"))? {
+            let first: i64 = row.get(0).map_err(ctx("read history"))?;
+            self.batches_decoded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let data = row.get_ref(1).map_err(ctx("read history"))?;
+            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
+            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
+                let r = r.map_err(decode_err)?;
+                let id = first + k as i64;
+                if id <= after_id || r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
+                    continue;
+                }
+                let go = f(SeriesReading {
+                    id,
                     ts_ms: r.ts_ms,
                     value: r.value,
                     quality: r.quality,

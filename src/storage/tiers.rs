@@ -589,22 +589,36 @@ impl Store {
                 // Readings: those not rolled up (or all, when minutes do not fit the steps or
                 // are cut by the range's ends).
                 let mut extra: Vec<(i64, Agg)> = Vec::new();
-                let raw_from = if whole_minutes {
-                    from
-                } else {
-                    cut.map_or(from, |c| from.max(c.saturating_add(1)))
-                };
-                self.raw_series_range(sid, raw_from, to, &mut |r| {
-                    let m = minute_of(r.ts_ms);
-                    let minute_inside = m * MINUTE_MS >= from && (m + 1) * MINUTE_MS - 1 <= to;
-                    if whole_minutes && minute_inside && r.id <= rolled {
-                        return true;
-                    }
+                let mut add = |r: SeriesReading| {
                     let mut a = Agg::default();
                     a.add(r.ts_ms, r.value, &r.quality);
                     extra.push((bucket(r.ts_ms), a));
                     true
-                })?;
+                };
+                if whole_minutes {
+                    // Readings not rolled up yet (only the newest batches are decoded), and
+                    // the rolled-up ones of the minutes the range's ends cut.
+                    self.raw_series_range_after(sid, from, to, rolled, &mut |r| add(r))?;
+                    let first_whole = from.div_euclid(MINUTE_MS) * MINUTE_MS;
+                    let first_whole = if first_whole < from {
+                        first_whole + MINUTE_MS
+                    } else {
+                        first_whole
+                    };
+                    let last_whole = (to.saturating_add(1)).div_euclid(MINUTE_MS) * MINUTE_MS;
+                    let mut edges = vec![(from, first_whole.min(to.saturating_add(1)) - 1)];
+                    if last_whole > from {
+                        edges.push((last_whole.max(first_whole), to));
+                    }
+                    for (a, b) in edges {
+                        if a <= b {
+                            self.raw_series_range(sid, a, b, &mut |r| r.id > rolled || add(r))?;
+                        }
+                    }
+                } else {
+                    let raw_from = cut.map_or(from, |c| from.max(c.saturating_add(1)));
+                    self.raw_series_range(sid, raw_from, to, &mut |r| add(r))?;
+                }
                 if !extra.is_empty() {
                     let mut all: std::collections::BTreeMap<i64, Agg> = buckets.drain(..).collect();
                     for (b, a) in extra {
@@ -900,5 +914,56 @@ mod tests {
         assert_eq!(all.first.map(|e| e.value), Some(3.0));
         assert_eq!(all.last.map(|e| e.value), Some(2.0));
         assert_eq!((all.count, all.bad), (4, 1));
+    }
+
+    #[test]
+    fn aggregates_over_rolled_up_minutes_decode_only_the_cut_minutes_and_the_newest_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        fill(&mut s);
+        let (from, to) = (T0 + 90_500, T0 + 5_000_250);
+        let read = |s: &Store| {
+            s.history("m", Quantity::ActivePower, from, to, Step::Every(300_000))
+                .unwrap()
+        };
+        let before = read(&s);
+        assert!(before.points.len() > 10);
+        s.roll_up(i64::MAX).unwrap();
+        // Readings that come after the roll-up are read from their batches.
+        for i in 0..5 {
+            let ts = T0 + 4_000_000 + i;
+            s.insert_readings(&[Reading::new("m", Quantity::ActivePower, 1e6, ts)])
+                .unwrap();
+        }
+        let decoded = s.batches_decoded();
+        let after = read(&s);
+        // The two minutes the range's ends cut (one batch per second) and the five new batches,
+        // not the 4 900 batches of the range.
+        assert!(
+            s.batches_decoded() - decoded <= 2 * 61 + 5,
+            "{}",
+            s.batches_decoded() - decoded
+        );
+        let max = |h: &History| {
+            h.points
+                .iter()
+                .filter_map(|p| match p {
+                    HistoryPoint::Aggregate { max, .. } => *max,
+                    _ => None,
+                })
+                .fold(f64::MIN, f64::max)
+        };
+        assert_eq!(max(&after), 1e6);
+        assert_eq!(after.points.len(), before.points.len());
+        let counts = |h: &History| -> u64 {
+            h.points
+                .iter()
+                .map(|p| match p {
+                    HistoryPoint::Aggregate { count, bad, .. } => count + bad,
+                    _ => 0,
+                })
+                .sum()
+        };
+        assert_eq!(counts(&after), counts(&before) + 5);
     }
 }
