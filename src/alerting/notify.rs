@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, NotifierConfig, NotifierKind, Severity};
 use crate::readings::now_ms;
+use crate::storage::consumer::{Consumer, Feed};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifier_cursors (
@@ -490,15 +491,21 @@ impl Notifier {
         let mut backoff =
             crate::backoff::Backoff::with_limits(Duration::from_secs(1), self.n.max_backoff);
         let mut log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
+        let mut alerts = Consumer::new(
+            AlertFeed {
+                db: self.db.clone(),
+                notifier: id.as_str().into(),
+            },
+            50,
+        );
         loop {
-            let cursor = {
-                let id = id.clone();
-                self.db(move |d| d.cursor(&id)).await.unwrap_or(0)
+            let batch = match alerts.next().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("notifier store: {e}");
+                    Vec::new()
+                }
             };
-            let batch = self
-                .db(move |d| d.next(cursor, 50))
-                .await
-                .unwrap_or_default();
             if batch.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -549,8 +556,9 @@ impl Notifier {
                         }
                     }
                 }
-                let (nid, aid) = (id.clone(), a.id);
-                self.db(move |d| d.advance(&nid, aid)).await;
+                if let Err(e) = alerts.delivered(a.id).await {
+                    tracing::error!("notifier store: {e}");
+                }
             }
         }
     }
@@ -580,6 +588,30 @@ pub fn firing_rules(store_path: &std::path::Path) -> rusqlite::Result<Vec<String
         }
     }
     Ok(out)
+}
+
+/// The alert history as a notifier's feed for the store's delivery consumer.
+#[derive(Clone)]
+struct AlertFeed {
+    db: Arc<Db>,
+    notifier: Arc<str>,
+}
+
+impl Feed for AlertFeed {
+    type Item = StoredAlert;
+    type Pos = i64;
+
+    fn load_cursor(&self) -> anyhow::Result<i64> {
+        Ok(self.db.cursor(&self.notifier)?)
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<StoredAlert>> {
+        Ok(self.db.next(after, limit)?)
+    }
+
+    fn store_cursor(&self, to: i64) -> anyhow::Result<()> {
+        Ok(self.db.advance(&self.notifier, to)?)
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! steps, for the live page's load curves (today, seven days, per device) and its 15-minute
 //! demand.
 //!
-//! Each device's bucket is the mean of its good readings in `[t, t + step)`; a bucket without
-//! a good reading is absent (never 0). `sum` adds the devices' means only where every device
+//! A thin layer over the store's history ([`crate::storage::Store::step_means`], the tiers
+//! behind `/api/v1/history`): each device's bucket is the mean of its usable readings in
+//! `[t, t + step)`, from the raw readings or, for older periods, the minute aggregates; a
+//! bucket without a usable reading is absent (never 0). `sum` adds the devices' means only where every device
 //! has one, so a meter that was offline leaves a gap instead of a dip.
 
 use std::collections::BTreeMap;
@@ -105,36 +107,17 @@ pub async fn curve(
         }
     }
     let wanted = ids.clone();
-    let per_device: Vec<BTreeMap<TimestampMs, (f64, u32)>> = shared
+    let means: Vec<BTreeMap<TimestampMs, f64>> = shared
         .with_store(&gw.config, move |s| {
             let mut out = Vec::new();
             for id in &wanted {
-                let mut buckets: BTreeMap<TimestampMs, (f64, u32)> = BTreeMap::new();
-                s.series_history(id, quantity, since, until, true, |r| {
-                    if let (Some(v), false) = (r.value, r.quality.code() == 1) {
-                        let b = buckets
-                            .entry(r.ts_ms - r.ts_ms.rem_euclid(step))
-                            .or_default();
-                        b.0 += v;
-                        b.1 += 1;
-                    }
-                    true
-                })?;
-                out.push(buckets);
+                let m = s.step_means(id, quantity, since, until, step)?;
+                out.push(m.into_iter().collect());
             }
             Ok(out)
         })
         .await
         .map_err(ApiError::internal)?;
-
-    let means: Vec<BTreeMap<TimestampMs, f64>> = per_device
-        .into_iter()
-        .map(|m| {
-            m.into_iter()
-                .map(|(t, (s, n))| (t, s / f64::from(n.max(1))))
-                .collect()
-        })
-        .collect();
     let mut sum: Vec<(TimestampMs, f64)> = Vec::new();
     if let Some(first_dev) = means.first() {
         for (t, v) in first_dev {

@@ -1,60 +1,17 @@
-//! Delivery by cursor: the part every output that reads readings from the store shares. A
-//! destination has a cursor in the store (the highest reading id it confirmed); it reads the
-//! readings after what it has sent, sends them in order, and the cursor advances only over a
-//! contiguous run of confirmed sends, so a crash or a lost connection sends again from the cursor
-//! and nothing is skipped (at least once; a replay carries the same acquisition timestamps).
+//! Readings by cursor for the outputs: the store's [`Consumer`] over the reading outbox
+//! ([`ReadingFeed`]), with each reading's series named (device and quantity, looked up once).
+//! The delivery rules (read in pages after what was sent, advance only over contiguous
+//! confirmed sends, send again from the cursor after a loss) are the consumer's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::outputs::influxdb::OutputStatus;
 use crate::readings::{Quality, Quantity, TimestampMs};
-use crate::storage::config::Synchronous;
+use crate::storage::consumer::{Consumer, ReadingFeed};
 use crate::storage::{Store, StoreError};
-
-/// A destination's delivery state: the confirmed cursor, and the ids sent after it in order with
-/// whether each has been confirmed.
-#[derive(Debug, Default)]
-pub struct Track {
-    pub cursor: i64,
-    pub sent: VecDeque<(i64, bool)>,
-}
-
-impl Track {
-    /// The id to read after: the last one sent, else the cursor.
-    pub fn next_after(&self) -> i64 {
-        self.sent.back().map(|(id, _)| *id).unwrap_or(self.cursor)
-    }
-    /// Marks `id` confirmed; returns the new cursor when it moved.
-    pub fn ack(&mut self, id: i64) -> Option<i64> {
-        if let Some(e) = self.sent.iter_mut().find(|(i, _)| *i == id) {
-            e.1 = true;
-        }
-        let before = self.cursor;
-        while let Some((i, true)) = self.sent.front().copied() {
-            self.cursor = i;
-            self.sent.pop_front();
-        }
-        (self.cursor != before).then_some(self.cursor)
-    }
-}
-
-/// Runs `f` on an output's store connection on the blocking pool.
-pub async fn store_op<T: Send + 'static>(
-    store: &Arc<Mutex<Store>>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> anyhow::Result<T> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let s = store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
-        Ok::<_, anyhow::Error>(f(&s)?)
-    })
-    .await?
-}
 
 /// A reading as an output sends it: its store id and series (the series id is stable, so it
 /// can name the series on the wire, e.g. as a Sparkplug alias).
@@ -72,10 +29,8 @@ pub struct CursorReading {
 /// Reads a destination's readings from the store by its cursor and moves the cursor on
 /// confirmations. Each send covers a run of ids and is confirmed by its last id.
 pub struct ReadingCursor {
-    store: Arc<Mutex<Store>>,
-    destination: String,
+    consumer: Consumer<ReadingFeed>,
     series: HashMap<i64, Option<(Arc<str>, Quantity)>>,
-    track: Track,
     status: Arc<OutputStatus>,
 }
 
@@ -85,18 +40,13 @@ impl ReadingCursor {
         store_path: &Path,
         destination: &str,
         status: Arc<OutputStatus>,
-    ) -> Result<Self, StoreError> {
-        let store = Store::open(store_path, Synchronous::Normal)?;
-        let cursor = store.cursor(destination)?;
+    ) -> anyhow::Result<Self> {
+        let feed = ReadingFeed::open(store_path, destination)?;
+        let cursor = feed.with(|s| s.cursor(destination))?;
         status.cursor.store(cursor, Ordering::Relaxed);
         Ok(ReadingCursor {
-            store: Arc::new(Mutex::new(store)),
-            destination: destination.to_string(),
+            consumer: Consumer::starting_at(feed, cursor, 1),
             series: HashMap::new(),
-            track: Track {
-                cursor,
-                sent: VecDeque::new(),
-            },
             status,
         })
     }
@@ -105,19 +55,18 @@ impl ReadingCursor {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> anyhow::Result<T> {
-        store_op(&self.store, f).await
+        self.consumer.op(move |feed| feed.with(f)).await
     }
 
     /// Sends waiting for confirmation.
     pub fn in_flight(&self) -> usize {
-        self.track.sent.len()
+        self.consumer.in_flight()
     }
 
     /// Up to `limit` readings after the last one sent, in id order. Readings of a series this
     /// build does not know are left out (and confirmed with the send that follows them).
     pub async fn next(&mut self, limit: usize) -> anyhow::Result<Vec<CursorReading>> {
-        let after = self.track.next_after();
-        let rows = self.op(move |s| s.outbox_after(after, limit)).await?;
+        let rows = self.consumer.next_up_to(limit).await?;
         let unknown: Vec<i64> = rows
             .iter()
             .map(|r| r.series_id)
@@ -164,7 +113,7 @@ impl ReadingCursor {
 
     /// Records a send covering readings up to `last_id`.
     pub fn sent(&mut self, last_id: i64) {
-        self.track.sent.push_back((last_id, false));
+        self.consumer.sent(last_id);
     }
 
     /// The send ending at `last_id` was confirmed: `readings` more delivered; the cursor moves
@@ -173,9 +122,7 @@ impl ReadingCursor {
         self.status
             .points_sent
             .fetch_add(readings, Ordering::Relaxed);
-        if let Some(c) = self.track.ack(last_id) {
-            let d = self.destination.clone();
-            self.op(move |s| s.advance_cursor(&d, c)).await?;
+        if let Some(c) = self.consumer.confirmed(last_id).await? {
             self.status.cursor.store(c, Ordering::Relaxed);
         }
         Ok(())
@@ -184,6 +131,6 @@ impl ReadingCursor {
     /// Forgets unconfirmed sends (the connection was lost): the next read starts again after
     /// the cursor.
     pub fn rewind(&mut self) {
-        self.track.sent.clear();
+        self.consumer.rewind();
     }
 }

@@ -184,3 +184,108 @@ impl HistoryQuery {
         Ok(())
     }
 }
+
+impl Store {
+    /// The mean of a series' usable readings (good or estimated) per step of `step_ms` in
+    /// `[from, to]`, from whichever tier holds them (the live page's curves): (step start,
+    /// mean), oldest first. A step without a usable reading is absent, never 0.
+    pub fn step_means(
+        &self,
+        device: &str,
+        quantity: Quantity,
+        from: TimestampMs,
+        to: TimestampMs,
+        step_ms: i64,
+    ) -> super::Result<Vec<(TimestampMs, f64)>> {
+        let h = self.history(device, quantity, from, to, Step::Every(step_ms))?;
+        Ok(h.points
+            .into_iter()
+            .filter_map(|p| match p {
+                HistoryPoint::Aggregate {
+                    ts_ms,
+                    mean: Some(m),
+                    ..
+                } => Some((ts_ms, m)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readings::Reading;
+
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
+
+    #[test]
+    fn step_means_are_exact_before_and_after_the_raw_readings_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        // 30 minutes of one-second power readings; minute 7 has none, some are bad.
+        let value = |i: i64| 10.0 + (i % 17) as f64 + (i / 60) as f64 * 0.5;
+        for i in 0..1800i64 {
+            if (420..480).contains(&i) {
+                continue;
+            }
+            let ts = T0 + i * 1000;
+            let r = if i % 41 == 0 {
+                Reading::bad("m", Quantity::ActivePower, ts, "timeout")
+            } else {
+                Reading::new("m", Quantity::ActivePower, value(i), ts)
+            };
+            s.insert_readings(&[r]).unwrap();
+        }
+        let expected = |step_s: i64| -> Vec<(i64, f64)> {
+            let mut out: Vec<(i64, f64, u32)> = Vec::new();
+            for i in (0..1800i64).filter(|i| !(420..480).contains(i) && i % 41 != 0) {
+                let b = T0 + i / step_s * step_s * 1000;
+                match out.last_mut() {
+                    Some(l) if l.0 == b => {
+                        l.1 += value(i);
+                        l.2 += 1;
+                    }
+                    _ => out.push((b, value(i), 1)),
+                }
+            }
+            out.into_iter()
+                .map(|(b, s, n)| (b, s / f64::from(n)))
+                .collect()
+        };
+        let close = |a: &[(i64, f64)], b: &[(i64, f64)]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() < 1e-9)
+        };
+        let to = T0 + 1_800_000 - 1;
+        for step_s in [60, 300, 900] {
+            let got = s
+                .step_means("m", Quantity::ActivePower, T0, to, step_s * 1000)
+                .unwrap();
+            assert!(close(&got, &expected(step_s)), "{step_s}: {got:?}");
+        }
+        assert_eq!(
+            s.step_means("m", Quantity::ActivePower, T0, to, 60_000)
+                .unwrap()
+                .len(),
+            29,
+            "the empty minute is absent"
+        );
+        // Raw readings gone: the minute tier gives the same means.
+        s.prune(T0 + 1_800_000 + 10, &[]).unwrap();
+        assert_eq!(s.count_readings().unwrap(), 0);
+        for step_s in [60, 300, 900] {
+            let got = s
+                .step_means("m", Quantity::ActivePower, T0, to, step_s * 1000)
+                .unwrap();
+            assert!(close(&got, &expected(step_s)), "{step_s}: {got:?}");
+        }
+        // Unknown series: nothing.
+        assert!(s
+            .step_means("x", Quantity::ActivePower, T0, to, 60_000)
+            .unwrap()
+            .is_empty());
+    }
+}

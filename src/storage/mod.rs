@@ -7,6 +7,7 @@ pub mod batches;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod consumer;
 pub mod history;
 pub mod quarantine;
 pub mod safety;

@@ -233,6 +233,23 @@ impl Store {
     fn merge_minutes(&self, aggs: &mut HashMap<(i64, i64), Agg>) -> Result<()> {
         let mut keys: Vec<_> = aggs.keys().copied().collect();
         keys.sort_unstable();
+        // Minutes the minute prune has already passed (late readings): the next prune looks
+        // at them again.
+        let pruned_before = self.meta_i64("minutes_pruned_before")?;
+        if let Some(late) = keys
+            .iter()
+            .map(|k| k.1)
+            .filter(|&m| m < pruned_before)
+            .min()
+        {
+            self.conn
+                .execute(
+                    "INSERT INTO meta(key, value) VALUES ('minutes_late_from', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = min(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    [late.to_string()],
+                )
+                .map_err(ctx("write meta"))?;
+        }
         let mut get = self
             .conn
             .prepare_cached(
@@ -402,13 +419,27 @@ impl Store {
 
     /// Deletes the minute rows before `before_ms` (aligned down to an interval) except, for
     /// counters, the rows holding the first and last reading of each 15-minute interval.
-    /// Returns how many rows were deleted.
+    /// Minute rows rolled up after an earlier prune had passed their minute (late readings) are
+    /// pruned too, their whole interval looked at again. Returns how many rows were deleted.
     pub fn prune_minutes(&self, before_ms: TimestampMs) -> Result<u64> {
         let cut = minute_of(before_ms.div_euclid(INTERVAL_MS) * INTERVAL_MS);
         let done = self.meta_i64("minutes_pruned_before")?;
-        if cut <= done {
+        // The oldest minute rolled up after the prune had passed it (late readings), if any.
+        let late: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'minutes_late_from'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("read meta"))?;
+        if cut <= done && late.is_none() {
             return Ok(0);
         }
+        // Whole intervals from the late minute on, so each one's boundary rows are known.
+        let from = late.map_or(done, |m| done.min(m.div_euclid(15) * 15));
+        let cut = cut.max(done);
         let counters = self.counter_series()?;
         let tx = self
             .conn
@@ -424,7 +455,7 @@ impl Store {
                 )
                 .map_err(ctx("prepare minute prune"))?;
             let mut rows = stmt
-                .query(params![done, cut])
+                .query(params![from, cut])
                 .map_err(ctx("query minute prune"))?;
             // Per (series, interval): usable rows in order; the first and last are kept.
             let mut group: Vec<(i64, i64, bool)> = Vec::new();
@@ -467,6 +498,9 @@ impl Store {
             }
         }
         self.raise_meta_i64("minutes_pruned_before", cut)?;
+        self.conn
+            .execute("DELETE FROM meta WHERE key = 'minutes_late_from'", [])
+            .map_err(ctx("write meta"))?;
         tx.commit().map_err(ctx("commit minute prune"))?;
         Ok(doomed.len() as u64)
     }
@@ -890,6 +924,64 @@ mod tests {
             .points
             .is_empty());
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    fn minute_rows(s: &Store) -> Vec<(i64, i64)> {
+        let mut st = s
+            .conn
+            .prepare("SELECT series_id, minute FROM minute_aggregates ORDER BY series_id, minute")
+            .unwrap();
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn minutes_rolled_up_late_behind_the_prune_point_are_pruned_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        fill(&mut s);
+        s.prune(T0 + 7_200_000 + 10, &[]).unwrap();
+        s.prune_minutes(T0 + 3 * 3_600_000).unwrap();
+        let kept = minute_rows(&s);
+        let raw_brackets = brackets(&samples(&s, i64::MIN, i64::MAX));
+        // Late readings of minutes the prune has passed: a power value, and a counter reading
+        // inside an interval (not at its edges), rolled up and their raw readings dropped.
+        let e = samples(&s, T0 + INTERVAL_MS, T0 + 2 * INTERVAL_MS)[0].1;
+        s.insert_readings(&[
+            Reading::new("m", Quantity::ActivePower, 99.0, T0 + 20 * MINUTE_MS + 5),
+            Reading::new(
+                "m",
+                Quantity::EnergyImport,
+                e + 0.001,
+                T0 + 22 * MINUTE_MS + 5,
+            ),
+        ])
+        .unwrap();
+        s.prune(T0 + 7_200_000 + 10, &[]).unwrap();
+        assert_eq!(s.count_readings().unwrap(), 0);
+        assert_eq!(minute_rows(&s).len(), kept.len() + 2);
+        // The next prune (even with the same cut) deletes them; the boundaries stay.
+        assert_eq!(s.prune_minutes(T0 + 3 * 3_600_000).unwrap(), 2);
+        assert_eq!(minute_rows(&s), kept);
+        assert_eq!(brackets(&samples(&s, i64::MIN, i64::MAX)), raw_brackets);
+        // Nothing more to do afterwards.
+        assert_eq!(s.prune_minutes(T0 + 3 * 3_600_000).unwrap(), 0);
+        // A late counter reading in an interval that had none is both its first and its
+        // last: it stays.
+        s.insert_readings(&[Reading::new(
+            "m",
+            Quantity::EnergyImport,
+            999.0,
+            T0 - 10 * MINUTE_MS,
+        )])
+        .unwrap();
+        s.prune(T0 + 7_200_000 + 10, &[]).unwrap();
+        assert_eq!(s.prune_minutes(T0 + 3 * 3_600_000).unwrap(), 0);
+        assert_eq!(minute_rows(&s).len(), kept.len() + 1);
+        assert_eq!(
+            samples(&s, i64::MIN, T0 - 1),
+            vec![(T0 - 10 * MINUTE_MS, 999.0, false)]
+        );
     }
 
     #[test]

@@ -44,8 +44,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, InfluxApi, InfluxConfig, Synchronous};
+use crate::config::{Config, InfluxApi, InfluxConfig};
 use crate::readings::{Quality, Quantity, Reading};
+use crate::storage::consumer::{Consumer, ReadingFeed};
 use crate::storage::{OutboxRow, Store};
 use schema::TagMapping;
 
@@ -291,9 +292,10 @@ pub struct InfluxOutput {
     client: reqwest::Client,
     url: reqwest::Url,
     auth: Auth,
-    store: Arc<Mutex<Store>>,
-    /// The other series' tables and cursors (own connection).
-    streams: Arc<Mutex<streams::StreamStore>>,
+    /// The readings, by this destination's cursor (own connection).
+    readings: Consumer<ReadingFeed>,
+    /// The other series, each by a cursor of its own (one more connection).
+    streams: Vec<Consumer<streams::StreamFeed>>,
     /// series id → series key (None: the series cannot be written)
     series: HashMap<i64, Option<Arc<str>>>,
     mapping: TagMapping,
@@ -346,8 +348,13 @@ impl InfluxOutput {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .build()?;
-        let store = Store::open(&store_path, Synchronous::Normal)?;
-        let stream_store = streams::StreamStore::open(&store_path)?;
+        let dest = Self::destination(name);
+        let batch_size = cfg.batch_size.max(1);
+        let readings = Consumer::new(ReadingFeed::open(&store_path, &dest)?, batch_size);
+        let streams = streams::StreamFeed::open_all(&store_path, &dest)?
+            .into_iter()
+            .map(|f| Consumer::new(f, batch_size))
+            .collect();
         let mut site_tags: Vec<(&'static str, String)> = vec![("site", config.site.id.clone())];
         if let Some(p) = &config.site.park {
             site_tags.push(("park", p.clone()));
@@ -370,15 +377,15 @@ impl InfluxOutput {
         let backoff = Backoff::with_limits(cfg.backoff_initial, cfg.backoff_max);
         Ok(InfluxOutput {
             name: name.to_string(),
-            dest: Self::destination(name),
+            dest,
             mapping: TagMapping::new(&cfg),
-            batch_size: cfg.batch_size.max(1),
+            batch_size,
             cfg,
             client,
             url,
             auth,
-            store: Arc::new(Mutex::new(store)),
-            streams: Arc::new(Mutex::new(stream_store)),
+            readings,
+            streams,
             series: HashMap::new(),
             site_tags,
             device_tags,
@@ -403,21 +410,7 @@ impl InfluxOutput {
         &self,
         f: impl FnOnce(&Store) -> Result<T, crate::storage::StoreError> + Send + 'static,
     ) -> anyhow::Result<T> {
-        super::cursor::store_op(&self.store, f).await
-    }
-
-    async fn stream_op<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&streams::StreamStore) -> rusqlite::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let store = self.streams.clone();
-        tokio::task::spawn_blocking(move || {
-            let s = store
-                .lock()
-                .map_err(|_| anyhow::anyhow!("stream store lock poisoned"))?;
-            Ok::<_, anyhow::Error>(f(&s)?)
-        })
-        .await?
+        self.readings.op(move |feed| feed.with(f)).await
     }
 
     /// Sends one batch of each other stream (alerts, intervals, accounts) that has rows after
@@ -429,17 +422,27 @@ impl InfluxOutput {
         stop: &CancellationToken,
         draining: bool,
     ) -> anyhow::Result<Option<bool>> {
+        let mut consumers = std::mem::take(&mut self.streams);
+        let r = self
+            .deliver_streams_by(&mut consumers, stop, draining)
+            .await;
+        self.streams = consumers;
+        r
+    }
+
+    async fn deliver_streams_by(
+        &mut self,
+        consumers: &mut [Consumer<streams::StreamFeed>],
+        stop: &CancellationToken,
+        draining: bool,
+    ) -> anyhow::Result<Option<bool>> {
         let mut more = false;
         let site_tags = self.site_tags.clone();
         let site: Vec<(&str, &str)> = site_tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        for stream in streams::Stream::ALL {
-            let (d, limit) = (self.dest.clone(), self.batch_size);
-            let rows = self
-                .stream_op(move |s| {
-                    let after = s.cursor(&d, stream)?;
-                    s.rows_after(stream, after, limit)
-                })
-                .await?;
+        for consumer in consumers.iter_mut() {
+            let stream = consumer.feed().stream();
+            let limit = self.batch_size;
+            let rows = consumer.next_up_to(limit).await?;
             let Some(last) = rows.last().map(streams::Row::position) else {
                 continue;
             };
@@ -477,8 +480,10 @@ impl InfluxOutput {
                     return Ok(None);
                 }
             }
-            let d = self.dest.clone();
-            self.stream_op(move |s| s.advance(&d, stream, last)).await?;
+            if let Err(e) = consumer.delivered(last).await {
+                consumer.reload();
+                return Err(e);
+            }
             tracing::debug!(output = %self.dest, stream = stream.measurement(), points = batch.lines.len(), "delivered");
         }
         Ok(Some(more))
@@ -802,7 +807,6 @@ impl InfluxOutput {
         let dest = self.dest.clone();
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut partial_since: Option<tokio::time::Instant> = None;
-        let mut cursor: Option<i64> = None;
         let mut successes_since_split = 0u32;
         // When the other series are next looked at.
         let mut streams_due = tokio::time::Instant::now();
@@ -815,30 +819,14 @@ impl InfluxOutput {
             if drain_until.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 break;
             }
-            let from = match cursor {
-                Some(c) => c,
-                None => {
-                    let d = dest.clone();
-                    match self.store_op(move |s| s.cursor(&d)).await {
-                        Ok(c) => {
-                            cursor = Some(c);
-                            self.status.cursor.store(c, Ordering::Relaxed);
-                            c
-                        }
-                        Err(e) => {
-                            tracing::error!(output = %dest, "cannot read cursor: {e}");
-                            let delay = self.backoff.next_delay();
-                            if self.pause(delay, &stop, draining).await && draining {
-                                break;
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
             let limit = self.batch_size;
-            let rows = match self.store_op(move |s| s.outbox_after(from, limit)).await {
-                Ok(r) => r,
+            let rows = match self.readings.next_up_to(limit).await {
+                Ok(r) => {
+                    if let Some(c) = self.readings.cursor() {
+                        self.status.cursor.store(c, Ordering::Relaxed);
+                    }
+                    r
+                }
                 Err(e) => {
                     tracing::error!(output = %dest, "cannot read outbox: {e}");
                     let delay = self.backoff.next_delay();
@@ -919,17 +907,16 @@ impl InfluxOutput {
             };
             match delivered {
                 Ok(Delivery::Done) => {
-                    let d = dest.clone();
-                    let last = batch.last_id;
-                    match self.store_op(move |s| s.advance_cursor(&d, last)).await {
-                        Ok(()) => {
-                            cursor = Some(last);
-                            self.status.cursor.store(last, Ordering::Relaxed);
+                    match self.readings.delivered(batch.last_id).await {
+                        Ok(c) => {
+                            if let Some(c) = c {
+                                self.status.cursor.store(c, Ordering::Relaxed);
+                            }
                         }
                         Err(e) => {
                             // The batch will be sent again (an idempotent replay).
                             tracing::error!(output = %dest, "cannot advance cursor: {e}");
-                            cursor = None;
+                            self.readings.reload();
                         }
                     }
                     // After a split, grow back towards the configured size.

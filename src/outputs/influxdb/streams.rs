@@ -18,6 +18,7 @@
 //! quarantined. Replays overwrite: a point's series and timestamp depend only on its row.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -367,6 +368,59 @@ impl StreamStore {
                 })?
                 .collect(),
         }
+    }
+}
+
+/// One stream of one destination as a feed of the store's delivery consumer (the three
+/// streams of a destination share a connection).
+#[derive(Clone)]
+pub struct StreamFeed {
+    store: Arc<Mutex<StreamStore>>,
+    destination: Arc<str>,
+    stream: Stream,
+}
+
+impl StreamFeed {
+    /// The feeds of every stream of `destination`, in [`Stream::ALL`] order.
+    pub fn open_all(path: &Path, destination: &str) -> rusqlite::Result<Vec<StreamFeed>> {
+        let store = Arc::new(Mutex::new(StreamStore::open(path)?));
+        Ok(Stream::ALL
+            .iter()
+            .map(|&stream| StreamFeed {
+                store: store.clone(),
+                destination: destination.into(),
+                stream,
+            })
+            .collect())
+    }
+
+    pub fn stream(&self) -> Stream {
+        self.stream
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&StreamStore) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let s = self
+            .store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("stream store lock poisoned"))?;
+        Ok(f(&s)?)
+    }
+}
+
+impl crate::storage::consumer::Feed for StreamFeed {
+    type Item = Row;
+    type Pos = Position;
+
+    fn load_cursor(&self) -> anyhow::Result<Position> {
+        self.with(|s| s.cursor(&self.destination, self.stream))
+    }
+
+    fn read_after(&self, after: Position, limit: usize) -> anyhow::Result<Vec<Row>> {
+        self.with(|s| s.rows_after(self.stream, after, limit))
+    }
+
+    fn store_cursor(&self, to: Position) -> anyhow::Result<()> {
+        self.with(|s| s.advance(&self.destination, self.stream, to))
     }
 }
 

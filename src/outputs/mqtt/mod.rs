@@ -27,8 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub mod indicators;
 
 use crate::backoff::Backoff;
-
-use super::cursor::Track;
+use crate::storage::consumer::{Consumer, Feed};
 
 use crate::acquisition::mqtt::connection::{self, topic};
 use crate::config::Config;
@@ -72,6 +71,50 @@ impl Stream {
             Stream::Alerts => "alerts",
             Stream::Outbox => "outbox",
         }
+    }
+}
+
+impl Stream {
+    /// Index of the stream's consumer.
+    fn index(self) -> usize {
+        match self {
+            Stream::Alerts => 0,
+            Stream::Outbox => 1,
+        }
+    }
+}
+
+/// One stream as a feed of the store's delivery consumer: messages (id, topic, payload, retain).
+#[derive(Clone)]
+struct MqttFeed {
+    outbox: MqttOutbox,
+    stream: Stream,
+    alerts_topic: Arc<str>,
+    site: Arc<str>,
+    park: Option<Arc<str>>,
+}
+
+impl Feed for MqttFeed {
+    type Item = (i64, String, String, bool);
+    type Pos = i64;
+
+    fn load_cursor(&self) -> anyhow::Result<i64> {
+        Ok(self.outbox.cursor(self.stream)?)
+    }
+
+    fn read_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<Self::Item>> {
+        Ok(self.outbox.fetch(
+            self.stream,
+            after,
+            limit,
+            &self.alerts_topic,
+            &self.site,
+            self.park.as_deref(),
+        )?)
+    }
+
+    fn store_cursor(&self, to: i64) -> anyhow::Result<()> {
+        Ok(self.outbox.set_cursor(self.stream, to)?)
     }
 }
 
@@ -218,24 +261,6 @@ impl MqttOutput {
         self.outbox.clone()
     }
 
-    async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&MqttOutbox) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Option<T> {
-        let o = self.outbox.clone();
-        match tokio::task::spawn_blocking(move || f(&o)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::error!("mqtt outbox: {e}");
-                None
-            }
-            Err(e) => {
-                tracing::error!("mqtt outbox task: {e}");
-                None
-            }
-        }
-    }
-
     pub async fn run(self, stop: CancellationToken) {
         use std::sync::atomic::Ordering;
         let Some(mcfg) = self.config.mqtt.clone() else {
@@ -265,17 +290,19 @@ impl MqttOutput {
         let (client, mut eventloop) = AsyncClient::new(opts, 2 * MAX_IN_FLIGHT);
         let mut backoff = Backoff::with_limits(Duration::from_secs(1), mcfg.max_backoff);
         let mut log = LogLimiter::new(Duration::from_secs(60));
-        let mut tracks: HashMap<Stream, Track> = HashMap::new();
-        for s in [Stream::Alerts, Stream::Outbox] {
-            let c = self.db(move |o| o.cursor(s)).await.unwrap_or(0);
-            tracks.insert(
-                s,
-                Track {
-                    cursor: c,
-                    sent: VecDeque::new(),
-                },
-            );
-        }
+        let mut consumers: Vec<Consumer<MqttFeed>> = [Stream::Alerts, Stream::Outbox]
+            .into_iter()
+            .map(|stream| {
+                let feed = MqttFeed {
+                    outbox: self.outbox.clone(),
+                    stream,
+                    alerts_topic: alerts_topic.as_str().into(),
+                    site: site.as_str().into(),
+                    park: park.as_deref().map(Arc::from),
+                };
+                Consumer::new(feed, MAX_IN_FLIGHT / 2)
+            })
+            .collect();
         let mut queued: VecDeque<Key> = VecDeque::new(); // published, not yet written out
         let mut in_flight: HashMap<u16, Key> = HashMap::new();
         let mut connected = false;
@@ -286,7 +313,7 @@ impl MqttOutput {
                 drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
             if let Some(d) = drain_until {
-                let idle = tracks.values().all(|t| t.sent.is_empty());
+                let idle = consumers.iter().all(|c| c.in_flight() == 0);
                 if tokio::time::Instant::now() >= d || !connected || idle {
                     break;
                 }
@@ -294,25 +321,25 @@ impl MqttOutput {
             tokio::select! {
                 _ = stop.cancelled(), if drain_until.is_none() => continue,
                 _ = tick.tick(), if connected => {
-                    let busy = tracks.values().map(|t| t.sent.len()).sum::<usize>();
+                    let busy = consumers.iter().map(Consumer::in_flight).sum::<usize>();
                     if busy >= MAX_IN_FLIGHT {
                         continue;
                     }
-                    for s in [Stream::Alerts, Stream::Outbox] {
-                        let after = tracks[&s].next_after();
-                        let (at, st, pk) = (alerts_topic.clone(), site.clone(), park.clone());
-                        let msgs = self
-                            .db(move |o| o.fetch(s, after, MAX_IN_FLIGHT / 2, &at, &st, pk.as_deref()))
-                            .await
-                            .unwrap_or_default();
+                    for c in consumers.iter_mut() {
+                        let s = c.feed().stream;
+                        let msgs = match c.next().await {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::error!("mqtt outbox: {e}");
+                                continue;
+                            }
+                        };
                         for (id, t, payload, retain) in msgs {
                             if client.try_publish(t, QoS::AtLeastOnce, retain, payload).is_err() {
                                 break;
                             }
                             queued.push_back(Key::Msg(s, id));
-                            if let Some(tr) = tracks.get_mut(&s) {
-                                tr.sent.push_back((id, false));
-                            }
+                            c.sent(id);
                             self.stats.published.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -336,8 +363,8 @@ impl MqttOutput {
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
                         if let Some(Key::Msg(s, id)) = in_flight.remove(&a.pkid) {
                             self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-                            if let Some(c) = tracks.get_mut(&s).and_then(|t| t.ack(id)) {
-                                self.db(move |o| o.set_cursor(s, c)).await;
+                            if let Err(e) = consumers[s.index()].confirmed(id).await {
+                                tracing::error!("mqtt outbox: {e}");
                             }
                         }
                     }
@@ -348,8 +375,8 @@ impl MqttOutput {
                         // Everything not acknowledged goes again from the cursors.
                         queued.clear();
                         in_flight.clear();
-                        for t in tracks.values_mut() {
-                            t.sent.clear();
+                        for c in consumers.iter_mut() {
+                            c.rewind();
                         }
                         if drain_until.is_some() {
                             break;
@@ -393,23 +420,6 @@ pub async fn disconnect(client: &AsyncClient, eventloop: &mut rumqttc::EventLoop
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursor_advances_only_over_contiguous_acknowledgements() {
-        let mut t = Track {
-            cursor: 10,
-            sent: VecDeque::new(),
-        };
-        for id in [11, 12, 14] {
-            t.sent.push_back((id, false));
-        }
-        assert_eq!(t.next_after(), 14);
-        assert_eq!(t.ack(12), None); // 11 still open
-        assert_eq!(t.ack(11), Some(12));
-        assert_eq!(t.ack(14), Some(14));
-        assert!(t.sent.is_empty());
-        assert_eq!(t.next_after(), 14);
-    }
 
     #[test]
     fn outbox_is_durable_and_ordered() {
