@@ -11,8 +11,10 @@ pub enum Cell {
     Text(String),
     /// A number and the decimals shown to humans (CSV keeps full precision).
     Num(f64, usize),
-    /// A yes/no label.
+    /// A yes/no answer where yes is good (met, on track).
     Flag(bool),
+    /// A yes/no answer where yes is bad (over tolerance, below the baseline).
+    Warn(bool),
     Empty,
 }
 
@@ -22,7 +24,7 @@ impl Cell {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Num(v, _) => format!("{v}"),
-            Cell::Flag(b) => b.to_string(),
+            Cell::Flag(b) | Cell::Warn(b) => b.to_string(),
             Cell::Empty => String::new(),
         }
     }
@@ -31,12 +33,20 @@ impl Cell {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Num(v, d) => group(&format!("{v:.d$}", d = *d)),
-            Cell::Flag(b) => lang.show(if *b { YES } else { NO }),
+            Cell::Flag(b) | Cell::Warn(b) => lang.show(if *b { YES } else { NO }),
             Cell::Empty => "—".into(),
         }
     }
     pub fn is_num(&self) -> bool {
         matches!(self, Cell::Num(..))
+    }
+    /// Whether the cell states a good (`Some(true)`) or a bad (`Some(false)`) outcome.
+    pub fn verdict(&self) -> Option<bool> {
+        match self {
+            Cell::Flag(b) => Some(*b),
+            Cell::Warn(b) => Some(!*b),
+            _ => None,
+        }
     }
 }
 
@@ -231,7 +241,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         alerts(r),
         data_quality(r),
         counter_events(r),
-        notes(r),
+        notes(r, lang),
         sources(r),
     ]);
     out
@@ -973,7 +983,7 @@ fn balance(r: &Report) -> Table {
                 n(b.difference, 2),
                 on(b.difference_pct, 2),
                 n(b.tolerance_pct, 2),
-                Cell::Flag(b.flagged),
+                Cell::Warn(b.flagged),
                 t(&b.unit),
             ]
         })
@@ -1239,12 +1249,14 @@ fn counter_events(r: &Report) -> Table {
 }
 
 /// Notes.
-fn notes(r: &Report) -> Table {
+fn notes(r: &Report, lang: Lang) -> Table {
     let dq = &r.data_quality;
     let rows = dq
         .notes
         .iter()
-        .chain(&r.indicators.notes)
+        .map(|n| super::notes::text(n, lang))
+        .chain(r.indicators.notes.iter().cloned())
+        .chain(super::rounding::notes(r, lang))
         .map(|x| vec![t(x)])
         .collect();
     Table {
