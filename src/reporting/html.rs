@@ -434,3 +434,37 @@ pub fn render(r: &Report, lang: Lang) -> String {
     ));
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reporting::tables::{Cell, Col};
+
+    #[test]
+    fn a_bad_outcome_is_red_and_marked_whatever_its_polarity() {
+        let tb = Table {
+            id: "t",
+            title: L("表", "table"),
+            columns: vec![
+                Col {
+                    key: "met",
+                    label: L("达到", "met"),
+                },
+                Col {
+                    key: "flagged",
+                    label: L("超差", "flagged"),
+                },
+            ],
+            rows: vec![
+                vec![Cell::Flag(true), Cell::Warn(true)],
+                vec![Cell::Flag(false), Cell::Warn(false)],
+            ],
+        };
+        let html = table_html(&tb, Lang::En);
+        // Met / not over tolerance: green; not met / over tolerance: red with ⚠.
+        assert!(html.contains("<tr><td class=\"ok\">yes</td><td class=\"bad\">⚠ yes</td></tr>"));
+        assert!(html.contains("<tr><td class=\"bad\">⚠ no</td><td class=\"ok\">no</td></tr>"));
+        // Chart series never use the status colours.
+        assert!(!COLORS.contains(&"#1a7f37") && !COLORS.contains(&"#cf222e"));
+    }
+}
