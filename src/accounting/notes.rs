@@ -86,6 +86,25 @@ pub enum Note {
         area: String,
         note: String,
     },
+    /// Several products' unit energy weighted within one green-factory indicator.
+    ProductsWeighted { products: usize },
+    /// An output-value indicator without the gross output value of some months.
+    OutputValueNeeded {
+        indicator: &'static str,
+        months: Vec<String>,
+    },
+    /// An indicator without configured 基准值/引领值.
+    NotScored { indicator: &'static str },
+    /// The renewable-share band from the period's energy scaled to a year.
+    RenewableBandScaled { annual_tce: f64, band: &'static str },
+    /// How the renewable share is computed.
+    RenewableShareBasis,
+    /// No levels for the renewable-share band.
+    RenewableBandNotScored { band: &'static str },
+    /// 亩均 indicators without the land area.
+    MuNeedsLand,
+    /// 亩均 indicators of a period that is not a calendar year.
+    MuPeriod,
     /// A sentence from another computation, shown as it is.
     Text(String),
 }
@@ -201,6 +220,34 @@ impl fmt::Display for Note {
             Note::GridFactorNote { year, area, note } => {
                 write!(f, "grid factor {year} {area}: {note}")
             }
+            Note::ProductsWeighted { products } => write!(
+                f,
+                "单位产品综合能耗 of {products} products weighted by their energy (tce) within one indicator"
+            ),
+            Note::OutputValueNeeded { indicator, months } => write!(
+                f,
+                "{indicator} needs the gross output value: set [[accounting.indicators.output_value]] for {}",
+                months.join(", ")
+            ),
+            Note::NotScored { indicator } => write!(
+                f,
+                "{indicator}: no 基准值/引领值 configured (they are not in the standards reference); not scored"
+            ),
+            Note::RenewableBandScaled { annual_tce, band } => write!(
+                f,
+                "renewable-share band from the period's energy scaled to a year: {annual_tce:.1} tce → {band}"
+            ),
+            Note::RenewableShareBasis => f.write_str("可再生能源利用率 = non-fossil energy (self-generated PV, green power, green certificates; 当量值) ÷ comprehensive energy (当量值); the standard's exact ratio basis is not in the reference"),
+            Note::RenewableBandNotScored { band } => write!(
+                f,
+                "可再生能源利用率: no 基准值/引领值 configured for band {band} (not in the standards reference); not scored"
+            ),
+            Note::MuNeedsLand => {
+                f.write_str("亩均 indicators per 亩 need accounting.indicators.land_area_mu")
+            }
+            Note::MuPeriod => f.write_str(
+                "亩均 indicators are for the report's period; the evaluations use a calendar year",
+            ),
             Note::Text(t) => f.write_str(t),
         }
     }

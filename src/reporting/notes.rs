@@ -123,6 +123,26 @@ pub fn text(n: &Note, lang: Lang) -> String {
         Note::GridFactorNote { year, area, note } => {
             format!("电网排放因子 {year} {area}：{note}")
         }
+        Note::ProductsWeighted { products } => {
+            format!("单位产品综合能耗：{products} 种产品在同一指标内按各自能耗(tce)加权")
+        }
+        Note::OutputValueNeeded { indicator, months } => format!(
+            "{indicator} 需要工业总产值：请为 {} 设置 [[accounting.indicators.output_value]]",
+            months.join("、")
+        ),
+        Note::NotScored { indicator } => {
+            format!("{indicator}：未配置基准值/引领值(标准资料中没有)，不计分")
+        }
+        Note::RenewableBandScaled { annual_tce, band } => format!(
+            "可再生能源利用率的能耗档按本期能耗折算全年确定：{} tce → {band}",
+            super::tables::group(&format!("{annual_tce:.1}"))
+        ),
+        Note::RenewableShareBasis => "可再生能源利用率 = 非化石能源(自发自用光伏、绿电、绿证；当量值) ÷ 综合能耗(当量值)；标准的确切比值口径不在参考资料中".into(),
+        Note::RenewableBandNotScored { band } => {
+            format!("可再生能源利用率：能耗档 {band} 未配置基准值/引领值(标准资料中没有)，不计分")
+        }
+        Note::MuNeedsLand => "亩均指标需要用地面积：请设置 accounting.indicators.land_area_mu".into(),
+        Note::MuPeriod => "亩均指标按本报告期计算；亩均评价按自然年".into(),
         Note::Text(t) => t.clone(),
     }
 }

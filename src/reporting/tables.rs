@@ -1254,8 +1254,8 @@ fn notes(r: &Report, lang: Lang) -> Table {
     let rows = dq
         .notes
         .iter()
+        .chain(&r.indicators.notes)
         .map(|n| super::notes::text(n, lang))
-        .chain(r.indicators.notes.iter().cloned())
         .chain(super::rounding::notes(r, lang))
         .map(|x| vec![t(x)])
         .collect();
