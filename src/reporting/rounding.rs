@@ -127,8 +127,11 @@ fn sums(r: &Report) -> Vec<Sum<'_>> {
 
 /// One note per shown total that is not the sum of its shown parts, in `lang`.
 pub fn notes(r: &Report, lang: Lang) -> Vec<String> {
-    sums(r)
-        .into_iter()
+    say(sums(r), lang)
+}
+
+fn say(sums: Vec<Sum<'_>>, lang: Lang) -> Vec<String> {
+    sums.into_iter()
         .filter_map(|s| {
             let (t, p) = discrepancy(s.value, &s.parts, s.decimals)?;
             let d = s.decimals;
@@ -150,7 +153,32 @@ pub fn notes(r: &Report, lang: Lang) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::discrepancy;
+    use super::*;
+
+    #[test]
+    fn the_note_names_the_total_both_figures_and_the_difference() {
+        let sum = || Sum {
+            total: L("二氧化碳排放范围一合计", "CO2 scope 1 total"),
+            unit: "tCO2",
+            decimals: 3,
+            value: 0.00702,
+            parts: vec![0.00451, 0.00251],
+        };
+        assert_eq!(
+            say(vec![sum()], Lang::Zh),
+            vec!["四舍五入：二氧化碳排放范围一合计 显示为 0.007 tCO2，所列分项显示值之和为 0.008 tCO2（相差 -0.001）；合计由未修约的分项计算。"]
+        );
+        assert_eq!(
+            say(vec![sum()], Lang::En),
+            vec!["Rounding: CO2 scope 1 total is shown as 0.007 tCO2 while its shown parts add up to 0.008 tCO2 (difference -0.001); totals are computed from the unrounded parts."]
+        );
+        let fine = Sum {
+            value: 0.0082,
+            parts: vec![0.0051, 0.0031],
+            ..sum()
+        };
+        assert!(say(vec![fine], Lang::Zh).is_empty());
+    }
 
     #[test]
     fn a_total_that_is_not_the_sum_of_its_shown_parts_is_found() {
