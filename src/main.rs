@@ -529,6 +529,17 @@ fn with_runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> E
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
+    let warnings = config::warnings::warnings(path);
+    let code = check_problems(path);
+    // Warnings do not fail `check`; printed after the problems, in the site's language.
+    let prefix = config::warnings::prefix(path);
+    for w in &warnings {
+        println!("  {prefix}{w}");
+    }
+    code
+}
+
+fn check_problems(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             println!(

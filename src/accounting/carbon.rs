@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::config::{MeterRole, Scope2Method};
 use super::factors::GridSeries;
 use super::ledger::{Ledger, Plan};
+use super::notes::Note;
 
 /// The grid factor used.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,7 +33,7 @@ pub struct GridChoice {
     pub reason: &'static str,
     pub series: GridSeries,
     pub sources: Vec<String>,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 /// CO₂ of one carrier.
@@ -135,36 +136,32 @@ pub fn grid_choice(plan: &Plan, report_year: i32, series: GridSeries) -> Option<
                     t.earliest_grid(area, series).map(|g| (i, *basis, g))
                 });
                 if let Some((_, _, g)) = first {
-                    notes.push(format!(
-                        "no grid factor is published up to {report_year}; the earliest, {}, is used",
-                        g.year
-                    ));
+                    notes.push(Note::GridEarliest {
+                        report_year,
+                        year: g.year,
+                    });
                 }
                 first
             })
         }
     };
     let (i, basis, g) = found?;
-    let skipped: Vec<String> = levels[..i]
-        .iter()
-        .map(|(b, a)| format!("{b} {a}"))
-        .collect();
+    let skipped: Vec<(&'static str, String)> = levels[..i].to_vec();
     if !skipped.is_empty() {
-        let when = match c.factor_year {
-            Some(y) => format!("for {y}"),
-            None => format!("up to {report_year}"),
-        };
-        notes.push(format!(
-            "no factor {when} for {}; {basis} {} used",
-            skipped.join(", "),
-            g.area
-        ));
+        notes.push(Note::GridSkipped {
+            configured_year: c.factor_year,
+            report_year,
+            skipped,
+            basis,
+            area: g.area.clone(),
+        });
     }
     if c.factor_year.is_none() && g.year != report_year {
-        notes.push(format!(
-            "no {report_year} grid factor for {}; {}, its latest published year up to {report_year}, is used",
-            g.area, g.year
-        ));
+        notes.push(Note::GridOlderYear {
+            report_year,
+            area: g.area.clone(),
+            year: g.year,
+        });
     }
     let reason = if c.factor_year.is_some() {
         reason::CONFIGURED_YEAR
@@ -186,7 +183,11 @@ pub fn grid_choice(plan: &Plan, report_year: i32, series: GridSeries) -> Option<
         }
     }
     if let Some(n) = &g.note {
-        notes.push(format!("grid factor {} {}: {n}", g.year, g.area));
+        notes.push(Note::GridFactorNote {
+            year: g.year,
+            area: g.area.clone(),
+            note: n.clone(),
+        });
     }
     let area_name = match basis {
         "province" => t.province(&g.area).map(|p| p.name.clone()),
@@ -368,7 +369,7 @@ type = "f32"
         let g = choice("province = \"chongqing\"", 2019, GridSeries::Average);
         assert_eq!((g.year, g.basis), (2021, "province"));
         assert!(
-            g.notes.iter().any(|n| n.contains("earliest")),
+            g.notes.iter().any(|n| n.to_string().contains("earliest")),
             "{:?}",
             g.notes
         );
@@ -380,7 +381,9 @@ type = "f32"
         );
         assert_eq!(g.reason, reason::REGION_LATEST_YEAR);
         assert!(
-            g.notes.iter().any(|n| n.contains("province jiangxi")),
+            g.notes
+                .iter()
+                .any(|n| n.to_string().contains("province jiangxi")),
             "{:?}",
             g.notes
         );

@@ -1201,6 +1201,11 @@ pub fn validate(
                 "accounting.enterprise.credit_code".into(),
                 "a 统一社会信用代码 is 18 characters: digits and capital letters except I, O, S, V, Z".into(),
             );
+        } else if let Some(expected) = credit_code_check(c).filter(|x| !c.ends_with(*x)) {
+            push(
+                "accounting.enterprise.credit_code".into(),
+                format!("\"{c}\": the check character (the 18th) should be {expected} (GB 32100-2015 clause 5); check for a mistyped character"),
+            );
         }
     }
     if let Some(c) = &e.industry_code {
@@ -1223,6 +1228,20 @@ fn valid_id(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The check character of a 统一社会信用代码 (GB 32100-2015, clause 5 and appendix B):
+/// the first 17 characters' values (0-9, then A=10 … Y=30 without I, O, S, V, Z) weighted by
+/// 3^(i−1) mod 31, C18 = 31 − (sum mod 31), 31 written 0. `None` for a character outside the set.
+pub fn credit_code_check(code: &str) -> Option<char> {
+    const SET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+    let mut sum = 0usize;
+    let mut weight = 1usize;
+    for ch in code.chars().take(17) {
+        sum += SET.find(ch)? * weight;
+        weight = weight * 3 % 31;
+    }
+    SET.chars().nth((31 - sum % 31) % 31)
 }
 
 #[cfg(test)]
@@ -1500,6 +1519,29 @@ certificates = 2
         for e in expect {
             assert!(p.iter().any(|m| m.starts_with(e)), "missing {e}\n{p:#?}");
         }
+    }
+
+    #[test]
+    fn credit_code_check_character() {
+        // A code printed on a business licence, and the report example's.
+        assert_eq!(super::credit_code_check("91350100M000100Y43"), Some('3'));
+        assert_eq!(super::credit_code_check("91500226MA00EXAMPU"), Some('U'));
+        let toml =
+            BASE.to_string() + "[accounting.enterprise]\ncredit_code = \"91350100M000100Y44\"\n";
+        let p = problems(&toml);
+        assert!(
+            p.iter().any(|m| m.starts_with(
+                "accounting.enterprise.credit_code: \"91350100M000100Y44\": the check character (the 18th) should be 3"
+            )),
+            "{p:#?}"
+        );
+        let ok =
+            BASE.to_string() + "[accounting.enterprise]\ncredit_code = \"91350100M000100Y43\"\n";
+        assert!(
+            !problems(&ok).iter().any(|m| m.contains("credit_code")),
+            "{:#?}",
+            problems(&ok)
+        );
     }
 
     #[test]

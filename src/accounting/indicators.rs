@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::accounting::calendar::Month;
+use crate::accounting::notes::Note;
 
 /// `[accounting.indicators]`
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -243,7 +244,7 @@ pub struct Indicators {
     pub land_area_mu: Option<f64>,
     pub green_factory: Vec<GreenIndicator>,
     pub mu: Vec<MuIndicator>,
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
 }
 
 fn green(
@@ -348,17 +349,16 @@ pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]
             ind.weight *= p.energy_tce / total_tce;
             ind.points = ind.score.map(|s| s * ind.weight);
         }
-        notes.push(format!(
-            "单位产品综合能耗 of {} products weighted by their energy (tce) within one indicator",
-            limited.len()
-        ));
+        notes.push(Note::ProductsWeighted {
+            products: limited.len(),
+        });
     }
     if limited.is_empty() {
         if output_value.is_none() {
-            notes.push(format!(
-                "单位产值综合能耗 needs the gross output value: set [[accounting.indicators.output_value]] for {}",
-                ov_missing.join(", ")
-            ));
+            notes.push(Note::OutputValueNeeded {
+                indicator: "单位产值综合能耗",
+                months: ov_missing.clone(),
+            });
         }
         g.push(green(
             "unit_output_energy".into(),
@@ -372,15 +372,17 @@ pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]
             None,
         ));
         if c.unit_output_energy.is_none() {
-            notes.push("单位产值综合能耗: no 基准值/引领值 configured (they are not in the standards reference); not scored".into());
+            notes.push(Note::NotScored {
+                indicator: "单位产值综合能耗",
+            });
         }
     }
     // 单位产值碳排放量
     if output_value.is_none() && !limited.is_empty() {
-        notes.push(format!(
-            "单位产值碳排放量 needs the gross output value: set [[accounting.indicators.output_value]] for {}",
-            ov_missing.join(", ")
-        ));
+        notes.push(Note::OutputValueNeeded {
+            indicator: "单位产值碳排放量",
+            months: ov_missing.clone(),
+        });
     }
     g.push(green(
         "carbon_per_output".into(),
@@ -394,7 +396,9 @@ pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]
         None,
     ));
     if c.carbon_per_output.is_none() {
-        notes.push("单位产值碳排放量: no 基准值/引领值 configured (they are not in the standards reference); not scored".into());
+        notes.push(Note::NotScored {
+            indicator: "单位产值碳排放量",
+        });
     }
     // 可再生能源利用率: non-fossil (当量值) ÷ comprehensive energy (当量值).
     let share = (r.comprehensive_energy_tce > 0.0)
@@ -402,16 +406,15 @@ pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]
     let annual = r.comprehensive_energy_tce * 12.0 / months.len().max(1) as f64;
     let band = band_of(annual);
     if months.len() != 12 {
-        notes.push(format!(
-            "renewable-share band from the period's energy scaled to a year: {annual:.1} tce → {band}"
-        ));
+        notes.push(Note::RenewableBandScaled {
+            annual_tce: annual,
+            band,
+        });
     }
-    notes.push("可再生能源利用率 = non-fossil energy (self-generated PV, green power, green certificates; 当量值) ÷ comprehensive energy (当量值); the standard's exact ratio basis is not in the reference".into());
+    notes.push(Note::RenewableShareBasis);
     let rb = c.renewable_share.iter().find(|b| b.band == band);
     if rb.is_none() {
-        notes.push(format!(
-            "可再生能源利用率: no 基准值/引领值 configured for band {band} (not in the standards reference); not scored"
-        ));
+        notes.push(Note::RenewableBandNotScored { band });
     }
     g.push(green(
         "renewable_share".into(),
@@ -454,13 +457,10 @@ pub fn compute(c: &IndicatorsConfig, r: &super::report::Report, months: &[Month]
         },
     ];
     if land.is_none() {
-        notes.push("亩均 indicators per 亩 need accounting.indicators.land_area_mu".into());
+        notes.push(Note::MuNeedsLand);
     }
     if months.len() != 12 {
-        notes.push(
-            "亩均 indicators are for the report's period; the evaluations use a calendar year"
-                .into(),
-        );
+        notes.push(Note::MuPeriod);
     }
     Indicators {
         output_value_10k_cny: output_value,

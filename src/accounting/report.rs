@@ -18,6 +18,7 @@ use super::ledger::{
     ledger, max_demand, months_bounds, purchased_electricity_intervals, quality, tou_kwh,
     CarrierLine, Inputs, Ledger, NonFossil, Plan, SeriesData, SeriesQuality,
 };
+use super::notes::Note;
 use super::store::{AccountRow, AccountingStore};
 use super::targets::{annual_change_pct, change_pct, completion_pct, path_change_pct, BaseBasis};
 use crate::config::Config;
@@ -178,7 +179,8 @@ pub struct DataQuality {
     pub missing_intervals: usize,
     pub series: Vec<SeriesQuality>,
     pub counter_events: Vec<EventOut>,
-    pub notes: Vec<String>,
+    /// Serialized as English sentences; rendered per language by `crate::reporting::notes`.
+    pub notes: Vec<Note>,
 }
 
 /// Who the report is about and what made it.
@@ -330,13 +332,13 @@ fn versus_base(
     base: Option<f64>,
     what: &str,
     base_year: bool,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Note>,
 ) -> Option<f64> {
     let ((i, prices), b) = intensity.zip(base)?;
     if prices == "current" && !base_year {
-        notes.push(format!(
-            "no change against the base year for {what}: its value added has no comparable prices (import value_added_comparable_10k_cny)"
-        ));
+        notes.push(Note::NoComparablePrices {
+            period: what.to_string(),
+        });
         return None;
     }
     Some(change_pct(i, b))
@@ -414,19 +416,17 @@ pub fn build_with(
     let mut notes = Vec::new();
     let mut tags: Vec<String> = Vec::new();
     if in_progress {
-        notes.push(format!(
-            "period in progress: data to {}",
-            local_minute(tz, to)
-        ));
+        notes.push(Note::InProgress {
+            data_to: local_minute(tz, to),
+        });
     }
 
     // Value added and intensity.
     let (va, va_comp, va_missing) = value_added(&inputs, &months);
     if !va_missing.is_empty() {
-        notes.push(format!(
-            "value added missing for {}: import it with `energy-gateway import value-added`",
-            va_missing.join(", ")
-        ));
+        notes.push(Note::ValueAddedMissing {
+            months: va_missing.clone(),
+        });
     }
     let this = intensity(&l, &inputs, &months);
     let ytd_months = period.year_to_date();
@@ -472,7 +472,9 @@ pub fn build_with(
             match prev_i {
                 Some(p) if pct > 0.0 => Some(change_pct(i, p)),
                 Some(_) => {
-                    notes.push(format!("no meter data for {prev}: no year-on-year change"));
+                    notes.push(Note::NoYearOnYear {
+                        period: prev.to_string(),
+                    });
                     None
                 }
                 None => None,
@@ -486,7 +488,7 @@ pub fn build_with(
         None => BaseBasis::AfterDeductions,
     };
     if t.base_intensity_tce_per_10k_cny.is_some() && t.base_basis.is_none() {
-        notes.push("accounting.target.base_basis is not set: the configured base intensity is taken as gross (nothing deducted, as in the statistical returns) and compared with this period's gross energy".into());
+        notes.push(Note::BaseBasisUnset);
     }
     let baseline = match t.base_intensity_tce_per_10k_cny {
         Some(b) => BaselineOut {
@@ -511,10 +513,10 @@ pub fn build_with(
             match base {
                 Some(((b, _), pct)) => {
                     if pct < 100.0 {
-                        notes.push(format!(
-                            "base year {} computed from the store with {pct:.1} % of its intervals measured",
-                            t.base_year
-                        ));
+                        notes.push(Note::BaseYearPartial {
+                            year: t.base_year,
+                            measured_pct: pct,
+                        });
                     }
                     BaselineOut {
                         year: t.base_year,
@@ -525,10 +527,7 @@ pub fn build_with(
                     }
                 }
                 None => {
-                    notes.push(format!(
-                        "no base-year intensity: set accounting.target.base_intensity_tce_per_10k_cny or import {} readings and value added",
-                        t.base_year
-                    ));
+                    notes.push(Note::NoBaseIntensity { year: t.base_year });
                     BaselineOut {
                         year: t.base_year,
                         intensity_tce_per_10k_cny: None,
@@ -562,16 +561,15 @@ pub fn build_with(
     );
     let ytd_missing = value_added(&inputs, &ytd_months).2;
     if baseline.intensity_tce_per_10k_cny.is_some() && !ytd_missing.is_empty() {
-        notes.push(format!(
-            "no year-to-date progress: value added is missing for {} of the {} months {}..{}",
-            ytd_missing.len(),
-            ytd_months.len(),
-            ytd_months
+        notes.push(Note::YtdValueAddedMissing {
+            missing: ytd_missing.len(),
+            months: ytd_months.len(),
+            from: ytd_months
                 .first()
                 .map(|m| m.to_string())
                 .unwrap_or_default(),
-            ytd_months.last().map(|m| m.to_string()).unwrap_or_default(),
-        ));
+            to: ytd_months.last().map(|m| m.to_string()).unwrap_or_default(),
+        });
     }
     let progress = ProgressOut {
         ytd_from: ytd_months
@@ -589,10 +587,9 @@ pub fn build_with(
         change.map(|c| c <= path)
     } else {
         if change.is_some() {
-            notes.push(format!(
-                "a {} is shown for information and not judged against the annual path; progress is judged on the year to date (progress.on_track)",
-                period.kind()
-            ));
+            notes.push(Note::NotJudgedAgainstPath {
+                kind: period.kind(),
+            });
         }
         None
     };
@@ -608,24 +605,22 @@ pub fn build_with(
     tags.extend(target_sources.iter().cloned());
 
     // Notes from the ledgers.
-    notes.extend(l.non_fossil.warnings.iter().cloned());
+    notes.extend(l.non_fossil.warnings.iter().cloned().map(Note::Text));
     if let Some(n) = &l.equal_value.note {
-        notes.push(n.clone());
+        notes.push(Note::Text(n.clone()));
     }
     for cl in &l.carriers {
         if cl.factor.verify {
-            notes.push(format!(
-                "factor {} of {} is marked verify in the table: {}",
-                cl.factor.row,
-                cl.carrier,
-                cl.factor.note.clone().unwrap_or_default()
-            ));
+            notes.push(Note::FactorVerify {
+                row: cl.factor.row.clone(),
+                carrier: cl.carrier.clone(),
+                note: cl.factor.note.clone().unwrap_or_default(),
+            });
         }
         if cl.quantity < 0.0 {
-            notes.push(format!(
-                "{} exported exceeds {} bought: a net deduction",
-                cl.carrier, cl.carrier
-            ));
+            notes.push(Note::NetExport {
+                carrier: cl.carrier.clone(),
+            });
         }
     }
     if let Some(g) = &c.scope2.grid_factor {
@@ -633,34 +628,29 @@ pub fn build_with(
         tags.extend(g.sources.iter().cloned());
     }
     if !c.missing_factors.is_empty() {
-        notes.push(format!(
-            "no emission factor for {}: left out of the CO2 totals (set [[accounting.emission_factors]])",
-            c.missing_factors.join(", ")
-        ));
+        notes.push(Note::MissingEmissionFactors {
+            carriers: c.missing_factors.clone(),
+        });
     }
     for p in &prods {
         if !p.output_missing_months.is_empty() {
-            notes.push(format!(
-                "product {}: no production for {} (import it or set production_device)",
-                p.id,
-                p.output_missing_months.join(", ")
-            ));
+            notes.push(Note::ProductionMissing {
+                product: p.id.clone(),
+                months: p.output_missing_months.clone(),
+            });
         }
         if let Some(lim) = &p.limit {
             tags.extend(lim.sources.iter().cloned());
         }
     }
     for b in bal.iter().filter(|b| b.flagged) {
-        notes.push(format!(
-            "sub-meter balance: {} differs from the sum of its children by {} {} ({}), beyond {} %",
-            b.parent,
-            b.difference,
-            b.unit,
-            b.difference_pct
-                .map(|p| format!("{p:.2} %"))
-                .unwrap_or_else(|| "parent measured nothing".into()),
-            b.tolerance_pct
-        ));
+        notes.push(Note::BalanceFlagged {
+            parent: b.parent.clone(),
+            difference: b.difference,
+            unit: b.unit.clone(),
+            difference_pct: b.difference_pct,
+            tolerance_pct: b.tolerance_pct,
+        });
     }
     for cl in &l.carriers {
         tags.extend(cl.factor.sources.iter().cloned());
@@ -759,13 +749,7 @@ pub fn build_with(
     .map(|(k, _)| k)
     .collect();
     if !unset.is_empty() {
-        notes.insert(
-            0,
-            format!(
-                "enterprise identity incomplete: set {} in [accounting.enterprise]",
-                unset.join(", ")
-            ),
-        );
+        notes.insert(0, Note::EnterpriseIncomplete { keys: unset });
     }
     let mut report = Report {
         site: plan.site.clone(),
@@ -868,10 +852,9 @@ pub fn build_with(
             .iter()
             .any(|c| c.manual != 0.0 || c.feedstock_quantity != 0.0);
     if write && !has_data {
-        report
-            .data_quality
-            .notes
-            .push(format!("no data for {period}: no accounts stored"));
+        report.data_quality.notes.push(Note::NoData {
+            period: period.to_string(),
+        });
     }
     if write && has_data {
         write_outputs(

@@ -8,6 +8,7 @@
 mod load;
 mod secret;
 mod validate;
+pub mod warnings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

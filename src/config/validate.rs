@@ -831,6 +831,16 @@ fn check_mqtt(cfg: &Config, m: &super::MqttConfig, push: &mut impl FnMut(String,
             );
             false
         }
+        Err(_) if !m.url.contains("://") => {
+            push(
+                "mqtt.url".into(),
+                format!(
+                    "\"{}\" has no scheme: write mqtt://{0} (or mqtts://)",
+                    m.url
+                ),
+            );
+            false
+        }
         Err(e) => {
             push("mqtt.url".into(), format!("not a URL: {e}"));
             false

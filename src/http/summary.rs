@@ -104,7 +104,13 @@ fn month_summary(r: &Arc<Report>, revision: Option<i64>, at: Option<String>) -> 
         change_vs_baseline_pct: r.change_vs_baseline_pct,
         on_track: r.on_track,
         completeness_pct: r.data_quality.completeness_pct,
-        notes: r.data_quality.notes.iter().take(5).cloned().collect(),
+        notes: r
+            .data_quality
+            .notes
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect(),
         in_progress: r.in_progress,
         data_to: r.data_to.clone(),
         revision,

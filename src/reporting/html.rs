@@ -2,6 +2,7 @@
 //! network), printable on A4 (`@page`). Key figures first, then charts, then every section of
 //! [`tables`](super::tables).
 
+use super::cover;
 use super::labels::{Lang, L};
 use super::tables::{group, sections, Table};
 use super::Report;
@@ -24,6 +25,8 @@ pub fn esc(s: &str) -> String {
 
 pub const CSS: &str = r#"
 @page { size: A4; margin: 14mm 12mm; }
+@page wide { size: A4 landscape; margin: 14mm 12mm; }
+section.wide { page: wide; }
 * { box-sizing: border-box; }
 body { font-family: "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif;
   font-size: 10pt; color: #1b1f24; margin: 0 auto; max-width: 190mm; line-height: 1.35; }
@@ -48,13 +51,24 @@ tr { break-inside: avoid; }
 .none { color: #6a737d; }
 .ok { color: #1a7f37; font-weight: 600; }
 .bad { color: #cf222e; font-weight: 600; }
+.cover h1 { font-size: 20pt; margin: 10mm 0 2mm; }
+.cover .sub { font-size: 12pt; color: #4a5561; margin: 0 0 8mm; }
+.cover table { font-size: 10pt; }
+.cover th { width: 34%; }
+table.sign { margin-top: 10mm; }
+table.sign td { height: 12mm; }
+.seal { margin-top: 8mm; margin-left: auto; width: 45mm; height: 45mm; border: 1px dashed #9aa4af;
+  border-radius: 50%; display: flex; align-items: center; justify-content: center; color: #6a737d;
+  text-align: center; padding: 4mm; }
 footer { margin-top: 6mm; color: #6a737d; font-size: 8pt; }
-@media print { .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; }
+@media print { body { max-width: none; } .cover { break-after: page; }
+  .charts { grid-template-columns: 1fr 1fr; } a { color: inherit; }
   table { font-size: 7.5pt; } th, td { padding: 0.6mm 1mm; } }
 "#;
 
+/// Series colours: none of them green or red, which the tables keep for good and bad.
 const COLORS: &[&str] = &[
-    "#0969da", "#bf8700", "#1a7f37", "#8250df", "#cf222e", "#57606a",
+    "#0969da", "#bf8700", "#8250df", "#57606a", "#0a7ea4", "#953800",
 ];
 
 fn num(v: f64, d: usize) -> String {
@@ -134,9 +148,17 @@ pub fn stacked(items: &[(String, f64)]) -> String {
     s
 }
 
+/// Tables of this many columns or more are printed on landscape pages (`@page wide`).
+pub const WIDE_COLUMNS: usize = 10;
+
 pub fn table_html(tb: &Table, lang: Lang) -> String {
+    let wide = if tb.columns.len() >= WIDE_COLUMNS {
+        " class=\"wide\""
+    } else {
+        ""
+    };
     let mut out = format!(
-        "<section id=\"{}\"><h2>{}</h2>\n",
+        "<section id=\"{}\"{wide}><h2>{}</h2>\n",
         tb.id,
         esc(&lang.show(tb.title))
     );
@@ -155,18 +177,57 @@ pub fn table_html(tb: &Table, lang: Lang) -> String {
     for row in &tb.rows {
         out.push_str("<tr>");
         for c in row {
-            let class = match c {
-                super::tables::Cell::Num(..) => " class=\"n\"",
-                super::tables::Cell::Flag(true) => " class=\"ok\"",
-                super::tables::Cell::Flag(false) => " class=\"bad\"",
-                _ => "",
+            // Good green, bad red and marked ⚠: the colour is never the only sign.
+            let (class, mark) = match (c, c.verdict()) {
+                (super::tables::Cell::Num(..), _) => (" class=\"n\"", ""),
+                (_, Some(true)) => (" class=\"ok\"", ""),
+                (_, Some(false)) => (" class=\"bad\"", "⚠ "),
+                _ => ("", ""),
             };
-            out.push_str(&format!("<td{class}>{}</td>", esc(&c.human(lang))));
+            out.push_str(&format!("<td{class}>{mark}{}</td>", esc(&c.human(lang))));
         }
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table></section>\n");
     out
+}
+
+/// The cover page: identity, period, basis, the signature and seal block.
+fn cover_html(r: &Report, lang: Lang) -> String {
+    let mut o = format!(
+        "<section id=\"cover\" class=\"cover\"><h1>{}</h1><p class=\"sub\">{}</p>\n<table><tbody>\n",
+        esc(&lang.show(cover::TITLE)),
+        esc(&format!("{} {}", r.site, r.period))
+    );
+    for (label, value) in cover::lines(r, lang) {
+        // An unfinished period is marked, not only coloured.
+        let (class, mark) = if r.in_progress && label == cover::STATUS {
+            (" class=\"bad\"", "⚠ ")
+        } else {
+            ("", "")
+        };
+        o.push_str(&format!(
+            "<tr><th>{}</th><td{class}>{mark}{}</td></tr>\n",
+            esc(&lang.show(label)),
+            esc(&value)
+        ));
+    }
+    o.push_str(&format!(
+        "</tbody></table>\n<table class=\"sign\"><thead><tr><th></th><th>{}</th><th>{}</th></tr></thead><tbody>\n",
+        esc(&lang.show(cover::SIGNATURE)),
+        esc(&lang.show(cover::DATE))
+    ));
+    for role in cover::SIGNATURES {
+        o.push_str(&format!(
+            "<tr><th>{}</th><td></td><td></td></tr>\n",
+            esc(&lang.show(role))
+        ));
+    }
+    o.push_str(&format!(
+        "</tbody></table>\n<div class=\"seal\">{}</div></section>\n",
+        esc(&lang.show(cover::SEAL))
+    ));
+    o
 }
 
 fn kpi(lang: Lang, label: L, value: String, unit: &str) -> String {
@@ -183,28 +244,14 @@ fn opt(v: Option<f64>, d: usize) -> String {
 }
 
 pub fn render(r: &Report, lang: Lang) -> String {
-    let title = format!(
-        "{} — {} {}",
-        lang.show(L("能源与碳排放报告", "Energy and carbon report")),
-        r.site,
-        r.period
-    );
+    let title = format!("{} — {} {}", lang.show(cover::TITLE), r.site, r.period);
     let mut o = format!(
         "<!DOCTYPE html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title><style>{}</style></head><body>\n",
         lang.code(),
         esc(&title),
         CSS
     );
-    o.push_str(&format!("<h1>{}</h1>\n", esc(&title)));
-    o.push_str(&format!(
-        "<div class=\"meta\">{}: {} — {} ({}) · {}: {}</div>\n",
-        esc(&lang.show(L("报告期", "Period"))),
-        esc(&r.from),
-        esc(&r.to),
-        esc(&r.timezone),
-        esc(&lang.show(L("折标系数表", "factor table"))),
-        esc(&r.factor_table)
-    ));
+    o.push_str(&cover_html(r, lang));
     // Key figures
     o.push_str("<div class=\"kpis\">");
     o.push_str(&kpi(
@@ -386,4 +433,38 @@ pub fn render(r: &Report, lang: Lang) -> String {
         esc(&r.period)
     ));
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reporting::tables::{Cell, Col};
+
+    #[test]
+    fn a_bad_outcome_is_red_and_marked_whatever_its_polarity() {
+        let tb = Table {
+            id: "t",
+            title: L("表", "table"),
+            columns: vec![
+                Col {
+                    key: "met",
+                    label: L("达到", "met"),
+                },
+                Col {
+                    key: "flagged",
+                    label: L("超差", "flagged"),
+                },
+            ],
+            rows: vec![
+                vec![Cell::Flag(true), Cell::Warn(true)],
+                vec![Cell::Flag(false), Cell::Warn(false)],
+            ],
+        };
+        let html = table_html(&tb, Lang::En);
+        // Met / not over tolerance: green; not met / over tolerance: red with ⚠.
+        assert!(html.contains("<tr><td class=\"ok\">yes</td><td class=\"bad\">⚠ yes</td></tr>"));
+        assert!(html.contains("<tr><td class=\"bad\">⚠ no</td><td class=\"ok\">no</td></tr>"));
+        // Chart series never use the status colours.
+        assert!(!COLORS.contains(&"#1a7f37") && !COLORS.contains(&"#cf222e"));
+    }
 }

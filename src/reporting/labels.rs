@@ -32,6 +32,14 @@ impl Lang {
             Lang::En => l.1.to_string(),
         }
     }
+    /// A sentence in the language alone (notes): the Chinese text in `zh` (the English when
+    /// there is none), the English in `en`.
+    pub fn pick(self, l: L) -> &'static str {
+        match self {
+            Lang::Zh if !l.0.is_empty() => l.0,
+            _ => l.1,
+        }
+    }
     pub fn code(self) -> &'static str {
         match self {
             Lang::Zh => "zh-CN",

@@ -1,5 +1,6 @@
 //! Markdown rendering for people: a title, then each section as a pipe table.
 
+use super::cover;
 use super::labels::{Lang, L};
 use super::tables::{sections, Table};
 use super::Report;
@@ -42,17 +43,28 @@ pub fn table(tb: &Table, lang: Lang) -> String {
 pub fn render(r: &Report, lang: Lang) -> String {
     let mut out = format!(
         "# {} — {} {}\n\n",
-        lang.show(L("能源与碳排放报告", "Energy and carbon report")),
+        lang.show(cover::TITLE),
         r.site,
         r.period
     );
+    // The title block: the cover's lines, then the signature and seal block.
+    for (label, value) in cover::lines(r, lang) {
+        out.push_str(&format!(
+            "- **{}**: {}\n",
+            esc(&lang.show(label)),
+            esc(&value)
+        ));
+    }
+    out.push('\n');
     out.push_str(&format!(
-        "{}: {} — {} ({})\n\n",
-        lang.show(L("报告期", "Period")),
-        r.from,
-        r.to,
-        r.timezone
+        "| | {} | {} |\n| --- | --- | --- |\n",
+        lang.show(cover::SIGNATURE),
+        lang.show(cover::DATE)
     ));
+    for role in cover::SIGNATURES {
+        out.push_str(&format!("| {} | | |\n", lang.show(role)));
+    }
+    out.push_str(&format!("\n{}:\n\n", lang.show(cover::SEAL)));
     for tb in sections(r, lang) {
         out.push_str(&table(&tb, lang));
     }

@@ -4,13 +4,16 @@
 //! [`park`], the online-monitoring export [`monitoring`], the accounting commands [`cli`].
 
 pub mod cli;
+pub mod cover;
 pub mod csv;
 pub mod html;
 pub mod json;
 pub mod labels;
 pub mod markdown;
 pub mod monitoring;
+pub mod notes;
 pub mod park;
+pub mod rounding;
 pub mod tables;
 
 pub use crate::accounting::alert_summary as alerts;

@@ -631,7 +631,7 @@ pub fn sections(p: &ParkReport, lang: Lang) -> Vec<Table> {
                 on(x.unit_energy, 4),
                 t(x.grade.clone().unwrap_or_default()),
                 Cell::Flag(x.at_benchmark),
-                Cell::Flag(x.below_baseline),
+                Cell::Warn(x.below_baseline),
             ]
         })
         .collect();

@@ -11,8 +11,10 @@ pub enum Cell {
     Text(String),
     /// A number and the decimals shown to humans (CSV keeps full precision).
     Num(f64, usize),
-    /// A yes/no label.
+    /// A yes/no answer where yes is good (met, on track).
     Flag(bool),
+    /// A yes/no answer where yes is bad (over tolerance, below the baseline).
+    Warn(bool),
     Empty,
 }
 
@@ -22,7 +24,7 @@ impl Cell {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Num(v, _) => format!("{v}"),
-            Cell::Flag(b) => b.to_string(),
+            Cell::Flag(b) | Cell::Warn(b) => b.to_string(),
             Cell::Empty => String::new(),
         }
     }
@@ -31,12 +33,20 @@ impl Cell {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Num(v, d) => group(&format!("{v:.d$}", d = *d)),
-            Cell::Flag(b) => lang.show(if *b { YES } else { NO }),
+            Cell::Flag(b) | Cell::Warn(b) => lang.show(if *b { YES } else { NO }),
             Cell::Empty => "—".into(),
         }
     }
     pub fn is_num(&self) -> bool {
         matches!(self, Cell::Num(..))
+    }
+    /// Whether the cell states a good (`Some(true)`) or a bad (`Some(false)`) outcome.
+    pub fn verdict(&self) -> Option<bool> {
+        match self {
+            Cell::Flag(b) => Some(*b),
+            Cell::Warn(b) => Some(!*b),
+            _ => None,
+        }
     }
 }
 
@@ -212,9 +222,33 @@ fn band_label(b: &str) -> L {
 
 /// The sections of a report, in the order they are printed.
 pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
-    let mut out = Vec::new();
-    let s = |l: L| lang.show(l);
-    // Enterprise identity
+    let mut out = vec![
+        enterprise(r, lang),
+        summary(r, lang),
+        carriers(r, lang),
+        deductions(r, lang),
+        green_certificates(r, lang),
+        intensity(r, lang),
+        products(r, lang),
+        carbon(r),
+    ];
+    out.extend(grid_factor(r, lang));
+    out.extend([tou(r, lang), balance(r)]);
+    out.extend(months(r));
+    out.extend([
+        green_factory(r),
+        mu(r),
+        alerts(r),
+        data_quality(r),
+        counter_events(r),
+        notes(r, lang),
+        sources(r),
+    ]);
+    out
+}
+
+/// Enterprise identity.
+fn enterprise(r: &Report, lang: Lang) -> Table {
     let e = &r.enterprise;
     let mut kv = Kv::new(lang);
     kv.add("name", L("企业名称", "enterprise"), ot(&e.name), "");
@@ -257,9 +291,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             .join("; ")),
         "",
     );
-    out.push(kv.table("enterprise", L("企业信息", "Enterprise")));
+    kv.table("enterprise", L("企业信息", "Enterprise"))
+}
 
-    // Summary
+/// Summary: the period and its key figures.
+fn summary(r: &Report, lang: Lang) -> Table {
     let mut kv = Kv::new(lang);
     kv.add("site", L("企业", "site"), t(&r.site), "");
     kv.add("period", L("报告期", "period"), t(&r.period), "");
@@ -375,9 +411,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         n(r.alerts.fired as f64, 0),
         "",
     );
-    out.push(kv.table("summary", L("概况", "Summary")));
+    kv.table("summary", L("概况", "Summary"))
+}
 
-    // Energy by carrier
+/// Energy by carrier: quantities, factors, tce.
+fn carriers(r: &Report, lang: Lang) -> Table {
     let rows = r
         .carriers
         .iter()
@@ -401,7 +439,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "carriers",
         title: L("分品种能源消费", "Energy by carrier"),
         columns: cols(&[
@@ -428,9 +466,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("feedstock_tce", L("原料用能", "feedstock tce")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Electricity and non-fossil
+/// Electricity, feedstock and the non-fossil deductions.
+fn deductions(r: &Report, lang: Lang) -> Table {
     let e = &r.electricity;
     let nf = &r.non_fossil;
     let mut kv = Kv::new(lang);
@@ -526,15 +566,19 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         n(r.feedstock_tce, 3),
         "tce",
     );
-    out.push(kv.table(
+    kv.table(
         "deductions",
         L(
             "电力、原料用能与非化石能源",
             "Electricity, feedstock and non-fossil",
         ),
-    ));
+    )
+}
 
-    // Green-certificate batches (113号): deducted or refused.
+/// Green-certificate batches (113号): deducted or refused.
+fn green_certificates(r: &Report, lang: Lang) -> Table {
+    let s = |l: L| lang.show(l);
+    let nf = &r.non_fossil;
     let rows = nf
         .certificate_batches
         .iter()
@@ -553,7 +597,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "green_certificates",
         title: L("绿证批次", "Green-certificate batches"),
         columns: cols(&[
@@ -569,9 +613,12 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("source", L("依据", "source")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Intensity
+/// Energy intensity, the baseline and the target path.
+fn intensity(r: &Report, lang: Lang) -> Table {
+    let s = |l: L| lang.show(l);
     let mut kv = Kv::new(lang);
     kv.add(
         "intensity_tce_per_10k_cny",
@@ -714,9 +761,12 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         ot(&r.target.source),
         "",
     );
-    out.push(kv.table("intensity", L("能耗强度", "Energy intensity")));
+    kv.table("intensity", L("能耗强度", "Energy intensity"))
+}
 
-    // Products
+/// Unit-product energy against the limit standards.
+fn products(r: &Report, lang: Lang) -> Table {
+    let s = |l: L| lang.show(l);
     let rows = r
         .products
         .iter()
@@ -744,7 +794,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "products",
         title: L("单位产品综合能耗", "Unit-product energy"),
         columns: cols(&[
@@ -764,9 +814,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("co2_kg_per_unit", L("单位产品碳排放", "kgCO2/unit")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Carbon
+/// CO2 emissions, scope 1 and 2.
+fn carbon(r: &Report) -> Table {
     let c = &r.carbon;
     let mut rows = Vec::new();
     for l in &c.scope1 {
@@ -823,7 +875,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             n(v, 3),
         ]);
     }
-    out.push(Table {
+    Table {
         id: "carbon",
         title: L("二氧化碳排放(范围一、二)", "CO2 emissions (scope 1 and 2)"),
         columns: cols(&[
@@ -837,54 +889,59 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("tco2", L("排放量", "tCO2")),
         ]),
         rows,
-    });
-
-    // Grid factor choice
-    if let Some(g) = c.scope2.grid_factor.as_ref() {
-        let mut kv = Kv::new(lang);
-        kv.add(
-            "grid_factor",
-            L("电力排放因子", "grid factor"),
-            n(g.tco2_per_mwh, 4),
-            "tCO2/MWh",
-        );
-        kv.add(
-            "grid_level",
-            L("因子层级", "level"),
-            t(s(grid_level_label(g.basis))),
-            "",
-        );
-        kv.add(
-            "grid_area",
-            L("地区", "area"),
-            t(format!("{} ({})", g.area_name, g.area)),
-            "",
-        );
-        kv.add(
-            "grid_year",
-            L("因子年份", "factor year"),
-            t(g.year.to_string()),
-            "",
-        );
-        kv.add(
-            "grid_reason",
-            L("选用理由", "why"),
-            t(s(grid_reason_label(g.reason))),
-            "",
-        );
-        kv.add(
-            "grid_sources",
-            L("来源", "sources"),
-            t(g.sources.join(" ")),
-            "",
-        );
-        out.push(kv.table(
-            "grid_factor",
-            L("外购电力排放因子的选用", "Choice of the grid factor"),
-        ));
     }
+}
 
-    // Time of use
+/// Why this grid factor (only when scope 2 has one).
+fn grid_factor(r: &Report, lang: Lang) -> Option<Table> {
+    let s = |l: L| lang.show(l);
+    let g = r.carbon.scope2.grid_factor.as_ref()?;
+    let mut kv = Kv::new(lang);
+    kv.add(
+        "grid_factor",
+        L("电力排放因子", "grid factor"),
+        n(g.tco2_per_mwh, 4),
+        "tCO2/MWh",
+    );
+    kv.add(
+        "grid_level",
+        L("因子层级", "level"),
+        t(s(grid_level_label(g.basis))),
+        "",
+    );
+    kv.add(
+        "grid_area",
+        L("地区", "area"),
+        t(format!("{} ({})", g.area_name, g.area)),
+        "",
+    );
+    kv.add(
+        "grid_year",
+        L("因子年份", "factor year"),
+        t(g.year.to_string()),
+        "",
+    );
+    kv.add(
+        "grid_reason",
+        L("选用理由", "why"),
+        t(s(grid_reason_label(g.reason))),
+        "",
+    );
+    kv.add(
+        "grid_sources",
+        L("来源", "sources"),
+        t(g.sources.join(" ")),
+        "",
+    );
+    Some(kv.table(
+        "grid_factor",
+        L("外购电力排放因子的选用", "Choice of the grid factor"),
+    ))
+}
+
+/// Time-of-use split of electricity.
+fn tou(r: &Report, lang: Lang) -> Table {
+    let s = |l: L| lang.show(l);
     let mut rows = Vec::new();
     if let Some(tou) = &r.tou_kwh {
         let total: f64 = tou.values().sum();
@@ -899,7 +956,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             }
         }
     }
-    out.push(Table {
+    Table {
         id: "tou",
         title: L("分时电量", "Time-of-use split"),
         columns: cols(&[
@@ -909,9 +966,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("share_pct", L("占比 %", "share %")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Sub-meter balance
+/// Sub-meter balance.
+fn balance(r: &Report) -> Table {
     let rows = r
         .balance
         .iter()
@@ -924,12 +983,12 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
                 n(b.difference, 2),
                 on(b.difference_pct, 2),
                 n(b.tolerance_pct, 2),
-                Cell::Flag(b.flagged),
+                Cell::Warn(b.flagged),
                 t(&b.unit),
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "balance",
         title: L("分项计量平衡", "Sub-meter balance"),
         columns: cols(&[
@@ -944,52 +1003,57 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("unit", L("单位", "unit")),
         ]),
         rows,
-    });
-
-    // Months
-    if !r.months.is_empty() {
-        let rows = r
-            .months
-            .iter()
-            .map(|m| {
-                vec![
-                    t(&m.period),
-                    n(m.comprehensive_energy_tce, 3),
-                    n(m.comprehensive_energy_equal_value_tce, 3),
-                    n(m.assessment_energy_tce, 3),
-                    on(m.value_added_10k_cny, 2),
-                    on(m.intensity_tce_per_10k_cny, 4),
-                    n(m.total_tco2, 3),
-                    on(m.max_demand_kw, 1),
-                    n(m.completeness_pct, 2),
-                ]
-            })
-            .collect();
-        out.push(Table {
-            id: "months",
-            title: L("分月", "Months"),
-            columns: cols(&[
-                ("month", L("月份", "month")),
-                (
-                    "comprehensive_energy_tce",
-                    L("综合能耗(当量值)", "energy tce"),
-                ),
-                (
-                    "comprehensive_energy_equal_value_tce",
-                    L("综合能耗(等价值)", "generation-input-equivalent tce"),
-                ),
-                ("assessment_energy_tce", L("考核能耗", "assessment tce")),
-                ("value_added_10k_cny", L("增加值", "value added")),
-                ("intensity_tce_per_10k_cny", L("强度", "intensity")),
-                ("total_tco2", L("排放", "tCO2")),
-                ("max_demand_kw", L("最大需量", "max demand kW")),
-                ("completeness_pct", L("完整率 %", "completeness %")),
-            ]),
-            rows,
-        });
     }
+}
 
-    // Green factory
+/// Month by month (only for a period longer than a month).
+fn months(r: &Report) -> Option<Table> {
+    if r.months.is_empty() {
+        return None;
+    }
+    let rows = r
+        .months
+        .iter()
+        .map(|m| {
+            vec![
+                t(&m.period),
+                n(m.comprehensive_energy_tce, 3),
+                n(m.comprehensive_energy_equal_value_tce, 3),
+                n(m.assessment_energy_tce, 3),
+                on(m.value_added_10k_cny, 2),
+                on(m.intensity_tce_per_10k_cny, 4),
+                n(m.total_tco2, 3),
+                on(m.max_demand_kw, 1),
+                n(m.completeness_pct, 2),
+            ]
+        })
+        .collect();
+    Some(Table {
+        id: "months",
+        title: L("分月", "Months"),
+        columns: cols(&[
+            ("month", L("月份", "month")),
+            (
+                "comprehensive_energy_tce",
+                L("综合能耗(当量值)", "energy tce"),
+            ),
+            (
+                "comprehensive_energy_equal_value_tce",
+                L("综合能耗(等价值)", "generation-input-equivalent tce"),
+            ),
+            ("assessment_energy_tce", L("考核能耗", "assessment tce")),
+            ("value_added_10k_cny", L("增加值", "value added")),
+            ("intensity_tce_per_10k_cny", L("强度", "intensity")),
+            ("total_tco2", L("排放", "tCO2")),
+            ("max_demand_kw", L("最大需量", "max demand kW")),
+            ("completeness_pct", L("完整率 %", "completeness %")),
+        ]),
+        rows,
+    })
+}
+
+/// Green factory indicators.
+fn green_factory(r: &Report) -> Table {
     let rows = r
         .indicators
         .green_factory
@@ -1010,7 +1074,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "green_factory",
         title: L(
             "绿色工厂 能源低碳化 (GB/T 36132-2025)",
@@ -1030,7 +1094,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("band", L("能耗档", "band")),
         ]),
         rows,
-    });
+    }
+}
+
+/// Per-mu indicators.
+fn mu(r: &Report) -> Table {
     let rows = r
         .indicators
         .mu
@@ -1046,7 +1114,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "mu",
         title: L("亩均效益指标", "Per-mu indicators"),
         columns: cols(&[
@@ -1058,9 +1126,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("source", L("来源", "source")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Alerts
+/// Alerts summary.
+fn alerts(r: &Report) -> Table {
     let rows = r
         .alerts
         .rules
@@ -1077,7 +1147,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "alerts",
         title: L("告警汇总", "Alerts summary"),
         columns: cols(&[
@@ -1090,9 +1160,11 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("last_fired", L("最近", "last fired")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Data quality
+/// Data quality per series and overall.
+fn data_quality(r: &Report) -> Table {
     let dq = &r.data_quality;
     let mut rows: Vec<Vec<Cell>> = dq
         .series
@@ -1120,7 +1192,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
         n(dq.completeness_pct, 2),
         Cell::Flag(dq.completeness_pct >= 90.0),
     ]);
-    out.push(Table {
+    Table {
         id: "data_quality",
         title: L(
             "数据质量 (15分钟区间完整率, 要求 ≥ 90 %)",
@@ -1137,7 +1209,12 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("meets_90_pct", L("达到90%", "meets 90 %")),
         ]),
         rows,
-    });
+    }
+}
+
+/// Counter events (resets, replacements, jumps).
+fn counter_events(r: &Report) -> Table {
+    let dq = &r.data_quality;
     let rows = dq
         .counter_events
         .iter()
@@ -1154,7 +1231,7 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ]
         })
         .collect();
-    out.push(Table {
+    Table {
         id: "counter_events",
         title: L("计数器事件", "Counter events"),
         columns: cols(&[
@@ -1168,29 +1245,37 @@ pub fn sections(r: &Report, lang: Lang) -> Vec<Table> {
             ("detail", L("说明", "detail")),
         ]),
         rows,
-    });
+    }
+}
 
-    // Notes and sources
+/// Notes.
+fn notes(r: &Report, lang: Lang) -> Table {
+    let dq = &r.data_quality;
     let rows = dq
         .notes
         .iter()
         .chain(&r.indicators.notes)
+        .map(|n| super::notes::text(n, lang))
+        .chain(super::rounding::notes(r, lang))
         .map(|x| vec![t(x)])
         .collect();
-    out.push(Table {
+    Table {
         id: "notes",
         title: L("说明", "Notes"),
         columns: cols(&[("note", L("说明", "note"))]),
         rows,
-    });
+    }
+}
+
+/// Sources cited by tag.
+fn sources(r: &Report) -> Table {
     let rows = r.sources.iter().map(|(k, v)| vec![t(k), t(v)]).collect();
-    out.push(Table {
+    Table {
         id: "sources",
         title: L("数据来源", "Sources"),
         columns: cols(&[("tag", L("编号", "tag")), ("text", L("来源", "source"))]),
         rows,
-    });
-    out
+    }
 }
 
 #[cfg(test)]

@@ -340,7 +340,7 @@ fn sub_meter_balance_flags_a_wrong_ct_ratio() {
         .data_quality
         .notes
         .iter()
-        .any(|n| n.starts_with("sub-meter balance: main differs")));
+        .any(|n| n.to_string().starts_with("sub-meter balance: main differs")));
     // Corrected: 400 → balanced.
     s.put(
         "press",

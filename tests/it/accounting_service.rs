@@ -519,20 +519,22 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
     }
 
     // The report of the month says it is in progress and counts completeness up to now.
-    let r: Value = serde_json::from_str(&common::expect_success(&common::run_gateway(
-        dir.path(),
-        &[
-            "report",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--period",
-            &month.to_string(),
-            "--format",
-            "json",
-            "--no-store",
-        ],
-    )))
-    .unwrap();
+    let report = |format: &str| {
+        common::expect_success(&common::run_gateway(
+            dir.path(),
+            &[
+                "report",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--period",
+                &month.to_string(),
+                "--format",
+                format,
+                "--no-store",
+            ],
+        ))
+    };
+    let r: Value = serde_json::from_str(&report("json")).unwrap();
     assert_eq!(r["in_progress"], true);
     assert!(r["data_quality"]["notes"]
         .as_array()
@@ -542,6 +544,19 @@ fn a_month_in_progress_has_no_zero_for_missing_or_future_intervals() {
             .as_str()
             .unwrap()
             .starts_with("period in progress: data to ")));
+    // Its cover says so, in Chinese and English, with the end of the data.
+    let md = report("md");
+    assert!(
+        md.contains("- **报告期状态 period status**: 进行中：数据不完整，非最终报告 in progress: incomplete data, not a final report\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "- **数据截至 data to**: {}\n",
+            r["data_to"].as_str().unwrap()
+        )),
+        "{md}"
+    );
     let main = r["data_quality"]["series"]
         .as_array()
         .unwrap()

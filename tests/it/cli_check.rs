@@ -15,7 +15,16 @@ fn gateway() -> Command {
     c
 }
 
+/// Warning lines start with this (zh) or "warning: " (en).
+const WARNING_ZH: &str = "警告：";
+
 fn check(config: &Path, env: &[(&str, &str)]) -> (i32, Vec<String>) {
+    let (code, problems, _) = check_all(config, env);
+    (code, problems)
+}
+
+/// Exit code, problem lines and warning lines of `check`.
+fn check_all(config: &Path, env: &[(&str, &str)]) -> (i32, Vec<String>, Vec<String>) {
     let out = gateway()
         .args(["check", "--config"])
         .arg(config)
@@ -23,12 +32,12 @@ fn check(config: &Path, env: &[(&str, &str)]) -> (i32, Vec<String>) {
         .output()
         .expect("running energy-gateway check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let problems = stdout
+    let (warnings, problems): (Vec<String>, Vec<String>) = stdout
         .lines()
         .skip(1)
         .map(|l| l.trim().to_string())
-        .collect();
-    (out.status.code().unwrap_or(-1), problems)
+        .partition(|l| l.starts_with(WARNING_ZH) || l.starts_with("warning: "));
+    (out.status.code().unwrap_or(-1), problems, warnings)
 }
 
 #[test]
@@ -48,8 +57,17 @@ fn every_check_testcase_prints_exactly_its_expected_errors() {
             .filter(|l| !l.trim().is_empty())
             .map(str::to_string)
             .collect();
-        let (code, problems) = check(&dir.join("config.toml"), &[]);
+        // Warnings (optional file): printed, never a failure.
+        let expected_warnings: Vec<String> =
+            std::fs::read_to_string(dir.join("expected_warnings.txt"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+        let (code, problems, warnings) = check_all(&dir.join("config.toml"), &[]);
         assert_eq!(problems, expected, "case {name}");
+        assert_eq!(warnings, expected_warnings, "warnings of case {name}");
         assert_eq!(
             code,
             if expected.is_empty() { 0 } else { 1 },

@@ -262,6 +262,12 @@ fn html_report_renders_in_headless_chromium() {
         "2,800.0",   // maximum demand, kW
         "99.46",     // gas meter completeness, %
         "综合能耗(当量值) comprehensive energy (calorific equivalent)",
+        // The cover: identity, completeness of the period, signatures.
+        "91500226MA00EXAMPU",
+        "已结束(完整报告期) complete period",
+        "数据截至 data to",
+        "GB/T 2589-2020",
+        "批准 approved by",
     ] {
         assert!(dom.contains(key), "{key} is not in the rendered page");
     }
@@ -381,17 +387,95 @@ fn example_report_prints_on_a4_with_every_table_inside_the_page() {
     for key in ["分品种能源消费", "等价值", "原料用能", "数据来源"] {
         assert!(text.contains(key), "{key} is not in the PDF's text");
     }
+    // On the PDF itself (page sizes and word boxes in points): every word inside its page's
+    // content box, the cover on a portrait page, the widest tables on landscape pages.
+    let pages = pdf_pages(&pdf);
+    let margin = 12.0 / 25.4 * 72.0;
+    for (i, p) in pages.iter().enumerate() {
+        for (word, x0, x1) in &p.words {
+            assert!(
+                *x0 >= margin - 1.0 && *x1 <= p.width - margin + 1.0,
+                "\"{word}\" on page {} spans x {x0:.1}..{x1:.1} pt, outside the content box of a {:.0} pt wide page",
+                i + 1,
+                p.width
+            );
+        }
+    }
+    assert!(
+        pages[0].width < pages[0].height,
+        "the cover is not portrait"
+    );
+    assert!(pages[0].text().contains("编制") && pages[0].text().contains("单位盖章"));
+    let landscape: String = pages
+        .iter()
+        .filter(|p| p.width > p.height)
+        .map(|p| p.text())
+        .collect();
+    for key in ["分品种能源消费", "单位产品综合能耗", "绿色工厂", "绿证批次"]
+    {
+        assert!(
+            landscape.contains(key),
+            "the table {key} is not printed on a landscape page"
+        );
+    }
     // The pages as PNGs for the docs.
     if std::env::var_os("EGW_UPDATE_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-a4-page");
         let st = std::process::Command::new("pdftoppm")
-            .args(["-r", "70", "-png", "-f", "1", "-l", "3"])
+            .args(["-r", "70", "-png", "-f", "1", "-l", "4"])
             .arg(&pdf)
             .arg(&docs)
             .status()
             .unwrap();
         assert!(st.success());
     }
+}
+
+/// A PDF page as `pdftotext -bbox` sees it: size and words with their left and right edges (pt).
+struct PdfPage {
+    width: f64,
+    height: f64,
+    words: Vec<(String, f64, f64)>,
+}
+
+impl PdfPage {
+    fn text(&self) -> String {
+        self.words.iter().map(|w| w.0.as_str()).collect()
+    }
+}
+
+fn pdf_pages(pdf: &Path) -> Vec<PdfPage> {
+    let out = std::process::Command::new("pdftotext")
+        .arg("-bbox")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let html = String::from_utf8_lossy(&out.stdout);
+    let attr = |line: &str, name: &str| -> f64 {
+        let key = format!("{name}=\"");
+        let from = line.find(&key).unwrap() + key.len();
+        let len = line[from..].find('"').unwrap();
+        line[from..from + len].parse().unwrap()
+    };
+    let mut pages: Vec<PdfPage> = Vec::new();
+    for line in html.lines().map(str::trim_start) {
+        if line.starts_with("<page ") {
+            pages.push(PdfPage {
+                width: attr(line, "width"),
+                height: attr(line, "height"),
+                words: Vec::new(),
+            });
+        } else if line.starts_with("<word ") {
+            let word =
+                line[line.find('>').unwrap() + 1..line.rfind("</word>").unwrap()].to_string();
+            let page = pages.last_mut().expect("a word outside a page");
+            page.words
+                .push((word, attr(line, "xMin"), attr(line, "xMax")));
+        }
+    }
+    assert!(pages.len() >= 3, "{html}");
+    pages
 }
 
 #[test]
