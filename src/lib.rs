@@ -28,6 +28,7 @@ pub mod processing;
 pub mod readings;
 pub mod redact;
 pub mod reporting;
+pub mod secret;
 pub mod service;
 pub mod storage;
 pub mod telemetry;

@@ -190,7 +190,7 @@ pub async fn start_with_clock(
         let has_intensity_rules = config
             .alerts
             .iter()
-            .any(|a| a.kind == crate::config::AlertKind::Intensity);
+            .any(|a| a.kind() == crate::config::AlertKind::Intensity);
         pollers.push(tokio::spawn(crate::accounting::service::run(
             config.clone(),
             accounts.clone(),

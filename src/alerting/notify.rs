@@ -17,7 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NotifierConfig, NotifierKind, Severity};
+use super::config::{NotifierConfig, NotifierKind, Severity};
+use crate::config::Config;
 use crate::readings::now_ms;
 
 const SCHEMA: &str = "
@@ -167,7 +168,7 @@ pub fn alert_document(cfg: &Config, a: &StoredAlert) -> Value {
         "park": cfg.site.park,
         "id": a.id,
         "rule": a.rule,
-        "kind": rule.map(|r| r.kind.as_str()),
+        "kind": rule.map(|r| r.kind().as_str()),
         "device": a.device,
         "quantity": a.quantity,
         "unit": a.quantity.parse::<crate::readings::Quantity>().map(|q| q.unit()).ok(),

@@ -6,7 +6,6 @@
 //! `energy-gateway check` can print them all at once.
 
 mod load;
-mod secret;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -19,12 +18,15 @@ use crate::readings::Quantity;
 
 pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 pub use crate::acquisition::opcua::config::{OpcUaConfig, OpcUaMode};
+pub use crate::alerting::config::{
+    AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, Severity,
+};
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
+pub use crate::secret::Secret;
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::units::{byte_size, duration, opt_duration};
 pub use load::{load, load_str, parse_toml, ConfigProblem, ENV_PREFIX};
-pub use secret::Secret;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -751,185 +753,6 @@ pub enum WordOrder {
     CDAB,
     BADC,
     DCBA,
-}
-
-/// `[[alerts]]`: one alert rule. `kind` selects what it watches; see config/example.toml.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertRule {
-    pub id: String,
-    #[serde(default)]
-    pub kind: AlertKind,
-    /// The device watched (for `imbalance`: the parent meter). Not used by `outbox`.
-    #[serde(default)]
-    pub device: Option<String>,
-    /// The quantity watched (threshold, rate_of_change, counter; optional for deadman).
-    #[serde(default)]
-    pub quantity: Option<Quantity>,
-    /// Fires when the value is above this.
-    #[serde(default)]
-    pub above: Option<f64>,
-    /// Fires when the value is below this.
-    #[serde(default)]
-    pub below: Option<f64>,
-    /// The condition must hold this long before the alert fires.
-    #[serde(default, rename = "for", with = "duration")]
-    pub for_duration: Duration,
-    /// The value must come back this far inside the threshold before the alert resolves.
-    #[serde(default)]
-    pub hysteresis: f64,
-    /// threshold / power_factor / imbalance: judge the mean over this trailing window.
-    #[serde(default, with = "opt_duration")]
-    pub window: Option<Duration>,
-    /// deadman: no good reading for this long means the meter is offline.
-    #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// rate_of_change: largest plausible change per minute; counter: largest increase per minute.
-    #[serde(default)]
-    pub max_rate_per_min: Option<f64>,
-    /// demand: the contracted (declared) maximum demand, kW.
-    #[serde(default)]
-    pub contracted_kw: Option<f64>,
-    /// imbalance: the sub-meters whose sum should match the parent (`device`).
-    #[serde(default)]
-    pub children: Vec<String>,
-    /// imbalance: largest tolerated difference, percent of the parent. Default 10.
-    #[serde(default)]
-    pub tolerance_pct: Option<f64>,
-    /// outbox: fires when the outbox is fuller than this percentage of its bound. Default 80.
-    #[serde(default)]
-    pub fill_pct: Option<f64>,
-    #[serde(default)]
-    pub severity: Severity,
-    /// Extra labels carried in notifications (site, park and device are always there).
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Notifier ids to send this rule's alerts to; empty: every notifier.
-    #[serde(default)]
-    pub notify: Vec<String>,
-}
-
-/// What an alert rule watches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// A quantity above / below / outside a band (optionally its mean over `window`).
-    #[default]
-    Threshold,
-    /// A quantity changing faster than `max_rate_per_min`.
-    RateOfChange,
-    /// No good reading from the device for `timeout`: meter offline.
-    Deadman,
-    /// The 15-minute demand of the current window, projected to its end, above `contracted_kw`.
-    Demand,
-    /// Power factor (absolute) below `below` (default 0.90) over `window` (default 15 min).
-    PowerFactor,
-    /// Parent meter and the sum of its `children` differ by more than `tolerance_pct`.
-    Imbalance,
-    /// A cumulative counter going backwards (reset, replacement) or jumping faster than
-    /// `max_rate_per_min`.
-    Counter,
-    /// The store's outbox fuller than `fill_pct` of its bound (destinations not confirming).
-    Outbox,
-    /// The year-to-date energy intensity (tce per 10⁴ CNY of value added, from the accounts, on
-    /// the baseline's basis) above the target path for the year by more than `tolerance_pct`
-    /// (default 0); checked whenever the accounting service updates the month.
-    Intensity,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::Threshold => "threshold",
-            AlertKind::RateOfChange => "rate_of_change",
-            AlertKind::Deadman => "deadman",
-            AlertKind::Demand => "demand",
-            AlertKind::PowerFactor => "power_factor",
-            AlertKind::Imbalance => "imbalance",
-            AlertKind::Counter => "counter",
-            AlertKind::Outbox => "outbox",
-            AlertKind::Intensity => "intensity",
-        }
-    }
-}
-
-/// `[[notifiers]]`: where alert transitions (firing, resolved) are sent.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifierConfig {
-    pub id: String,
-    pub kind: NotifierKind,
-    /// webhook / wecom / dingtalk / feishu: the URL to POST to.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// webhook: HMAC-SHA256 key (signature in `X-Energy-Gateway-Signature: sha256=<hex>`);
-    /// dingtalk / feishu: the robot's signing secret.
-    #[serde(default)]
-    pub secret: Option<Secret>,
-    /// Only alerts at least this severe. Default info (all).
-    #[serde(default = "default_min_severity")]
-    pub min_severity: Severity,
-    /// At most this many notifications per rule within `rate_period`; the rest are counted and
-    /// recorded as suppressed, so a flapping signal cannot flood the channel. Default 10.
-    #[serde(default = "default_rate_max")]
-    pub rate_max: u32,
-    #[serde(default = "default_rate_period", with = "duration")]
-    pub rate_period: Duration,
-    #[serde(default = "default_http_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// Longest wait between retries while the receiver is down.
-    #[serde(default = "default_max_backoff", with = "duration")]
-    pub max_backoff: Duration,
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-}
-
-fn default_min_severity() -> Severity {
-    Severity::Info
-}
-fn default_rate_max() -> u32 {
-    10
-}
-fn default_rate_period() -> Duration {
-    Duration::from_secs(3600)
-}
-
-/// Notification channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifierKind {
-    /// JSON POST of the alert, optionally HMAC-signed.
-    Webhook,
-    /// WeCom (企业微信) group robot text message.
-    Wecom,
-    /// DingTalk (钉钉) group robot text message, optionally signed.
-    Dingtalk,
-    /// Feishu (飞书) group robot text message, optionally signed.
-    Feishu,
-    /// A log line per alert.
-    Log,
-}
-
-/// How urgent an alert is.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    #[default]
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
 }
 
 /// `[outputs]`

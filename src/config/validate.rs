@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::{Config, ConfigProblem, InfluxApi};
+use crate::readings::{valid_id, ID_RULE};
 
 /// Most readings in one commit or one output request: far above what helps throughput, and low
 /// enough that a batch always fits in memory.
@@ -28,12 +29,6 @@ pub const CARRIERS: &[&str] = &[
     "production",
     "other",
 ];
-
-fn valid_id(s: &str) -> bool {
-    crate::readings::valid_id(s)
-}
-
-const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'";
 
 /// Where the decoded elements came from in the file, when some failed to decode.
 #[derive(Debug, Default)]
@@ -433,9 +428,7 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut alert_ids = HashSet::new();
     for (i, a) in cfg.alerts.iter().enumerate() {
         let at = format!("alerts[{}]", origin.alerts.get(i).copied().unwrap_or(i));
-        if !valid_id(&a.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !alert_ids.insert(a.id.as_str()) {
+        if valid_id(&a.id) && !alert_ids.insert(a.id.as_str()) {
             push(
                 format!("{at}.id"),
                 format!("duplicate alert id \"{}\"", a.id),
@@ -460,36 +453,21 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut seen_notifiers = HashSet::new();
     for (i, n) in cfg.notifiers.iter().enumerate() {
         let at = format!("notifiers[{i}]");
-        if !valid_id(&n.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !seen_notifiers.insert(n.id.as_str()) {
+        if valid_id(&n.id) && !seen_notifiers.insert(n.id.as_str()) {
             push(
                 format!("{at}.id"),
                 format!("duplicate notifier id \"{}\"", n.id),
             );
         }
-        match (&n.kind, &n.url) {
-            (super::NotifierKind::Log, _) => {}
-            (_, None) => push(format!("{at}.url"), "required for this kind".into()),
-            (_, Some(u)) => {
-                if let Some(why) = http_url_problem(u) {
-                    push(format!("{at}.url"), why);
-                }
-            }
+        for (k, e) in n.check() {
+            push(format!("{at}.{k}"), e);
         }
-        if let Some(s) = n.secret.as_ref().filter(|_| n.enabled) {
-            if let Err(e) = s.resolve() {
-                push(format!("{at}.secret"), e);
-            }
-        }
-        if n.rate_max == 0 {
-            push(format!("{at}.rate_max"), "must be at least 1".into());
-        }
-        if n.rate_period.is_zero() {
-            push(format!("{at}.rate_period"), "must be greater than 0".into());
-        }
-        if n.timeout.is_zero() {
-            push(format!("{at}.timeout"), "must be greater than 0".into());
+        let url = n
+            .url
+            .as_deref()
+            .filter(|_| n.kind != super::NotifierKind::Log);
+        if let Some(why) = url.and_then(http_url_problem) {
+            push(format!("{at}.url"), why);
         }
     }
 
@@ -641,7 +619,16 @@ fn check_host_port(s: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one alert rule: what its kind needs, references, and thresholds that cannot work.
+/// The key path `k` below `at` (empty: `at` itself).
+fn key(at: &str, k: &str) -> String {
+    if k.is_empty() {
+        at.to_string()
+    } else {
+        format!("{at}.{k}")
+    }
+}
+
+/// Checks one alert rule: the rule on its own (its kind's limits), then what it refers to.
 fn check_alert(
     cfg: &Config,
     a: &super::AlertRule,
@@ -649,21 +636,12 @@ fn check_alert(
     undecoded_devices: &HashSet<String>,
     push: &mut impl FnMut(String, String),
 ) {
-    use super::AlertKind as K;
-    let needs_device = !matches!(a.kind, K::Outbox | K::Intensity);
-    match (&a.device, needs_device) {
-        (None, true) => push(
-            format!("{at}.device"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        ),
-        (Some(_), false) => push(
-            format!("{at}.device"),
-            format!(
-                "kind = \"{}\" watches the site, not a device",
-                a.kind.as_str()
-            ),
-        ),
-        (Some(dev), true) => match cfg.device(dev) {
+    use super::Condition as C;
+    for (k, m) in a.check() {
+        push(key(at, k), m);
+    }
+    if let Some(dev) = a.device() {
+        match cfg.device(dev) {
             None if undecoded_devices.contains(dev) => {}
             None => push(
                 format!("{at}.device"),
@@ -671,8 +649,8 @@ fn check_alert(
             ),
             Some(d) => {
                 // The points of a Modbus device are known; an MQTT-fed device may send anything.
-                let q = crate::alerting::effective_quantity(a);
-                if let (Some(q), true) = (q, d.modbus.is_some() && a.kind != K::Deadman) {
+                let deadman = matches!(a.condition, C::Deadman(_));
+                if let (Some(q), Some(_), false) = (a.quantity(), &d.modbus, deadman) {
                     if !d.points.iter().any(|p| p.quantity == q) {
                         push(
                             format!("{at}.quantity"),
@@ -680,139 +658,21 @@ fn check_alert(
                         );
                     }
                 }
-            }
-        },
-        (None, false) => {}
-    }
-    let need_quantity = matches!(a.kind, K::Threshold | K::RateOfChange | K::Counter);
-    if need_quantity && a.quantity.is_none() {
-        push(
-            format!("{at}.quantity"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        );
-    }
-    if a.kind == K::Counter {
-        if let Some(q) = a.quantity.filter(|q| !q.is_cumulative()) {
-            push(
-                format!("{at}.quantity"),
-                format!("{q} is not a cumulative counter"),
-            );
-        }
-    }
-    for (k, v) in [
-        ("above", a.above),
-        ("below", a.below),
-        ("contracted_kw", a.contracted_kw),
-        ("max_rate_per_min", a.max_rate_per_min),
-        ("tolerance_pct", a.tolerance_pct),
-        ("fill_pct", a.fill_pct),
-    ] {
-        if v.is_some_and(|v| !v.is_finite()) {
-            push(format!("{at}.{k}"), "must be a finite number".into());
-        }
-    }
-    if !a.hysteresis.is_finite() || a.hysteresis < 0.0 {
-        push(
-            format!("{at}.hysteresis"),
-            "must be zero or a positive number".into(),
-        );
-    }
-    let positive = |push: &mut dyn FnMut(String, String), k: &str, v: Option<f64>| match v {
-        None => push(
-            format!("{at}.{k}"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        ),
-        Some(v) if v <= 0.0 => push(format!("{at}.{k}"), "must be greater than 0".into()),
-        _ => {}
-    };
-    match a.kind {
-        K::Threshold => match (a.above, a.below) {
-            (None, None) => push(at.to_string(), "needs `above`, `below` or both".into()),
-            (Some(hi), Some(lo)) if lo >= hi => push(
-                format!("{at}.below"),
-                format!("below ({lo}) must be less than above ({hi}) for an outside-band rule"),
-            ),
-            (Some(hi), Some(lo)) if a.hysteresis >= (hi - lo) / 2.0 => push(
-                format!("{at}.hysteresis"),
-                format!(
-                    "{} is at least half the band {lo}..{hi}: the alert could never resolve",
-                    a.hysteresis
-                ),
-            ),
-            _ => {}
-        },
-        K::RateOfChange => positive(push, "max_rate_per_min", a.max_rate_per_min),
-        K::Deadman => match a.timeout {
-            None => push(
-                format!("{at}.timeout"),
-                "required for kind = \"deadman\" (e.g. \"60s\")".into(),
-            ),
-            Some(t) if t.is_zero() => {
-                push(format!("{at}.timeout"), "must be greater than 0".into())
-            }
-            Some(t) => {
-                let interval = a
-                    .device
-                    .as_deref()
-                    .and_then(|d| cfg.device(d))
-                    .and_then(|d| d.modbus.as_ref())
-                    .map(|m| m.interval);
-                if let Some(i) = interval.filter(|i| t < *i) {
-                    push(format!("{at}.timeout"), format!("{t:?} is shorter than the device's poll interval {i:?}: the alert would fire between polls"));
-                }
-            }
-        },
-        K::Demand => positive(push, "contracted_kw", a.contracted_kw),
-        K::PowerFactor => {
-            if let Some(b) = a.below {
-                if !(0.0..=1.0).contains(&b) {
-                    push(
-                        format!("{at}.below"),
-                        format!("a power factor limit of {b} is impossible (0 to 1)"),
-                    );
+                if let (C::Deadman(c), Some(m)) = (&a.condition, &d.modbus) {
+                    let (t, i) = (c.timeout, m.interval);
+                    if !t.is_zero() && t < i {
+                        push(format!("{at}.timeout"), format!("{t:?} is shorter than the device's poll interval {i:?}: the alert would fire between polls"));
+                    }
                 }
             }
         }
-        K::Imbalance => {
-            if a.children.is_empty() {
+    }
+    if let C::Imbalance(c) = &a.condition {
+        for child in &c.children {
+            if cfg.device(child).is_none() && !undecoded_devices.contains(child) {
                 push(
                     format!("{at}.children"),
-                    "required for kind = \"imbalance\" (the sub-meters)".into(),
-                );
-            }
-            for c in &a.children {
-                if cfg.device(c).is_none() && !undecoded_devices.contains(c) {
-                    push(
-                        format!("{at}.children"),
-                        format!("refers to unknown device \"{c}\""),
-                    );
-                }
-            }
-            if a.tolerance_pct.is_some_and(|t| t <= 0.0) {
-                push(
-                    format!("{at}.tolerance_pct"),
-                    "must be greater than 0".into(),
-                );
-            }
-        }
-        K::Counter => {}
-        K::Intensity => {
-            if a.tolerance_pct.is_some_and(|t| t < 0.0) {
-                push(format!("{at}.tolerance_pct"), "must be zero or more".into());
-            }
-        }
-        K::Outbox => {
-            if a.fill_pct.is_some_and(|f| !(0.0..=100.0).contains(&f)) {
-                push(format!("{at}.fill_pct"), "must be between 0 and 100".into());
-            }
-        }
-    }
-    if a.kind == K::Threshold && a.quantity == Some(crate::readings::Quantity::PowerFactor) {
-        for (k, v) in [("above", a.above), ("below", a.below)] {
-            if v.is_some_and(|v| v.abs() > 1.0) {
-                push(
-                    format!("{at}.{k}"),
-                    "a power factor is never beyond ±1: the rule could never fire".into(),
+                    format!("refers to unknown device \"{child}\""),
                 );
             }
         }

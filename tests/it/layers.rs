@@ -17,6 +17,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("telemetry", 1),
     ("units", 1),
     ("redact", 1),
+    ("secret", 1),
     ("clock", 1),
     ("install_crypto_provider", 1),
     // 2: the store, the only owner of the SQLite schema.
