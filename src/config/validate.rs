@@ -2,12 +2,11 @@
 
 use std::collections::HashSet;
 
-use super::{Config, ConfigProblem, InfluxApi};
+use super::{Config, ConfigProblem};
+use crate::outputs::http_url_problem;
 use crate::readings::{valid_id, ID_RULE};
+use crate::storage::config::MAX_BATCH;
 
-/// Most readings in one commit or one output request: far above what helps throughput, and low
-/// enough that a batch always fits in memory.
-const MAX_BATCH: usize = 1_000_000;
 /// Most batches waiting between two stages (tokio's channels refuse absurd capacities by
 /// panicking; `check` refuses them first).
 const MAX_CHANNEL_CAPACITY: usize = 1_000_000;
@@ -40,18 +39,6 @@ pub struct Origin {
     /// Ids of devices that are in the file but failed to decode (already reported); references
     /// to them are not reported as unknown.
     pub undecoded_devices: HashSet<String>,
-}
-
-/// Why `u` is not an http(s) URL, in plain words with the fix; `None` when it is one.
-fn http_url_problem(u: &str) -> Option<String> {
-    match reqwest::Url::parse(u) {
-        Ok(x) if matches!(x.scheme(), "http" | "https") => None,
-        _ if !u.contains("://") => Some(format!(
-            "\"{u}\" has no scheme: write http://{u} (or https://{u})"
-        )),
-        Ok(x) => Some(format!("scheme \"{}\" is not http or https", x.scheme())),
-        Err(e) => Some(format!("\"{u}\" is not a URL ({e})")),
-    }
 }
 
 /// Why the store could not live in `dir` (an absolute path): it, or the nearest existing
@@ -474,57 +461,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     // [outputs.influxdb.NAME]
     for (name, o) in &cfg.outputs.influxdb {
         let at = format!("outputs.influxdb.{name}");
-        if !valid_id(name) {
-            push(at.clone(), format!("output name {ID_RULE}"));
-        }
-        if let Some(why) = http_url_problem(&o.url) {
-            push(format!("{at}.url"), why);
-        }
-        match o.api {
-            InfluxApi::V1 => {
-                if o.database.as_deref().unwrap_or("").is_empty() {
-                    push(format!("{at}.database"), "required for api = \"v1\"".into());
-                }
-            }
-            InfluxApi::V2 => {
-                for (k, v) in [("org", &o.org), ("bucket", &o.bucket)] {
-                    if v.as_deref().unwrap_or("").is_empty() {
-                        push(format!("{at}.{k}"), "required for api = \"v2\"".into());
-                    }
-                }
-                if o.token.is_none() {
-                    push(format!("{at}.token"), "required for api = \"v2\"".into());
-                }
-            }
-        }
-        if o.password.is_some() && o.username.is_none() {
-            push(
-                format!("{at}.username"),
-                "required when a password is set".into(),
-            );
-        }
-        // Secrets of a disabled output are not needed, so not required to be readable.
-        for (k, s) in [("password", &o.password), ("token", &o.token)] {
-            if let Some(s) = s.as_ref().filter(|_| o.enabled) {
-                if let Err(e) = s.resolve() {
-                    push(format!("{at}.{k}"), e);
-                }
-            }
-        }
-        if !(1..=MAX_BATCH).contains(&o.batch_size) {
-            push(
-                format!("{at}.batch_size"),
-                format!("{} is out of range 1..={MAX_BATCH}", o.batch_size),
-            );
-        }
-        if o.timeout.is_zero() {
-            push(format!("{at}.timeout"), "must be greater than 0".into());
-        }
-        if o.measurement.is_empty() {
-            push(format!("{at}.measurement"), "must not be empty".into());
-        }
-        for (k, e) in crate::outputs::influxdb::schema::check_output(o) {
-            push(format!("{at}.{k}"), e);
+        for (k, e) in o.check(name) {
+            push(key(&at, &k), e);
         }
     }
     // [outputs.mqtt_readings.NAME]

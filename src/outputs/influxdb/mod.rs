@@ -30,6 +30,7 @@
 
 pub use crate::backoff::Backoff;
 
+pub mod config;
 pub mod line_protocol;
 pub mod schema;
 pub mod streams;
@@ -44,7 +45,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, InfluxApi, InfluxConfig, Synchronous};
+use self::config::{InfluxApi, InfluxConfig};
+use crate::config::{Config, Synchronous};
 use crate::readings::{Quality, Quantity, Reading};
 use crate::storage::{OutboxRow, Store};
 use schema::TagMapping;
