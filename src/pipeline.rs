@@ -152,7 +152,12 @@ pub async fn start_with_clock(
         latest.clone(),
         processing.clone(),
         AlertInputs {
-            engine: processing::alert_engine(&config, &store_path, &active_alerts),
+            engine: processing::alert_engine(
+                &config.alerts,
+                config.storage.synchronous,
+                &store_path,
+                &active_alerts,
+            ),
             active: active_alerts.clone(),
             intensity: intensity_rx,
             outbox: OutboxFill {
@@ -389,7 +394,7 @@ pub fn supervise(
 impl RunningGateway {
     /// Sum of the latest active power of the site's main meters, in kW.
     pub fn site_power_kw(&self) -> Option<f64> {
-        processing::site_power(&self.config, &self.latest)
+        processing::site_power(&self.config.site.main_meters, &self.latest)
     }
 
     /// Number of devices whose last poll succeeded.

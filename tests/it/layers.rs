@@ -62,11 +62,6 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
         "config",
         "InfluxDB and MQTT output settings are still defined in config/",
     ),
-    (
-        "processing",
-        "config",
-        "the alert engine is built from the whole Config",
-    ),
 ];
 
 fn floor(m: &str) -> Option<u8> {
