@@ -46,8 +46,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::config::{InfluxApi, InfluxConfig};
-use crate::config::{Config, Synchronous};
+use crate::config::Config;
 use crate::readings::{Quality, Quantity, Reading};
+use crate::storage::config::Synchronous;
 use crate::storage::{OutboxRow, Store};
 use schema::TagMapping;
 
@@ -330,7 +331,7 @@ impl InfluxOutput {
             .ok_or_else(|| anyhow::anyhow!("no output named {name}"))?
             .clone();
         let url = write_url(&cfg)?;
-        let secret = |s: &Option<crate::config::Secret>| -> anyhow::Result<Option<String>> {
+        let secret = |s: &Option<crate::secret::Secret>| -> anyhow::Result<Option<String>> {
             s.as_ref()
                 .map(|s| {
                     s.resolve()
