@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 use super::opcua::config::OpcUaConfig;
-use crate::readings::Quantity;
+use crate::readings::{valid_id, Quantity, ID_RULE};
 use crate::secret::Secret;
 use crate::units::{byte_size, duration, opt_duration};
 
@@ -503,6 +503,321 @@ pub enum WordOrder {
     CDAB,
     BADC,
     DCBA,
+}
+
+impl BusConfig {
+    /// What is wrong with the line on its own: (key, message). Duplicate ids are `config`'s.
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let mut push = |k: String, msg: String| p.push((k, msg));
+        let b = self;
+        if !valid_id(&b.id) {
+            push("id".into(), ID_RULE.into());
+        }
+        match b.transport {
+            BusTransport::Rtu => {
+                if b.port.as_deref().unwrap_or("").is_empty() {
+                    push(
+                        "port".into(),
+                        "required for transport = \"rtu\" (e.g. \"/dev/ttyUSB0\")".into(),
+                    );
+                }
+                if b.baud == 0 {
+                    push("baud".into(), "must be greater than 0".into());
+                }
+                if !matches!(b.data_bits, 7 | 8) {
+                    push("data_bits".into(), "must be 7 or 8".into());
+                }
+                if !matches!(b.stop_bits, 1 | 2) {
+                    push("stop_bits".into(), "must be 1 or 2".into());
+                }
+            }
+            BusTransport::RtuOverTcp => match &b.address {
+                None => push(
+                    "address".into(),
+                    "required for transport = \"rtu_over_tcp\" (host:port)".into(),
+                ),
+                Some(a) => {
+                    if let Err(e) = check_host_port(a) {
+                        push("address".into(), e);
+                    }
+                }
+            },
+        }
+        p
+    }
+}
+
+impl ModbusConfig {
+    /// What is wrong with a device's `[devices.modbus]` on its own, given the device's points:
+    /// (key below the device, message). Whether its `bus` exists is `config`'s to check.
+    pub fn check(&self, points: &[PointConfig]) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let mut push = |k: String, msg: String| p.push((k, msg));
+        let m = self;
+        match (&m.address, &m.bus) {
+            (Some(_), Some(_)) => push(
+                "modbus".into(),
+                "give either `address` (Modbus TCP) or `bus` (a [[buses]] id), not both".into(),
+            ),
+            (None, None) => push(
+                "modbus".into(),
+                "missing `address` (Modbus TCP host:port) or `bus` (a [[buses]] id)".into(),
+            ),
+            (Some(a), None) => {
+                if let Err(e) = check_host_port(a) {
+                    push("modbus.address".into(), e);
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if m.degraded_after == 0 {
+            push("modbus.degraded_after".into(), "must be at least 1".into());
+        }
+        if m.interval.is_zero() {
+            push("modbus.interval".into(), "must be greater than 0".into());
+        }
+        if m.timeout.is_zero() {
+            push("modbus.timeout".into(), "must be greater than 0".into());
+        }
+        if !(1..=125).contains(&m.max_registers()) {
+            push(
+                "modbus.max_registers_per_request".into(),
+                format!(
+                    "{} is out of range 1..=125 (Modbus allows at most 125 registers per read)",
+                    m.max_registers()
+                ),
+            );
+        }
+        for (j, pt) in points.iter().enumerate() {
+            if pt.value_type.registers() > m.max_registers() {
+                push(
+                    format!("points[{j}].type"),
+                    "needs more registers than max_registers_per_request allows".into(),
+                );
+            }
+        }
+        p
+    }
+}
+
+impl PointConfig {
+    /// What is wrong with the point on its own, given its device's ratios: (key, message).
+    pub fn check(&self, ratios: &[RatioConfig]) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        let pt = self;
+        if u32::from(pt.register) + u32::from(pt.value_type.registers()) > 65_536 {
+            p.push(("register", "the value runs past register 65535".into()));
+        }
+        if !pt.scale.is_finite() || pt.scale == 0.0 {
+            p.push(("scale", "must be a finite, non-zero number".into()));
+        }
+        if !pt.offset.is_finite() {
+            p.push(("offset", "must be a finite number".into()));
+        }
+        if pt.interval.is_some_and(|i| i.is_zero()) {
+            p.push(("interval", "must be greater than 0".into()));
+        }
+        if let Some(b) = pt.bit {
+            let width = u32::from(pt.value_type.registers()) * 16;
+            if !pt.value_type.is_integer() {
+                p.push(("bit", "bits can only be taken from integer types".into()));
+            } else if u32::from(b) >= width {
+                p.push(("bit", format!("bit {b} is outside a {width}-bit value")));
+            }
+        }
+        for name in &pt.multiply_by {
+            if !ratios.iter().any(|r| &r.name == name) {
+                p.push((
+                    "multiply_by",
+                    format!("refers to unknown ratio \"{name}\" (define it in [[devices.ratios]])"),
+                ));
+            }
+        }
+        p
+    }
+}
+
+/// Why `s` is not `host:port`.
+pub fn check_host_port(s: &str) -> Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("\"{s}\" is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("\"{s}\": port must be 1-65535")),
+        Ok(_) => Ok(()),
+    }
+}
+impl MqttConfig {
+    /// What is wrong with `[mqtt]` on its own: (key below `mqtt`, message). Whether a
+    /// subscription's literal device exists is `config`'s to check.
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let mut push = |k: String, msg: String| p.push((k, msg));
+        let m = self;
+        let tls = match reqwest::Url::parse(&m.url) {
+            Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") && u.host_str().is_some() => {
+                u.scheme() == "mqtts"
+            }
+            Ok(u) => {
+                push(
+                    "url".into(),
+                    format!("\"{}\": use mqtt://host:port or mqtts://host:port", u),
+                );
+                false
+            }
+            Err(e) => {
+                push("url".into(), format!("not a URL: {e}"));
+                false
+            }
+        };
+        if let Some(p) = &m.password {
+            if let Err(e) = p.resolve() {
+                push("password".into(), e);
+            }
+            if m.username.is_none() {
+                push("username".into(), "required when a password is set".into());
+            }
+        }
+        if m.keep_alive < std::time::Duration::from_secs(5) {
+            push("keep_alive".into(), "must be at least 5s".into());
+        }
+        if m.max_message_size == 0 || m.max_message_size > MQTT_MAX_PACKET {
+            push(
+                "max_message_size".into(),
+                format!(
+                    "must be between 1 B and {} B (the MQTT maximum)",
+                    MQTT_MAX_PACKET
+                ),
+            );
+        }
+        let files = [
+            ("ca_file", &m.ca_file),
+            ("client_cert_file", &m.client_cert_file),
+            ("client_key_file", &m.client_key_file),
+        ];
+        for (k, f) in files {
+            if let Some(f) = f {
+                if !tls {
+                    push(k.to_string(), "only used with an mqtts:// url".into());
+                } else if let Err(e) = std::fs::read(f) {
+                    push(k.to_string(), format!("cannot read {}: {e}", f.display()));
+                }
+            }
+        }
+        if tls && m.ca_file.is_none() {
+            push(
+                "ca_file".into(),
+                "required with mqtts:// (the CA that signed the broker's certificate)".into(),
+            );
+        }
+        if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+            push(
+                "client_key_file".into(),
+                "client_cert_file and client_key_file go together".into(),
+            );
+        }
+        for (i, s) in m.subscriptions.iter().enumerate() {
+            let at = format!("subscriptions[{i}]");
+            let segments: Vec<&str> = s.topic.split('/').collect();
+            let bad_filter = s.topic.is_empty()
+                || segments.iter().enumerate().any(|(j, seg)| {
+                    (seg.contains('#') && (*seg != "#" || j + 1 != segments.len()))
+                        || (seg.contains('+') && *seg != "+")
+                });
+            if bad_filter {
+                push(
+                    format!("{at}.topic"),
+                    format!(
+                    "\"{}\" is not a topic filter ('+' must fill a whole level, '#' must be last)",
+                    s.topic
+                ),
+                );
+            }
+            let check_template = |key: &str, t: &str, push: &mut dyn FnMut(String, String)| {
+                for n in placeholders(t) {
+                    if n >= segments.len() || segments[n] == "#" {
+                        push(
+                            format!("{at}.{key}"),
+                            format!(
+                                "{{{n}}} names topic level {n}, which `{}` does not have",
+                                s.topic
+                            ),
+                        );
+                    }
+                }
+            };
+            check_template("device", &s.device, &mut push);
+            match s.format {
+                PayloadFormat::Number => match &s.quantity {
+                    None => push(
+                        format!("{at}.quantity"),
+                        "required for format = \"number\"".into(),
+                    ),
+                    Some(q) if q.contains('{') => check_template("quantity", q, &mut push),
+                    Some(q) => {
+                        if let Err(e) = q.parse::<crate::readings::Quantity>() {
+                            push(format!("{at}.quantity"), e.to_string());
+                        }
+                    }
+                },
+                PayloadFormat::Json => {
+                    if s.values.is_empty() {
+                        push(
+                            format!("{at}.values"),
+                            "format = \"json\" needs at least one value".into(),
+                        );
+                    }
+                    for (j, v) in s.values.iter().enumerate() {
+                        if !v.pointer.is_empty() && !v.pointer.starts_with('/') {
+                            push(
+                                format!("{at}.values[{j}].pointer"),
+                                format!(
+                                    "\"{}\" is not a JSON pointer (it starts with '/')",
+                                    v.pointer
+                                ),
+                            );
+                        }
+                        if !v.scale.is_finite() || v.scale == 0.0 {
+                            push(
+                                format!("{at}.values[{j}].scale"),
+                                "must be a finite, non-zero number".into(),
+                            );
+                        }
+                    }
+                }
+            }
+            if !s.scale.is_finite() || s.scale == 0.0 {
+                push(
+                    format!("{at}.scale"),
+                    "must be a finite, non-zero number".into(),
+                );
+            }
+        }
+        p
+    }
+}
+
+/// The topic levels `{N}` placeholders refer to.
+pub fn placeholders(t: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        match after.find('}') {
+            Some(j) => {
+                if let Ok(n) = after[..j].parse() {
+                    out.push(n);
+                }
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 fn sentinels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {

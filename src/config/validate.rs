@@ -233,21 +233,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 "missing: a device needs a source ([devices.modbus], [devices.opcua] or an [[mqtt.subscriptions]] entry naming it)".into(),
             ),
             Some(m) => {
-                match (&m.address, &m.bus) {
-                    (Some(_), Some(_)) => push(
-                        format!("{at}.modbus"),
-                        "give either `address` (Modbus TCP) or `bus` (a [[buses]] id), not both".into(),
-                    ),
-                    (None, None) => push(
-                        format!("{at}.modbus"),
-                        "missing `address` (Modbus TCP host:port) or `bus` (a [[buses]] id)".into(),
-                    ),
-                    (Some(a), None) => {
-                        if let Err(e) = check_host_port(a) {
-                            push(format!("{at}.modbus.address"), e);
-                        }
-                    }
-                    (None, Some(b)) => match cfg.buses.iter().find(|x| &x.id == b) {
+                if let (None, Some(b)) = (&m.address, &m.bus) {
+                    match cfg.buses.iter().find(|x| &x.id == b) {
                         None => push(
                             format!("{at}.modbus.bus"),
                             format!("refers to unknown bus \"{b}\""),
@@ -260,39 +247,10 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                             ),
                         ),
                         Some(_) => {}
-                    },
-                }
-                if m.degraded_after == 0 {
-                    push(format!("{at}.modbus.degraded_after"), "must be at least 1".into());
-                }
-                if m.interval.is_zero() {
-                    push(
-                        format!("{at}.modbus.interval"),
-                        "must be greater than 0".into(),
-                    );
-                }
-                if m.timeout.is_zero() {
-                    push(
-                        format!("{at}.modbus.timeout"),
-                        "must be greater than 0".into(),
-                    );
-                }
-                if !(1..=125).contains(&m.max_registers()) {
-                    push(
-                        format!("{at}.modbus.max_registers_per_request"),
-                        format!(
-                            "{} is out of range 1..=125 (Modbus allows at most 125 registers per read)",
-                            m.max_registers()
-                        ),
-                    );
-                }
-                for (j, pt) in d.points.iter().enumerate() {
-                    if pt.value_type.registers() > m.max_registers() {
-                        push(
-                            format!("{at}.points[{j}].type"),
-                            "needs more registers than max_registers_per_request allows".into(),
-                        );
                     }
+                }
+                for (k, e) in m.check(&d.points) {
+                    push(format!("{at}.{k}"), e);
                 }
             }
         }
@@ -311,47 +269,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                     format!("quantity {} is read twice on this device", pt.quantity),
                 );
             }
-            if u32::from(pt.register) + u32::from(pt.value_type.registers()) > 65_536 {
-                push(
-                    format!("{pat}.register"),
-                    "the value runs past register 65535".into(),
-                );
-            }
-            if !pt.scale.is_finite() || pt.scale == 0.0 {
-                push(
-                    format!("{pat}.scale"),
-                    "must be a finite, non-zero number".into(),
-                );
-            }
-            if !pt.offset.is_finite() {
-                push(format!("{pat}.offset"), "must be a finite number".into());
-            }
-            if pt.interval.is_some_and(|i| i.is_zero()) {
-                push(format!("{pat}.interval"), "must be greater than 0".into());
-            }
-            if let Some(b) = pt.bit {
-                let width = u32::from(pt.value_type.registers()) * 16;
-                if !pt.value_type.is_integer() {
-                    push(
-                        format!("{pat}.bit"),
-                        "bits can only be taken from integer types".into(),
-                    );
-                } else if u32::from(b) >= width {
-                    push(
-                        format!("{pat}.bit"),
-                        format!("bit {b} is outside a {width}-bit value"),
-                    );
-                }
-            }
-            for name in &pt.multiply_by {
-                if !d.ratios.iter().any(|r| &r.name == name) {
-                    push(
-                        format!("{pat}.multiply_by"),
-                        format!(
-                            "refers to unknown ratio \"{name}\" (define it in [[devices.ratios]])"
-                        ),
-                    );
-                }
+            for (k, e) in pt.check(&d.ratios) {
+                push(format!("{pat}.{k}"), e);
             }
         }
     }
@@ -365,40 +284,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut bus_ids = HashSet::new();
     for (i, b) in cfg.buses.iter().enumerate() {
         let at = format!("buses[{i}]");
-        if !valid_id(&b.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !bus_ids.insert(b.id.as_str()) {
+        if valid_id(&b.id) && !bus_ids.insert(b.id.as_str()) {
             push(format!("{at}.id"), format!("duplicate bus id \"{}\"", b.id));
         }
-        match b.transport {
-            super::BusTransport::Rtu => {
-                if b.port.as_deref().unwrap_or("").is_empty() {
-                    push(
-                        format!("{at}.port"),
-                        "required for transport = \"rtu\" (e.g. \"/dev/ttyUSB0\")".into(),
-                    );
-                }
-                if b.baud == 0 {
-                    push(format!("{at}.baud"), "must be greater than 0".into());
-                }
-                if !matches!(b.data_bits, 7 | 8) {
-                    push(format!("{at}.data_bits"), "must be 7 or 8".into());
-                }
-                if !matches!(b.stop_bits, 1 | 2) {
-                    push(format!("{at}.stop_bits"), "must be 1 or 2".into());
-                }
-            }
-            super::BusTransport::RtuOverTcp => match &b.address {
-                None => push(
-                    format!("{at}.address"),
-                    "required for transport = \"rtu_over_tcp\" (host:port)".into(),
-                ),
-                Some(a) => {
-                    if let Err(e) = check_host_port(a) {
-                        push(format!("{at}.address"), e);
-                    }
-                }
-            },
+        for (k, e) in b.check() {
+            push(format!("{at}.{k}"), e);
         }
     }
 
@@ -544,19 +434,6 @@ fn check_http(h: &super::HttpConfig) -> Vec<(&'static str, String)> {
     p
 }
 
-fn check_host_port(s: &str) -> Result<(), String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("\"{s}\" is not host:port"));
-    };
-    if host.is_empty() {
-        return Err(format!("\"{s}\" has no host"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("\"{s}\": port must be 1-65535")),
-        Ok(_) => Ok(()),
-    }
-}
-
 /// The key path `k` below `at` (empty: `at` itself).
 fn key(at: &str, k: &str) -> String {
     if k.is_empty() {
@@ -617,180 +494,22 @@ fn check_alert(
     }
 }
 
+/// `[mqtt]`: its own checks, and that a subscription's literal device is known.
 fn check_mqtt(cfg: &Config, m: &super::MqttConfig, push: &mut impl FnMut(String, String)) {
-    let tls = match reqwest::Url::parse(&m.url) {
-        Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") && u.host_str().is_some() => {
-            u.scheme() == "mqtts"
-        }
-        Ok(u) => {
-            push(
-                "mqtt.url".into(),
-                format!("\"{}\": use mqtt://host:port or mqtts://host:port", u),
-            );
-            false
-        }
-        Err(e) => {
-            push("mqtt.url".into(), format!("not a URL: {e}"));
-            false
-        }
-    };
-    if let Some(p) = &m.password {
-        if let Err(e) = p.resolve() {
-            push("mqtt.password".into(), e);
-        }
-        if m.username.is_none() {
-            push(
-                "mqtt.username".into(),
-                "required when a password is set".into(),
-            );
-        }
-    }
-    if m.keep_alive < std::time::Duration::from_secs(5) {
-        push("mqtt.keep_alive".into(), "must be at least 5s".into());
-    }
-    if m.max_message_size == 0 || m.max_message_size > super::MQTT_MAX_PACKET {
-        push(
-            "mqtt.max_message_size".into(),
-            format!(
-                "must be between 1 B and {} B (the MQTT maximum)",
-                super::MQTT_MAX_PACKET
-            ),
-        );
-    }
-    let files = [
-        ("ca_file", &m.ca_file),
-        ("client_cert_file", &m.client_cert_file),
-        ("client_key_file", &m.client_key_file),
-    ];
-    for (k, f) in files {
-        if let Some(f) = f {
-            if !tls {
-                push(format!("mqtt.{k}"), "only used with an mqtts:// url".into());
-            } else if let Err(e) = std::fs::read(f) {
-                push(
-                    format!("mqtt.{k}"),
-                    format!("cannot read {}: {e}", f.display()),
-                );
-            }
-        }
-    }
-    if tls && m.ca_file.is_none() {
-        push(
-            "mqtt.ca_file".into(),
-            "required with mqtts:// (the CA that signed the broker's certificate)".into(),
-        );
-    }
-    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
-        push(
-            "mqtt.client_key_file".into(),
-            "client_cert_file and client_key_file go together".into(),
-        );
+    for (k, e) in m.check() {
+        push(format!("mqtt.{k}"), e);
     }
     for (i, s) in m.subscriptions.iter().enumerate() {
-        let at = format!("mqtt.subscriptions[{i}]");
-        let segments: Vec<&str> = s.topic.split('/').collect();
-        let bad_filter = s.topic.is_empty()
-            || segments.iter().enumerate().any(|(j, seg)| {
-                (seg.contains('#') && (*seg != "#" || j + 1 != segments.len()))
-                    || (seg.contains('+') && *seg != "+")
-            });
-        if bad_filter {
-            push(
-                format!("{at}.topic"),
-                format!(
-                    "\"{}\" is not a topic filter ('+' must fill a whole level, '#' must be last)",
-                    s.topic
-                ),
-            );
-        }
-        let check_template = |key: &str, t: &str, push: &mut dyn FnMut(String, String)| {
-            for n in placeholders(t) {
-                if n >= segments.len() || segments[n] == "#" {
-                    push(
-                        format!("{at}.{key}"),
-                        format!(
-                            "{{{n}}} names topic level {n}, which `{}` does not have",
-                            s.topic
-                        ),
-                    );
-                }
-            }
-        };
-        check_template("device", &s.device, push);
         if !s.device.contains('{') && cfg.device(&s.device).is_none() && !s.accept_unknown_devices {
             push(
-                format!("{at}.device"),
+                format!("mqtt.subscriptions[{i}].device"),
                 format!(
                     "refers to unknown device \"{}\" (or set accept_unknown_devices = true)",
                     s.device
                 ),
             );
         }
-        match s.format {
-            super::PayloadFormat::Number => match &s.quantity {
-                None => push(
-                    format!("{at}.quantity"),
-                    "required for format = \"number\"".into(),
-                ),
-                Some(q) if q.contains('{') => check_template("quantity", q, push),
-                Some(q) => {
-                    if let Err(e) = q.parse::<crate::readings::Quantity>() {
-                        push(format!("{at}.quantity"), e.to_string());
-                    }
-                }
-            },
-            super::PayloadFormat::Json => {
-                if s.values.is_empty() {
-                    push(
-                        format!("{at}.values"),
-                        "format = \"json\" needs at least one value".into(),
-                    );
-                }
-                for (j, v) in s.values.iter().enumerate() {
-                    if !v.pointer.is_empty() && !v.pointer.starts_with('/') {
-                        push(
-                            format!("{at}.values[{j}].pointer"),
-                            format!(
-                                "\"{}\" is not a JSON pointer (it starts with '/')",
-                                v.pointer
-                            ),
-                        );
-                    }
-                    if !v.scale.is_finite() || v.scale == 0.0 {
-                        push(
-                            format!("{at}.values[{j}].scale"),
-                            "must be a finite, non-zero number".into(),
-                        );
-                    }
-                }
-            }
-        }
-        if !s.scale.is_finite() || s.scale == 0.0 {
-            push(
-                format!("{at}.scale"),
-                "must be a finite, non-zero number".into(),
-            );
-        }
     }
-}
-
-/// The topic levels `{N}` placeholders refer to.
-pub fn placeholders(t: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut rest = t;
-    while let Some(i) = rest.find('{') {
-        let after = &rest[i + 1..];
-        match after.find('}') {
-            Some(j) => {
-                if let Ok(n) = after[..j].parse() {
-                    out.push(n);
-                }
-                rest = &after[j + 1..];
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 #[cfg(test)]
