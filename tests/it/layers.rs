@@ -45,7 +45,7 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
     (
         "acquisition",
         "config",
-        "device, bus, point and MQTT settings are still defined in config/",
+        "the Modbus, meter-bus and MQTT sources are started from the whole Config; meter templates report config's ConfigProblem and parse with its TOML reader",
     ),
     (
         "accounting",
@@ -55,12 +55,12 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
     (
         "alerting",
         "config",
-        "alert rules and notifier settings are still defined in config/",
+        "notifications read the whole Config (site name, zone and language, device names, rules)",
     ),
     (
         "outputs",
         "config",
-        "InfluxDB and MQTT output settings are still defined in config/",
+        "the InfluxDB and MQTT outputs are started from the whole Config (site tags, devices, broker)",
     ),
 ];
 
