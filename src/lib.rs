@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod lang;
 pub mod log_limit;
 pub mod outputs;
 pub mod pipeline;

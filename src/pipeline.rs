@@ -244,10 +244,11 @@ pub async fn start_with_clock(
     }
     drop(mqtt_src_tx);
     let mut notifiers = BTreeMap::new();
+    let notify_context = Arc::new(config.notify_context());
     for n in config.notifiers.iter().filter(|n| n.enabled) {
         let stats = Arc::new(crate::alerting::notify::NotifierStats::default());
         let notifier = crate::alerting::notify::Notifier::new(
-            config.clone(),
+            notify_context.clone(),
             n.clone(),
             &store_path,
             stats.clone(),

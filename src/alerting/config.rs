@@ -6,13 +6,14 @@
 //! ([`Condition`]): one struct per kind, holding exactly the keys that kind reads, so a key the
 //! kind needs is required and a key it does not use is refused when the file is decoded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::lang::Language;
 use crate::readings::{valid_id, Quantity, ID_RULE};
 use crate::secret::Secret;
 use crate::units::{duration, opt_duration};
@@ -504,6 +505,27 @@ impl<'de> Deserialize<'de> for AlertRule {
             })
         })
     }
+}
+
+/// What notifications need from the rest of the configuration: who the site is, the rules and
+/// the devices' display names. Built by `config`.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyContext {
+    pub site: SiteInfo,
+    pub alerts: Vec<AlertRule>,
+    /// Display name by device id, for the devices that have one.
+    pub device_names: HashMap<String, String>,
+}
+
+/// The site as notifications name it (`[site]`).
+#[derive(Debug, Clone, Default)]
+pub struct SiteInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub park: Option<String>,
+    /// IANA zone of the local times in messages.
+    pub timezone: String,
+    pub language: Language,
 }
 
 /// `[[notifiers]]`: where alert transitions (firing, resolved) are sent.

@@ -19,7 +19,10 @@ pub mod words;
 
 use std::collections::{HashMap, VecDeque};
 
-pub use self::config::{AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, Severity};
+pub use self::config::{
+    AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, NotifyContext, Severity,
+    SiteInfo,
+};
 use crate::readings::{Quantity, Reading, TimestampMs};
 use crate::storage::AlertEvent;
 

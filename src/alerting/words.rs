@@ -3,10 +3,10 @@
 //! limit — "压机 有功功率 140.1 kW，超过上限 135 kW". Notifications (robots, webhook `text`,
 //! the log notifier) use it; the stored `message` keeps the evaluator's exact figures.
 
-use crate::config::{Config, Language};
+use crate::lang::Language;
 use crate::readings::Quantity;
 
-use super::config::{Condition, Threshold};
+use super::config::{Condition, NotifyContext, Threshold};
 use super::notify::StoredAlert;
 
 /// A value rounded for people: whole numbers from 1000, one decimal from 10, two from 1,
@@ -75,15 +75,16 @@ fn unit_shown(u: &str) -> String {
 }
 
 /// The device's display name, else its id.
-fn device_name(cfg: &Config, id: &str) -> String {
-    cfg.device(id)
-        .and_then(|d| d.name.clone())
+fn device_name(cfg: &NotifyContext, id: &str) -> String {
+    cfg.device_names
+        .get(id)
+        .cloned()
         .unwrap_or_else(|| id.to_string())
 }
 
 /// The one-sentence description of an alert in the site's language, or `None` for the kinds
 /// whose stored message already says it best (counter, imbalance).
-pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
+pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
     let lang = cfg.site.language;
     let rule = cfg.alerts.iter().find(|r| r.id == a.rule)?;
     let zh = lang == Language::Zh;
@@ -213,13 +214,15 @@ mod tests {
         assert_eq!(round_for_people(f64::NAN), "–");
     }
 
-    fn cfg(lang: &str) -> Config {
+    fn cfg(lang: &str) -> NotifyContext {
         let toml = format!(
             "[site]\nid = \"p\"\nlanguage = \"{lang}\"\n\
              [[devices]]\nid = \"press\"\nname = \"压机\"\nmodel = \"eastron-sdm120\"\n[devices.modbus]\naddress = \"127.0.0.1:502\"\n\
              [[alerts]]\nid = \"press-peak\"\ndevice = \"press\"\nquantity = \"active_power\"\nabove = 135.0\n"
         );
-        crate::config::load_str(&toml).unwrap_or_else(|p| panic!("{p:?}"))
+        crate::config::load_str(&toml)
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .notify_context()
     }
 
     fn alert(state: &str) -> StoredAlert {

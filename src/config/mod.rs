@@ -23,8 +23,10 @@ pub use crate::acquisition::config::{
 pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 pub use crate::acquisition::opcua::config::{OpcUaConfig, OpcUaMode};
 pub use crate::alerting::config::{
-    AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, Severity,
+    AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, NotifyContext, Severity,
+    SiteInfo,
 };
+pub use crate::lang::Language;
 pub use crate::outputs::influxdb::config::{InfluxApi, InfluxConfig, Precision};
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::secret::Secret;
@@ -148,25 +150,6 @@ pub struct SiteConfig {
     pub language: Language,
 }
 
-/// The language people read at this site.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[default]
-    Zh,
-    En,
-}
-
-impl Language {
-    /// `zh` or `en`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Zh => "zh",
-            Language::En => "en",
-        }
-    }
-}
-
 fn default_timezone() -> String {
     "Asia/Shanghai".into()
 }
@@ -281,6 +264,25 @@ pub struct OutputsConfig {
 }
 
 impl Config {
+    /// What the notifiers need: the site, the alert rules and the devices' display names.
+    pub fn notify_context(&self) -> NotifyContext {
+        NotifyContext {
+            site: SiteInfo {
+                id: self.site.id.clone(),
+                name: self.site.name.clone(),
+                park: self.site.park.clone(),
+                timezone: self.site.timezone.clone(),
+                language: self.site.language,
+            },
+            alerts: self.alerts.clone(),
+            device_names: self
+                .devices
+                .iter()
+                .filter_map(|d| Some((d.id.clone(), d.name.clone()?)))
+                .collect(),
+        }
+    }
+
     /// The device with this id.
     pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)

@@ -18,6 +18,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("units", 1),
     ("redact", 1),
     ("secret", 1),
+    ("lang", 1),
     ("clock", 1),
     ("install_crypto_provider", 1),
     // 2: the store, the only owner of the SQLite schema.
@@ -51,11 +52,6 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
         "accounting",
         "config",
         "the accounts read the whole Config (site, devices, accounting)",
-    ),
-    (
-        "alerting",
-        "config",
-        "notifications read the whole Config (site name, zone and language, device names, rules)",
     ),
     (
         "outputs",
