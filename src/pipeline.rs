@@ -152,7 +152,12 @@ pub async fn start_with_clock(
         latest.clone(),
         processing.clone(),
         AlertInputs {
-            engine: processing::alert_engine(&config, &store_path, &active_alerts),
+            engine: processing::alert_engine(
+                &config.alerts,
+                config.storage.synchronous,
+                &store_path,
+                &active_alerts,
+            ),
             active: active_alerts.clone(),
             intensity: intensity_rx,
             outbox: OutboxFill {
@@ -190,7 +195,7 @@ pub async fn start_with_clock(
         let has_intensity_rules = config
             .alerts
             .iter()
-            .any(|a| a.kind == crate::config::AlertKind::Intensity);
+            .any(|a| a.kind() == crate::config::AlertKind::Intensity);
         pollers.push(tokio::spawn(crate::accounting::service::run(
             config.clone(),
             accounts.clone(),
@@ -239,10 +244,11 @@ pub async fn start_with_clock(
     }
     drop(mqtt_src_tx);
     let mut notifiers = BTreeMap::new();
+    let notify_context = Arc::new(config.notify_context());
     for n in config.notifiers.iter().filter(|n| n.enabled) {
         let stats = Arc::new(crate::alerting::notify::NotifierStats::default());
         let notifier = crate::alerting::notify::Notifier::new(
-            config.clone(),
+            notify_context.clone(),
             n.clone(),
             &store_path,
             stats.clone(),
@@ -389,7 +395,7 @@ pub fn supervise(
 impl RunningGateway {
     /// Sum of the latest active power of the site's main meters, in kW.
     pub fn site_power_kw(&self) -> Option<f64> {
-        processing::site_power(&self.config, &self.latest)
+        processing::site_power(&self.config.site.main_meters, &self.latest)
     }
 
     /// Number of devices whose last poll succeeded.

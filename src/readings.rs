@@ -23,6 +23,9 @@ pub fn valid_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// What [`valid_id`] requires, as `check` says it.
+pub const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'";
+
 /// Current wall-clock time in milliseconds since the Unix epoch.
 pub fn now_ms() -> TimestampMs {
     chrono::Utc::now().timestamp_millis()

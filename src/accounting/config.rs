@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::factors::Tables;
 use super::tariff::{TouCalendar, TouConfig};
 use crate::config::{Config, DeviceConfig};
-use crate::readings::Quantity;
+use crate::readings::{valid_id, Quantity};
 
 /// `[accounting]`
 #[derive(Debug, Clone, Deserialize)]
@@ -906,10 +906,7 @@ pub fn validate(
     for (i, p) in acc.products.iter().enumerate() {
         let at = format!("accounting.products[{i}]");
         if !valid_id(&p.id) {
-            push(
-                format!("{at}.id"),
-                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'".into(),
-            );
+            push(format!("{at}.id"), crate::readings::ID_RULE.into());
         } else if !ids.insert(p.id.as_str()) {
             push(
                 format!("{at}.id"),
@@ -1221,13 +1218,6 @@ pub fn validate(
         }
     }
     super::indicators::validate(&acc.indicators, push);
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// The check character of a 统一社会信用代码 (GB 32100-2015, clause 5 and appendix B):

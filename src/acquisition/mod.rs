@@ -7,6 +7,7 @@
 
 pub mod bcd;
 pub mod cjt188;
+pub mod config;
 pub mod dlt645;
 pub mod meter_bus;
 pub mod modbus;

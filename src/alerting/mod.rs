@@ -13,12 +13,16 @@
 //! the sum of its sub-meters), counter (a cumulative counter going backwards or jumping), outbox
 //! (store-and-forward backlog).
 
+pub mod config;
 pub mod notify;
 pub mod words;
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::config::{AlertKind, AlertRule};
+pub use self::config::{
+    AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, NotifyContext, Severity,
+    SiteInfo,
+};
 use crate::readings::{Quantity, Reading, TimestampMs};
 use crate::storage::AlertEvent;
 
@@ -91,23 +95,13 @@ impl AlertEngine {
         let mut by_series: HashMap<(String, Quantity), Vec<usize>> = HashMap::new();
         let mut by_device: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
-            let Some(device) = r.device.clone() else {
+            let Some(device) = r.device().map(str::to_string) else {
                 continue;
             };
-            let q = effective_quantity(r);
-            match r.kind {
-                AlertKind::Deadman => by_device.entry(device).or_default().push(i),
-                AlertKind::Outbox | AlertKind::Intensity => {}
-                AlertKind::Imbalance => {
-                    if let Some(q) = q {
-                        by_series.entry((device, q)).or_default().push(i);
-                    }
-                }
-                _ => {
-                    if let Some(q) = q {
-                        by_series.entry((device, q)).or_default().push(i);
-                    }
-                }
+            match (&r.condition, r.quantity()) {
+                (Condition::Deadman(_), _) => by_device.entry(device).or_default().push(i),
+                (_, Some(q)) => by_series.entry((device, q)).or_default().push(i),
+                (_, None) => {}
             }
         }
         AlertEngine {
@@ -157,7 +151,7 @@ impl AlertEngine {
         if let Some(idx) = self.by_device.get(&r.device).cloned() {
             for i in idx {
                 let rule = &self.rules[i];
-                if rule.quantity.is_some_and(|q| q != r.quantity) {
+                if rule.quantity().is_some_and(|q| q != r.quantity) {
                     continue;
                 }
                 self.state[i].last_seen = Some(r.ts_ms);
@@ -189,9 +183,9 @@ impl AlertEngine {
         let mut out = Vec::new();
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
-            let verdict = match rule.kind {
-                AlertKind::Deadman => {
-                    let timeout = rule.timeout.map(|t| t.as_millis() as i64).unwrap_or(60_000);
+            let verdict = match &rule.condition {
+                Condition::Deadman(c) => {
+                    let timeout = c.timeout.as_millis() as i64;
                     let last = self.state[i].last_seen.unwrap_or(self.started_ms);
                     let silent = now_ms - last;
                     if silent <= timeout {
@@ -203,17 +197,17 @@ impl AlertEngine {
                         value: silent as f64 / 1000.0,
                         what: format!(
                             "no good reading from {} for {} s (limit {} s): meter offline",
-                            rule.device.as_deref().unwrap_or("?"),
+                            c.device,
                             silent / 1000,
                             timeout / 1000
                         ),
                     }
                 }
-                AlertKind::Outbox => {
+                Condition::Outbox(c) => {
                     let Some(fill) = outbox_fill_pct else {
                         continue;
                     };
-                    let limit = rule.fill_pct.unwrap_or(80.0);
+                    let limit = c.fill_pct;
                     Verdict {
                         violated: fill > limit,
                         cleared: fill <= limit - rule.hysteresis,
@@ -231,7 +225,7 @@ impl AlertEngine {
     /// True when an `intensity` rule is configured (the pipeline then computes the month's
     /// intensity every 15 minutes).
     pub fn has_intensity_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.kind == AlertKind::Intensity)
+        self.rules.iter().any(|r| r.kind() == AlertKind::Intensity)
     }
 
     /// Evaluates the `intensity` rules with the year-to-date intensity and the target path's
@@ -249,10 +243,10 @@ impl AlertEngine {
         let mut out = Vec::new();
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
-            if rule.kind != AlertKind::Intensity {
+            let Condition::Intensity(c) = &rule.condition else {
                 continue;
-            }
-            let limit = t * (1.0 + rule.tolerance_pct.unwrap_or(0.0) / 100.0);
+            };
+            let limit = t * (1.0 + c.tolerance_pct / 100.0);
             let verdict = Verdict {
                 violated: x > limit,
                 cleared: x <= limit - rule.hysteresis,
@@ -271,34 +265,30 @@ impl AlertEngine {
         let st = &mut self.state[i];
         let unit = r.quantity.unit();
         let h = rule.hysteresis;
-        match rule.kind {
-            AlertKind::Threshold => {
-                let x = match rule.window {
+        match &rule.condition {
+            Condition::Threshold(c) => {
+                let x = match c.window {
                     Some(w) => mean_over(&mut st.window, r.ts_ms, v, w.as_millis() as i64),
                     None => v,
                 };
-                let mean = if rule.window.is_some() { "mean " } else { "" };
+                let mean = if c.window.is_some() { "mean " } else { "" };
                 Some(Verdict {
-                    violated: rule.above.is_some_and(|a| x > a)
-                        || rule.below.is_some_and(|b| x < b),
-                    cleared: !rule.above.is_some_and(|a| x > a - h)
-                        && !rule.below.is_some_and(|b| x < b + h),
+                    violated: c.above.is_some_and(|a| x > a) || c.below.is_some_and(|b| x < b),
+                    cleared: !c.above.is_some_and(|a| x > a - h)
+                        && !c.below.is_some_and(|b| x < b + h),
                     value: x,
                     what: format!(
                         "{mean}{} of {} is {x} {unit} ({})",
                         r.quantity,
                         r.device,
-                        bounds(rule)
+                        bounds(c)
                     ),
                 })
             }
-            AlertKind::PowerFactor => {
-                let w = rule
-                    .window
-                    .map(|w| w.as_millis() as i64)
-                    .unwrap_or(DEMAND_WINDOW_MS);
+            Condition::PowerFactor(c) => {
+                let w = c.window.as_millis() as i64;
                 let x = mean_over(&mut st.window, r.ts_ms, v.abs(), w);
-                let below = rule.below.unwrap_or(0.90);
+                let below = c.below;
                 Some(Verdict {
                     violated: x < below,
                     cleared: x >= below + h,
@@ -310,7 +300,7 @@ impl AlertEngine {
                     ),
                 })
             }
-            AlertKind::RateOfChange => {
+            Condition::RateOfChange(c) => {
                 let prev = st.prev.replace((r.ts_ms, v));
                 let (pt, pv) = prev?;
                 let minutes = (r.ts_ms - pt) as f64 / 60_000.0;
@@ -318,7 +308,7 @@ impl AlertEngine {
                     return None;
                 }
                 let rate = (v - pv).abs() / minutes;
-                let max = rule.max_rate_per_min.unwrap_or(f64::INFINITY);
+                let max = c.max_rate_per_min;
                 Some(Verdict {
                     violated: rate > max,
                     cleared: rate <= max - h,
@@ -329,7 +319,7 @@ impl AlertEngine {
                     ),
                 })
             }
-            AlertKind::Counter => {
+            Condition::Counter(c) => {
                 let prev = st.prev.replace((r.ts_ms, v));
                 let (pt, pv) = prev?;
                 let minutes = (r.ts_ms - pt) as f64 / 60_000.0;
@@ -340,15 +330,14 @@ impl AlertEngine {
                 };
                 let (violated, what) = if v < pv {
                     (true, format!("counter {} of {} went backwards from {pv} to {v} {unit} (reset or meter replaced?)", r.quantity, r.device))
-                } else if rule.max_rate_per_min.is_some_and(|m| rate > m) {
+                } else if let Some(max) = c.max_rate_per_min.filter(|m| rate > *m) {
                     (
                         true,
                         format!(
-                            "counter {} of {} jumped by {} {unit} ({rate:.3}/min, limit {})",
+                            "counter {} of {} jumped by {} {unit} ({rate:.3}/min, limit {max})",
                             r.quantity,
                             r.device,
                             v - pv,
-                            rule.max_rate_per_min.unwrap_or(0.0)
                         ),
                     )
                 } else {
@@ -367,7 +356,7 @@ impl AlertEngine {
                     what,
                 })
             }
-            AlertKind::Demand => {
+            Condition::Demand(c) => {
                 let slot = r.ts_ms - r.ts_ms.rem_euclid(DEMAND_WINDOW_MS);
                 if slot != st.slot {
                     st.slot = slot;
@@ -384,7 +373,7 @@ impl AlertEngine {
                 st.prev = Some((r.ts_ms, v));
                 let remaining_h = (slot + DEMAND_WINDOW_MS - r.ts_ms) as f64 / 3_600_000.0;
                 let projected = (st.slot_kwh + v * remaining_h) / 0.25;
-                let contracted = rule.contracted_kw.unwrap_or(f64::INFINITY);
+                let contracted = c.contracted_kw;
                 Some(Verdict {
                     violated: projected > contracted,
                     cleared: projected <= contracted - h,
@@ -392,14 +381,11 @@ impl AlertEngine {
                     what: format!("15-min demand of {} projected to {projected:.1} kW at the window's end (contracted {contracted} kW)", r.device),
                 })
             }
-            AlertKind::Imbalance => {
-                let w = rule
-                    .window
-                    .map(|w| w.as_millis() as i64)
-                    .unwrap_or(DEMAND_WINDOW_MS);
+            Condition::Imbalance(c) => {
+                let w = c.window.as_millis() as i64;
                 let mut sum = 0.0;
-                for c in &rule.children {
-                    match self.latest.get(&(c.clone(), r.quantity)) {
+                for child in &c.children {
+                    match self.latest.get(&(child.clone(), r.quantity)) {
                         Some((t, x)) if r.ts_ms - *t <= w => sum += x,
                         _ => return None, // a child without a recent value: cannot judge
                     }
@@ -408,7 +394,7 @@ impl AlertEngine {
                     return None;
                 }
                 let diff = (v - sum).abs() / v.abs() * 100.0;
-                let tol = rule.tolerance_pct.unwrap_or(10.0);
+                let tol = c.tolerance_pct;
                 Some(Verdict {
                     violated: diff > tol,
                     cleared: diff <= tol - h,
@@ -416,7 +402,7 @@ impl AlertEngine {
                     what: format!("{} of {} is {v} {unit} but its sub-meters sum to {sum} {unit}: {diff:.1} % apart (tolerance {tol} %)", r.quantity, r.device),
                 })
             }
-            AlertKind::Deadman | AlertKind::Outbox | AlertKind::Intensity => None,
+            Condition::Deadman(_) | Condition::Outbox(_) | Condition::Intensity(_) => None,
         }
     }
 
@@ -439,8 +425,8 @@ impl AlertEngine {
         Some(AlertEvent {
             ts_ms: ts,
             rule: rule.id.clone(),
-            device: rule.device.clone().unwrap_or_default(),
-            quantity: effective_quantity(rule),
+            device: rule.device().unwrap_or_default().to_string(),
+            quantity: rule.quantity(),
             state,
             severity: rule.severity.as_str(),
             value: Some(v.value).filter(|x| x.is_finite()),
@@ -449,19 +435,8 @@ impl AlertEngine {
     }
 }
 
-/// The quantity a rule watches: its own, or the one its kind implies.
-pub fn effective_quantity(r: &AlertRule) -> Option<Quantity> {
-    match r.kind {
-        AlertKind::Demand => Some(Quantity::ActivePower),
-        AlertKind::PowerFactor => Some(Quantity::PowerFactor),
-        AlertKind::Imbalance => Some(r.quantity.unwrap_or(Quantity::ActivePower)),
-        AlertKind::Outbox | AlertKind::Intensity => None,
-        _ => r.quantity,
-    }
-}
-
-fn bounds(rule: &AlertRule) -> String {
-    match (rule.above, rule.below) {
+fn bounds(c: &config::Threshold) -> String {
+    match (c.above, c.below) {
         (Some(a), Some(b)) => format!("allowed {b}..{a}"),
         (Some(a), None) => format!("limit above {a}"),
         (None, Some(b)) => format!("limit below {b}"),
@@ -473,29 +448,29 @@ fn bounds(rule: &AlertRule) -> String {
 mod tests {
     use std::time::Duration;
 
+    use super::config::*;
     use super::*;
-    use crate::config::Severity;
 
-    fn rule(kind: AlertKind) -> AlertRule {
+    fn rule(condition: Condition) -> AlertRule {
         AlertRule {
             id: "r".into(),
-            kind,
-            device: Some("m".into()),
-            quantity: Some(Quantity::ActivePower),
-            above: None,
-            below: None,
+            condition,
             for_duration: Duration::ZERO,
             hysteresis: 0.0,
-            window: None,
-            timeout: None,
-            max_rate_per_min: None,
-            contracted_kw: None,
-            children: vec![],
-            tolerance_pct: None,
-            fill_pct: None,
             severity: Severity::Critical,
             labels: Default::default(),
             notify: vec![],
+        }
+    }
+
+    /// A threshold rule on `m`'s active power.
+    fn threshold(above: Option<f64>, below: Option<f64>) -> Threshold {
+        Threshold {
+            device: "m".into(),
+            quantity: Quantity::ActivePower,
+            above,
+            below,
+            window: None,
         }
     }
 
@@ -516,8 +491,7 @@ mod tests {
 
     #[test]
     fn threshold_fires_after_for_duration_and_resolves_with_hysteresis() {
-        let mut r = rule(AlertKind::Threshold);
-        r.above = Some(100.0);
+        let mut r = rule(Condition::Threshold(threshold(Some(100.0), None)));
         r.for_duration = Duration::from_secs(10);
         r.hysteresis = 5.0;
         let mut e = AlertEngine::new(vec![r], 0);
@@ -546,8 +520,7 @@ mod tests {
 
     #[test]
     fn threshold_pending_that_clears_never_fires() {
-        let mut r = rule(AlertKind::Threshold);
-        r.above = Some(100.0);
+        let mut r = rule(Condition::Threshold(threshold(Some(100.0), None)));
         r.for_duration = Duration::from_secs(10);
         let mut e = AlertEngine::new(vec![r], 0);
         assert_eq!(
@@ -559,17 +532,17 @@ mod tests {
 
     #[test]
     fn threshold_band_and_window_mean() {
-        let mut r = rule(AlertKind::Threshold);
-        r.above = Some(55.0);
-        r.below = Some(45.0);
-        let mut e = AlertEngine::new(vec![r.clone()], 0);
+        let r = rule(Condition::Threshold(threshold(Some(55.0), Some(45.0))));
+        let mut e = AlertEngine::new(vec![r], 0);
         assert_eq!(
             run(&mut e, &[(0, 50.0), (1, 44.0), (2, 50.0)]),
             vec![(1, "firing"), (2, "resolved")]
         );
         // mean over 10 s: one spike of 80 among 50s does not fire; a sustained rise does
-        r.below = None;
-        r.window = Some(Duration::from_secs(10));
+        let r = rule(Condition::Threshold(Threshold {
+            window: Some(Duration::from_secs(10)),
+            ..threshold(Some(55.0), None)
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         let got = run(
             &mut e,
@@ -593,8 +566,11 @@ mod tests {
 
     #[test]
     fn rate_of_change() {
-        let mut r = rule(AlertKind::RateOfChange);
-        r.max_rate_per_min = Some(60.0); // kW per minute = 1 kW/s
+        let r = rule(Condition::RateOfChange(RateOfChange {
+            device: "m".into(),
+            quantity: Quantity::ActivePower,
+            max_rate_per_min: 60.0, // kW per minute = 1 kW/s
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         let got = run(&mut e, &[(0, 100.0), (10, 105.0), (20, 200.0), (30, 205.0)]);
         // 0.5/s, then 9.5/s (570/min) fires, then 0.5/s resolves
@@ -603,9 +579,11 @@ mod tests {
 
     #[test]
     fn deadman_fires_on_silence_and_resolves_on_the_next_reading() {
-        let mut r = rule(AlertKind::Deadman);
-        r.quantity = None;
-        r.timeout = Some(Duration::from_secs(30));
+        let r = rule(Condition::Deadman(Deadman {
+            device: "m".into(),
+            quantity: None,
+            timeout: Duration::from_secs(30),
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         assert!(e.tick(25_000, None).is_empty()); // silence since start: 25 s
         let ev = e.tick(31_000, None);
@@ -625,8 +603,10 @@ mod tests {
 
     #[test]
     fn demand_projection_to_the_end_of_the_15_minute_window() {
-        let mut r = rule(AlertKind::Demand);
-        r.contracted_kw = Some(500.0);
+        let mut r = rule(Condition::Demand(Demand {
+            device: "m".into(),
+            contracted_kw: 500.0,
+        }));
         r.hysteresis = 10.0;
         let mut e = AlertEngine::new(vec![r], 0);
         // Window 0..900 s. 400 kW for 300 s (33.33 kWh), then 700 kW at 300 s:
@@ -643,8 +623,10 @@ mod tests {
 
     #[test]
     fn demand_projection_value_is_exact() {
-        let mut r = rule(AlertKind::Demand);
-        r.contracted_kw = Some(500.0);
+        let r = rule(Condition::Demand(Demand {
+            device: "m".into(),
+            contracted_kw: 500.0,
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         e.observe(&Reading::new("m", Quantity::ActivePower, 400.0, 0));
         let ev = e.observe(&Reading::new("m", Quantity::ActivePower, 700.0, 300_000));
@@ -657,9 +639,11 @@ mod tests {
 
     #[test]
     fn power_factor_mean_over_window_uses_magnitude() {
-        let mut r = rule(AlertKind::PowerFactor);
-        r.quantity = None;
-        r.window = Some(Duration::from_secs(60));
+        let mut r = rule(Condition::PowerFactor(PowerFactor {
+            device: "m".into(),
+            below: 0.90,
+            window: Duration::from_secs(60),
+        }));
         r.hysteresis = 0.01;
         let mut e = AlertEngine::new(vec![r], 0);
         // capacitive -0.95 counts as 0.95
@@ -682,9 +666,13 @@ mod tests {
 
     #[test]
     fn imbalance_of_parent_and_children() {
-        let mut r = rule(AlertKind::Imbalance);
-        r.children = vec!["a".into(), "b".into()];
-        r.tolerance_pct = Some(10.0);
+        let r = rule(Condition::Imbalance(Imbalance {
+            device: "m".into(),
+            children: vec!["a".into(), "b".into()],
+            quantity: Quantity::ActivePower,
+            tolerance_pct: 10.0,
+            window: Duration::from_secs(15 * 60),
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         let feed = |e: &mut AlertEngine, d: &str, v: f64, t: i64| {
             e.observe(&Reading::new(d, Quantity::ActivePower, v, t * 1000))
@@ -703,9 +691,11 @@ mod tests {
 
     #[test]
     fn counter_backwards_and_jumps() {
-        let mut r = rule(AlertKind::Counter);
-        r.quantity = Some(Quantity::EnergyImport);
-        r.max_rate_per_min = Some(10.0); // kWh per minute (600 kW rated)
+        let r = rule(Condition::Counter(Counter {
+            device: "m".into(),
+            quantity: Quantity::EnergyImport,
+            max_rate_per_min: Some(10.0), // kWh per minute (600 kW rated)
+        }));
         let mut e = AlertEngine::new(vec![r], 0);
         let got = run_q(
             &mut e,
@@ -732,9 +722,7 @@ mod tests {
 
     #[test]
     fn outbox_fill() {
-        let mut r = rule(AlertKind::Outbox);
-        r.device = None;
-        r.fill_pct = Some(80.0);
+        let mut r = rule(Condition::Outbox(Outbox { fill_pct: 80.0 }));
         r.hysteresis = 10.0;
         let mut e = AlertEngine::new(vec![r], 0);
         assert!(e.tick(1000, Some(50.0)).is_empty());
@@ -746,10 +734,7 @@ mod tests {
 
     #[test]
     fn intensity_above_the_target_path() {
-        let mut r = rule(AlertKind::Intensity);
-        r.device = None;
-        r.quantity = None;
-        r.tolerance_pct = Some(5.0);
+        let r = rule(Condition::Intensity(Intensity { tolerance_pct: 5.0 }));
         let mut e = AlertEngine::new(vec![r], 0);
         assert!(e.has_intensity_rules());
         // path 0.30: the limit is 0.315
@@ -764,8 +749,7 @@ mod tests {
 
     #[test]
     fn restored_firing_rule_is_not_fired_again_and_still_resolves() {
-        let mut r = rule(AlertKind::Threshold);
-        r.above = Some(100.0);
+        let r = rule(Condition::Threshold(threshold(Some(100.0), None)));
         let mut e = AlertEngine::new(vec![r], 0);
         e.restore_firing(&["r".to_string()]);
         assert_eq!(e.firing(), vec!["r"]);

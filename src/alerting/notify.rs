@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NotifierConfig, NotifierKind, Severity};
+use super::config::{NotifierConfig, NotifierKind, NotifyContext, Severity};
 use crate::readings::now_ms;
 use crate::storage::consumer::{Consumer, Feed};
 
@@ -161,14 +161,14 @@ impl Db {
 }
 
 /// The JSON document of an alert (webhook body; also what the MQTT output publishes).
-pub fn alert_document(cfg: &Config, a: &StoredAlert) -> Value {
+pub fn alert_document(cfg: &NotifyContext, a: &StoredAlert) -> Value {
     let rule = cfg.alerts.iter().find(|r| r.id == a.rule);
     json!({
         "site": cfg.site.id,
         "park": cfg.site.park,
         "id": a.id,
         "rule": a.rule,
-        "kind": rule.map(|r| r.kind.as_str()),
+        "kind": rule.map(|r| r.kind().as_str()),
         "device": a.device,
         "quantity": a.quantity,
         "unit": a.quantity.parse::<crate::readings::Quantity>().map(|q| q.unit()).ok(),
@@ -183,7 +183,7 @@ pub fn alert_document(cfg: &Config, a: &StoredAlert) -> Value {
     })
 }
 
-fn local_time(cfg: &Config, ts_ms: i64) -> String {
+fn local_time(cfg: &NotifyContext, ts_ms: i64) -> String {
     let tz: chrono_tz::Tz = cfg
         .site
         .timezone
@@ -201,8 +201,8 @@ fn local_time(cfg: &Config, ts_ms: i64) -> String {
 /// The text message for the group robots, in the site's language (`[site] language`): what
 /// happened in one sentence with the device's name and a rounded value
 /// ([`super::words::describe`]), then site, rule and local time.
-pub fn alert_text(cfg: &Config, a: &StoredAlert) -> String {
-    let zh = cfg.site.language == crate::config::Language::Zh;
+pub fn alert_text(cfg: &NotifyContext, a: &StoredAlert) -> String {
+    let zh = cfg.site.language == crate::lang::Language::Zh;
     let resolved = a.state == "resolved";
     let (head, sev) = if zh {
         let sev = match a.severity.as_str() {
@@ -286,7 +286,7 @@ pub struct Outgoing {
 
 /// Builds the request of notifier `n` for alert `a` at time `now` (ms).
 pub fn build(
-    cfg: &Config,
+    cfg: &NotifyContext,
     n: &NotifierConfig,
     secret: Option<&str>,
     a: &StoredAlert,
@@ -391,7 +391,7 @@ pub struct NotifierStats {
 
 /// One running notifier.
 pub struct Notifier {
-    config: Arc<Config>,
+    config: Arc<NotifyContext>,
     n: NotifierConfig,
     secret: Option<String>,
     db: Arc<Db>,
@@ -401,7 +401,7 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<NotifyContext>,
         n: NotifierConfig,
         store_path: &std::path::Path,
         stats: Arc<NotifierStats>,

@@ -3,9 +3,10 @@
 //! limit — "压机 有功功率 140.1 kW，超过上限 135 kW". Notifications (robots, webhook `text`,
 //! the log notifier) use it; the stored `message` keeps the evaluator's exact figures.
 
-use crate::config::{AlertKind, AlertRule, Config, Language};
+use crate::lang::Language;
 use crate::readings::Quantity;
 
+use super::config::{Condition, NotifyContext, Threshold};
 use super::notify::StoredAlert;
 
 /// A value rounded for people: whole numbers from 1000, one decimal from 10, two from 1,
@@ -74,15 +75,16 @@ fn unit_shown(u: &str) -> String {
 }
 
 /// The device's display name, else its id.
-fn device_name(cfg: &Config, id: &str) -> String {
-    cfg.device(id)
-        .and_then(|d| d.name.clone())
+fn device_name(cfg: &NotifyContext, id: &str) -> String {
+    cfg.device_names
+        .get(id)
+        .cloned()
         .unwrap_or_else(|| id.to_string())
 }
 
 /// The one-sentence description of an alert in the site's language, or `None` for the kinds
 /// whose stored message already says it best (counter, imbalance).
-pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
+pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
     let lang = cfg.site.language;
     let rule = cfg.alerts.iter().find(|r| r.id == a.rule)?;
     let zh = lang == Language::Zh;
@@ -99,17 +101,17 @@ pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
     let value = a.value.map(with_unit).unwrap_or_else(|| "–".into());
     let resolved = a.state == "resolved";
     let qname = q.map(|q| quantity_name(q, lang)).unwrap_or_default();
-    let s = match rule.kind {
-        AlertKind::Threshold => {
-            let (limit, word) = threshold_limit(rule, resolved, zh);
+    let s = match &rule.condition {
+        Condition::Threshold(t) => {
+            let (limit, word) = threshold_limit(t, resolved, zh);
             let sep = if zh { "，" } else { ", " };
             format!(
                 "{name} {qname} {value}{sep}{word} {}",
                 limit.map(with_unit).unwrap_or_default()
             )
         }
-        AlertKind::Demand => {
-            let c = rule.contracted_kw.map(round_for_people).unwrap_or_default();
+        Condition::Demand(d) => {
+            let c = round_for_people(d.contracted_kw);
             match (zh, resolved) {
                 (true, false) => {
                     format!("{name} 15 分钟需量预计 {value}，超过合同需量 {c} kW")
@@ -127,8 +129,8 @@ pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
                 }
             }
         }
-        AlertKind::PowerFactor => {
-            let b = round_for_people(rule.below.unwrap_or(0.90));
+        Condition::PowerFactor(p) => {
+            let b = round_for_people(p.below);
             match (zh, resolved) {
                 (true, false) => format!("{name} 功率因数平均 {value}，低于 {b}"),
                 (true, true) => format!("{name} 功率因数平均 {value}，已恢复（下限 {b}）"),
@@ -136,25 +138,22 @@ pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
                 (false, true) => format!("{name} power factor averages {value}, back above {b}"),
             }
         }
-        AlertKind::RateOfChange => {
-            let max = rule
-                .max_rate_per_min
-                .map(round_for_people)
-                .unwrap_or_default();
+        Condition::RateOfChange(r) => {
+            let max = round_for_people(r.max_rate_per_min);
             if zh {
                 format!("{name} {qname} 变化 {value}/分钟，上限 {max}")
             } else {
                 format!("{name} {qname} changes by {value}/min, limit {max}")
             }
         }
-        AlertKind::Deadman if resolved => {
+        Condition::Deadman(_) if resolved => {
             if zh {
                 format!("{name} 恢复上报数据")
             } else {
                 format!("{name} reporting again")
             }
         }
-        AlertKind::Deadman => {
+        Condition::Deadman(_) => {
             let secs = a.value.map(|v| format!("{v:.0}")).unwrap_or_default();
             if zh {
                 format!("{name} 已 {secs} 秒无有效读数：仪表离线")
@@ -162,16 +161,16 @@ pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
                 format!("{name}: no good reading for {secs} s, meter offline")
             }
         }
-        AlertKind::Outbox => {
+        Condition::Outbox(o) => {
             let v = a.value.map(round_for_people).unwrap_or_default();
-            let l = round_for_people(rule.fill_pct.unwrap_or(80.0));
+            let l = round_for_people(o.fill_pct);
             if zh {
                 format!("发送缓存已用 {v} %（上限 {l} %）：目的地未确认接收")
             } else {
                 format!("outbox {v} % full (limit {l} %): destinations are not confirming")
             }
         }
-        AlertKind::Intensity => {
+        Condition::Intensity(_) => {
             let v = a.value.map(round_for_people).unwrap_or_default();
             if zh {
                 format!("年初至今单位增加值能耗 {v} tce/万元，高于目标路径")
@@ -179,14 +178,14 @@ pub fn describe(cfg: &Config, a: &StoredAlert) -> Option<String> {
                 format!("year-to-date energy intensity {v} tce/10⁴ CNY, above the target path")
             }
         }
-        AlertKind::Counter | AlertKind::Imbalance => return None,
+        Condition::Counter(_) | Condition::Imbalance(_) => return None,
     };
     Some(s)
 }
 
 /// The limit a threshold alert is measured against and its words.
-fn threshold_limit(rule: &AlertRule, resolved: bool, zh: bool) -> (Option<f64>, &'static str) {
-    match (rule.above, rule.below, resolved, zh) {
+fn threshold_limit(t: &Threshold, resolved: bool, zh: bool) -> (Option<f64>, &'static str) {
+    match (t.above, t.below, resolved, zh) {
         (Some(a), _, false, true) => (Some(a), "超过上限"),
         (Some(a), _, false, false) => (Some(a), "above the limit"),
         (Some(a), _, true, true) => (Some(a), "已恢复，上限"),
@@ -215,13 +214,15 @@ mod tests {
         assert_eq!(round_for_people(f64::NAN), "–");
     }
 
-    fn cfg(lang: &str) -> Config {
+    fn cfg(lang: &str) -> NotifyContext {
         let toml = format!(
             "[site]\nid = \"p\"\nlanguage = \"{lang}\"\n\
              [[devices]]\nid = \"press\"\nname = \"压机\"\nmodel = \"eastron-sdm120\"\n[devices.modbus]\naddress = \"127.0.0.1:502\"\n\
              [[alerts]]\nid = \"press-peak\"\ndevice = \"press\"\nquantity = \"active_power\"\nabove = 135.0\n"
         );
-        crate::config::load_str(&toml).unwrap_or_else(|p| panic!("{p:?}"))
+        crate::config::load_str(&toml)
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .notify_context()
     }
 
     fn alert(state: &str) -> StoredAlert {

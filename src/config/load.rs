@@ -277,7 +277,9 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
                 .map(|e| ConfigProblem::new("modbus.templates_dir", e)),
         ),
     }
-    let (alert_index, alerts) = list(&mut root, "alerts", &mut problems).into_iter().unzip();
+    let (alert_index, alerts) = list_of(&mut root, "alerts", &mut problems, alert_rule)
+        .into_iter()
+        .unzip();
     let notifiers = list(&mut root, "notifiers", &mut problems)
         .into_iter()
         .map(|(_, n)| n)
@@ -353,15 +355,35 @@ fn typed<T: DeserializeOwned>(
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Some(t),
         Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                format!("{path}.{inner}")
-            };
+            let full = join_path(path, &e.path().to_string());
             problems.push(ConfigProblem::new(full, clean_serde_message(e.inner())));
+            None
+        }
+    }
+}
+
+/// `path` followed by a key path inside it (`.`, or empty: `path` itself).
+fn join_path(path: &str, inner: &str) -> String {
+    if inner == "." || inner.is_empty() {
+        path.to_string()
+    } else if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
+    }
+}
+
+/// One `[[alerts]]` table, decoded by the rule's kind (`alerting::config`).
+fn alert_rule(
+    v: Value,
+    path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<crate::alerting::AlertRule> {
+    match crate::alerting::AlertRule::from_value(v) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let full = join_path(path, &e.key);
+            problems.push(ConfigProblem::new(full, clean_message(&e.message)));
             None
         }
     }
@@ -386,12 +408,22 @@ fn list<T: DeserializeOwned>(
     key: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> Vec<(usize, T)> {
+    list_of(root, key, problems, typed)
+}
+
+/// [`list`] with the elements decoded by `decode`.
+fn list_of<T>(
+    root: &mut Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+    decode: impl Fn(Value, &str, &mut Vec<ConfigProblem>) -> Option<T>,
+) -> Vec<(usize, T)> {
     match root.remove(key) {
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .into_iter()
             .enumerate()
-            .filter_map(|(i, v)| typed(v, &format!("{key}[{i}]"), problems).map(|t| (i, t)))
+            .filter_map(|(i, v)| decode(v, &format!("{key}[{i}]"), problems).map(|t| (i, t)))
             .collect(),
         Some(other) => {
             problems.push(ConfigProblem::new(
@@ -408,7 +440,11 @@ fn list<T: DeserializeOwned>(
 
 /// serde's messages are good but talk about "field"; configuration users think in keys.
 fn clean_serde_message(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
+    clean_message(&e.to_string())
+}
+
+/// [`clean_serde_message`] of a message already in text.
+fn clean_message(msg: &str) -> String {
     let msg = msg
         .replace("unknown field", "unknown key")
         .replace("missing field", "missing key");

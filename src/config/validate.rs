@@ -2,11 +2,11 @@
 
 use std::collections::HashSet;
 
-use super::{Config, ConfigProblem, InfluxApi};
+use super::{Config, ConfigProblem};
+use crate::outputs::http_url_problem;
+use crate::readings::{valid_id, ID_RULE};
+use crate::storage::config::MAX_BATCH;
 
-/// Most readings in one commit or one output request: far above what helps throughput, and low
-/// enough that a batch always fits in memory.
-const MAX_BATCH: usize = 1_000_000;
 /// Most batches waiting between two stages (tokio's channels refuse absurd capacities by
 /// panicking; `check` refuses them first).
 const MAX_CHANNEL_CAPACITY: usize = 1_000_000;
@@ -29,12 +29,6 @@ pub const CARRIERS: &[&str] = &[
     "other",
 ];
 
-fn valid_id(s: &str) -> bool {
-    crate::readings::valid_id(s)
-}
-
-const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'";
-
 /// Where the decoded elements came from in the file, when some failed to decode.
 #[derive(Debug, Default)]
 pub struct Origin {
@@ -45,18 +39,6 @@ pub struct Origin {
     /// Ids of devices that are in the file but failed to decode (already reported); references
     /// to them are not reported as unknown.
     pub undecoded_devices: HashSet<String>,
-}
-
-/// Why `u` is not an http(s) URL, in plain words with the fix; `None` when it is one.
-fn http_url_problem(u: &str) -> Option<String> {
-    match reqwest::Url::parse(u) {
-        Ok(x) if matches!(x.scheme(), "http" | "https") => None,
-        _ if !u.contains("://") => Some(format!(
-            "\"{u}\" has no scheme: write http://{u} (or https://{u})"
-        )),
-        Ok(x) => Some(format!("scheme \"{}\" is not http or https", x.scheme())),
-        Err(e) => Some(format!("\"{u}\" is not a URL ({e})")),
-    }
 }
 
 /// Why the store could not live in `dir` (an absolute path): it, or the nearest existing
@@ -251,21 +233,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 "missing: a device needs a source ([devices.modbus], [devices.opcua] or an [[mqtt.subscriptions]] entry naming it)".into(),
             ),
             Some(m) => {
-                match (&m.address, &m.bus) {
-                    (Some(_), Some(_)) => push(
-                        format!("{at}.modbus"),
-                        "give either `address` (Modbus TCP) or `bus` (a [[buses]] id), not both".into(),
-                    ),
-                    (None, None) => push(
-                        format!("{at}.modbus"),
-                        "missing `address` (Modbus TCP host:port) or `bus` (a [[buses]] id)".into(),
-                    ),
-                    (Some(a), None) => {
-                        if let Err(e) = check_host_port(a) {
-                            push(format!("{at}.modbus.address"), e);
-                        }
-                    }
-                    (None, Some(b)) => match cfg.buses.iter().find(|x| &x.id == b) {
+                if let (None, Some(b)) = (&m.address, &m.bus) {
+                    match cfg.buses.iter().find(|x| &x.id == b) {
                         None => push(
                             format!("{at}.modbus.bus"),
                             format!("refers to unknown bus \"{b}\""),
@@ -278,39 +247,10 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                             ),
                         ),
                         Some(_) => {}
-                    },
-                }
-                if m.degraded_after == 0 {
-                    push(format!("{at}.modbus.degraded_after"), "must be at least 1".into());
-                }
-                if m.interval.is_zero() {
-                    push(
-                        format!("{at}.modbus.interval"),
-                        "must be greater than 0".into(),
-                    );
-                }
-                if m.timeout.is_zero() {
-                    push(
-                        format!("{at}.modbus.timeout"),
-                        "must be greater than 0".into(),
-                    );
-                }
-                if !(1..=125).contains(&m.max_registers()) {
-                    push(
-                        format!("{at}.modbus.max_registers_per_request"),
-                        format!(
-                            "{} is out of range 1..=125 (Modbus allows at most 125 registers per read)",
-                            m.max_registers()
-                        ),
-                    );
-                }
-                for (j, pt) in d.points.iter().enumerate() {
-                    if pt.value_type.registers() > m.max_registers() {
-                        push(
-                            format!("{at}.points[{j}].type"),
-                            "needs more registers than max_registers_per_request allows".into(),
-                        );
                     }
+                }
+                for (k, e) in m.check(&d.points) {
+                    push(format!("{at}.{k}"), e);
                 }
             }
         }
@@ -329,47 +269,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                     format!("quantity {} is read twice on this device", pt.quantity),
                 );
             }
-            if u32::from(pt.register) + u32::from(pt.value_type.registers()) > 65_536 {
-                push(
-                    format!("{pat}.register"),
-                    "the value runs past register 65535".into(),
-                );
-            }
-            if !pt.scale.is_finite() || pt.scale == 0.0 {
-                push(
-                    format!("{pat}.scale"),
-                    "must be a finite, non-zero number".into(),
-                );
-            }
-            if !pt.offset.is_finite() {
-                push(format!("{pat}.offset"), "must be a finite number".into());
-            }
-            if pt.interval.is_some_and(|i| i.is_zero()) {
-                push(format!("{pat}.interval"), "must be greater than 0".into());
-            }
-            if let Some(b) = pt.bit {
-                let width = u32::from(pt.value_type.registers()) * 16;
-                if !pt.value_type.is_integer() {
-                    push(
-                        format!("{pat}.bit"),
-                        "bits can only be taken from integer types".into(),
-                    );
-                } else if u32::from(b) >= width {
-                    push(
-                        format!("{pat}.bit"),
-                        format!("bit {b} is outside a {width}-bit value"),
-                    );
-                }
-            }
-            for name in &pt.multiply_by {
-                if !d.ratios.iter().any(|r| &r.name == name) {
-                    push(
-                        format!("{pat}.multiply_by"),
-                        format!(
-                            "refers to unknown ratio \"{name}\" (define it in [[devices.ratios]])"
-                        ),
-                    );
-                }
+            for (k, e) in pt.check(&d.ratios) {
+                push(format!("{pat}.{k}"), e);
             }
         }
     }
@@ -383,40 +284,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut bus_ids = HashSet::new();
     for (i, b) in cfg.buses.iter().enumerate() {
         let at = format!("buses[{i}]");
-        if !valid_id(&b.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !bus_ids.insert(b.id.as_str()) {
+        if valid_id(&b.id) && !bus_ids.insert(b.id.as_str()) {
             push(format!("{at}.id"), format!("duplicate bus id \"{}\"", b.id));
         }
-        match b.transport {
-            super::BusTransport::Rtu => {
-                if b.port.as_deref().unwrap_or("").is_empty() {
-                    push(
-                        format!("{at}.port"),
-                        "required for transport = \"rtu\" (e.g. \"/dev/ttyUSB0\")".into(),
-                    );
-                }
-                if b.baud == 0 {
-                    push(format!("{at}.baud"), "must be greater than 0".into());
-                }
-                if !matches!(b.data_bits, 7 | 8) {
-                    push(format!("{at}.data_bits"), "must be 7 or 8".into());
-                }
-                if !matches!(b.stop_bits, 1 | 2) {
-                    push(format!("{at}.stop_bits"), "must be 1 or 2".into());
-                }
-            }
-            super::BusTransport::RtuOverTcp => match &b.address {
-                None => push(
-                    format!("{at}.address"),
-                    "required for transport = \"rtu_over_tcp\" (host:port)".into(),
-                ),
-                Some(a) => {
-                    if let Err(e) = check_host_port(a) {
-                        push(format!("{at}.address"), e);
-                    }
-                }
-            },
+        for (k, e) in b.check() {
+            push(format!("{at}.{k}"), e);
         }
     }
 
@@ -433,9 +305,7 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut alert_ids = HashSet::new();
     for (i, a) in cfg.alerts.iter().enumerate() {
         let at = format!("alerts[{}]", origin.alerts.get(i).copied().unwrap_or(i));
-        if !valid_id(&a.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !alert_ids.insert(a.id.as_str()) {
+        if valid_id(&a.id) && !alert_ids.insert(a.id.as_str()) {
             push(
                 format!("{at}.id"),
                 format!("duplicate alert id \"{}\"", a.id),
@@ -460,93 +330,29 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     let mut seen_notifiers = HashSet::new();
     for (i, n) in cfg.notifiers.iter().enumerate() {
         let at = format!("notifiers[{i}]");
-        if !valid_id(&n.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        } else if !seen_notifiers.insert(n.id.as_str()) {
+        if valid_id(&n.id) && !seen_notifiers.insert(n.id.as_str()) {
             push(
                 format!("{at}.id"),
                 format!("duplicate notifier id \"{}\"", n.id),
             );
         }
-        match (&n.kind, &n.url) {
-            (super::NotifierKind::Log, _) => {}
-            (_, None) => push(format!("{at}.url"), "required for this kind".into()),
-            (_, Some(u)) => {
-                if let Some(why) = http_url_problem(u) {
-                    push(format!("{at}.url"), why);
-                }
-            }
+        for (k, e) in n.check() {
+            push(format!("{at}.{k}"), e);
         }
-        if let Some(s) = n.secret.as_ref().filter(|_| n.enabled) {
-            if let Err(e) = s.resolve() {
-                push(format!("{at}.secret"), e);
-            }
-        }
-        if n.rate_max == 0 {
-            push(format!("{at}.rate_max"), "must be at least 1".into());
-        }
-        if n.rate_period.is_zero() {
-            push(format!("{at}.rate_period"), "must be greater than 0".into());
-        }
-        if n.timeout.is_zero() {
-            push(format!("{at}.timeout"), "must be greater than 0".into());
+        let url = n
+            .url
+            .as_deref()
+            .filter(|_| n.kind != super::NotifierKind::Log);
+        if let Some(why) = url.and_then(http_url_problem) {
+            push(format!("{at}.url"), why);
         }
     }
 
     // [outputs.influxdb.NAME]
     for (name, o) in &cfg.outputs.influxdb {
         let at = format!("outputs.influxdb.{name}");
-        if !valid_id(name) {
-            push(at.clone(), format!("output name {ID_RULE}"));
-        }
-        if let Some(why) = http_url_problem(&o.url) {
-            push(format!("{at}.url"), why);
-        }
-        match o.api {
-            InfluxApi::V1 => {
-                if o.database.as_deref().unwrap_or("").is_empty() {
-                    push(format!("{at}.database"), "required for api = \"v1\"".into());
-                }
-            }
-            InfluxApi::V2 => {
-                for (k, v) in [("org", &o.org), ("bucket", &o.bucket)] {
-                    if v.as_deref().unwrap_or("").is_empty() {
-                        push(format!("{at}.{k}"), "required for api = \"v2\"".into());
-                    }
-                }
-                if o.token.is_none() {
-                    push(format!("{at}.token"), "required for api = \"v2\"".into());
-                }
-            }
-        }
-        if o.password.is_some() && o.username.is_none() {
-            push(
-                format!("{at}.username"),
-                "required when a password is set".into(),
-            );
-        }
-        // Secrets of a disabled output are not needed, so not required to be readable.
-        for (k, s) in [("password", &o.password), ("token", &o.token)] {
-            if let Some(s) = s.as_ref().filter(|_| o.enabled) {
-                if let Err(e) = s.resolve() {
-                    push(format!("{at}.{k}"), e);
-                }
-            }
-        }
-        if !(1..=MAX_BATCH).contains(&o.batch_size) {
-            push(
-                format!("{at}.batch_size"),
-                format!("{} is out of range 1..={MAX_BATCH}", o.batch_size),
-            );
-        }
-        if o.timeout.is_zero() {
-            push(format!("{at}.timeout"), "must be greater than 0".into());
-        }
-        if o.measurement.is_empty() {
-            push(format!("{at}.measurement"), "must not be empty".into());
-        }
-        for (k, e) in crate::outputs::influxdb::schema::check_output(o) {
-            push(format!("{at}.{k}"), e);
+        for (k, e) in o.check(name) {
+            push(key(&at, &k), e);
         }
     }
     // [outputs.mqtt_readings.NAME]
@@ -628,20 +434,16 @@ fn check_http(h: &super::HttpConfig) -> Vec<(&'static str, String)> {
     p
 }
 
-fn check_host_port(s: &str) -> Result<(), String> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("\"{s}\" is not host:port"));
-    };
-    if host.is_empty() {
-        return Err(format!("\"{s}\" has no host"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("\"{s}\": port must be 1-65535")),
-        Ok(_) => Ok(()),
+/// The key path `k` below `at` (empty: `at` itself).
+fn key(at: &str, k: &str) -> String {
+    if k.is_empty() {
+        at.to_string()
+    } else {
+        format!("{at}.{k}")
     }
 }
 
-/// Checks one alert rule: what its kind needs, references, and thresholds that cannot work.
+/// Checks one alert rule: the rule on its own (its kind's limits), then what it refers to.
 fn check_alert(
     cfg: &Config,
     a: &super::AlertRule,
@@ -649,21 +451,12 @@ fn check_alert(
     undecoded_devices: &HashSet<String>,
     push: &mut impl FnMut(String, String),
 ) {
-    use super::AlertKind as K;
-    let needs_device = !matches!(a.kind, K::Outbox | K::Intensity);
-    match (&a.device, needs_device) {
-        (None, true) => push(
-            format!("{at}.device"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        ),
-        (Some(_), false) => push(
-            format!("{at}.device"),
-            format!(
-                "kind = \"{}\" watches the site, not a device",
-                a.kind.as_str()
-            ),
-        ),
-        (Some(dev), true) => match cfg.device(dev) {
+    use super::Condition as C;
+    for (k, m) in a.check() {
+        push(key(at, k), m);
+    }
+    if let Some(dev) = a.device() {
+        match cfg.device(dev) {
             None if undecoded_devices.contains(dev) => {}
             None => push(
                 format!("{at}.device"),
@@ -671,8 +464,8 @@ fn check_alert(
             ),
             Some(d) => {
                 // The points of a Modbus device are known; an MQTT-fed device may send anything.
-                let q = crate::alerting::effective_quantity(a);
-                if let (Some(q), true) = (q, d.modbus.is_some() && a.kind != K::Deadman) {
+                let deadman = matches!(a.condition, C::Deadman(_));
+                if let (Some(q), Some(_), false) = (a.quantity(), &d.modbus, deadman) {
                     if !d.points.iter().any(|p| p.quantity == q) {
                         push(
                             format!("{at}.quantity"),
@@ -680,329 +473,43 @@ fn check_alert(
                         );
                     }
                 }
-            }
-        },
-        (None, false) => {}
-    }
-    let need_quantity = matches!(a.kind, K::Threshold | K::RateOfChange | K::Counter);
-    if need_quantity && a.quantity.is_none() {
-        push(
-            format!("{at}.quantity"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        );
-    }
-    if a.kind == K::Counter {
-        if let Some(q) = a.quantity.filter(|q| !q.is_cumulative()) {
-            push(
-                format!("{at}.quantity"),
-                format!("{q} is not a cumulative counter"),
-            );
-        }
-    }
-    for (k, v) in [
-        ("above", a.above),
-        ("below", a.below),
-        ("contracted_kw", a.contracted_kw),
-        ("max_rate_per_min", a.max_rate_per_min),
-        ("tolerance_pct", a.tolerance_pct),
-        ("fill_pct", a.fill_pct),
-    ] {
-        if v.is_some_and(|v| !v.is_finite()) {
-            push(format!("{at}.{k}"), "must be a finite number".into());
-        }
-    }
-    if !a.hysteresis.is_finite() || a.hysteresis < 0.0 {
-        push(
-            format!("{at}.hysteresis"),
-            "must be zero or a positive number".into(),
-        );
-    }
-    let positive = |push: &mut dyn FnMut(String, String), k: &str, v: Option<f64>| match v {
-        None => push(
-            format!("{at}.{k}"),
-            format!("required for kind = \"{}\"", a.kind.as_str()),
-        ),
-        Some(v) if v <= 0.0 => push(format!("{at}.{k}"), "must be greater than 0".into()),
-        _ => {}
-    };
-    match a.kind {
-        K::Threshold => match (a.above, a.below) {
-            (None, None) => push(at.to_string(), "needs `above`, `below` or both".into()),
-            (Some(hi), Some(lo)) if lo >= hi => push(
-                format!("{at}.below"),
-                format!("below ({lo}) must be less than above ({hi}) for an outside-band rule"),
-            ),
-            (Some(hi), Some(lo)) if a.hysteresis >= (hi - lo) / 2.0 => push(
-                format!("{at}.hysteresis"),
-                format!(
-                    "{} is at least half the band {lo}..{hi}: the alert could never resolve",
-                    a.hysteresis
-                ),
-            ),
-            _ => {}
-        },
-        K::RateOfChange => positive(push, "max_rate_per_min", a.max_rate_per_min),
-        K::Deadman => match a.timeout {
-            None => push(
-                format!("{at}.timeout"),
-                "required for kind = \"deadman\" (e.g. \"60s\")".into(),
-            ),
-            Some(t) if t.is_zero() => {
-                push(format!("{at}.timeout"), "must be greater than 0".into())
-            }
-            Some(t) => {
-                let interval = a
-                    .device
-                    .as_deref()
-                    .and_then(|d| cfg.device(d))
-                    .and_then(|d| d.modbus.as_ref())
-                    .map(|m| m.interval);
-                if let Some(i) = interval.filter(|i| t < *i) {
-                    push(format!("{at}.timeout"), format!("{t:?} is shorter than the device's poll interval {i:?}: the alert would fire between polls"));
-                }
-            }
-        },
-        K::Demand => positive(push, "contracted_kw", a.contracted_kw),
-        K::PowerFactor => {
-            if let Some(b) = a.below {
-                if !(0.0..=1.0).contains(&b) {
-                    push(
-                        format!("{at}.below"),
-                        format!("a power factor limit of {b} is impossible (0 to 1)"),
-                    );
+                if let (C::Deadman(c), Some(m)) = (&a.condition, &d.modbus) {
+                    let (t, i) = (c.timeout, m.interval);
+                    if !t.is_zero() && t < i {
+                        push(format!("{at}.timeout"), format!("{t:?} is shorter than the device's poll interval {i:?}: the alert would fire between polls"));
+                    }
                 }
             }
         }
-        K::Imbalance => {
-            if a.children.is_empty() {
+    }
+    if let C::Imbalance(c) = &a.condition {
+        for child in &c.children {
+            if cfg.device(child).is_none() && !undecoded_devices.contains(child) {
                 push(
                     format!("{at}.children"),
-                    "required for kind = \"imbalance\" (the sub-meters)".into(),
-                );
-            }
-            for c in &a.children {
-                if cfg.device(c).is_none() && !undecoded_devices.contains(c) {
-                    push(
-                        format!("{at}.children"),
-                        format!("refers to unknown device \"{c}\""),
-                    );
-                }
-            }
-            if a.tolerance_pct.is_some_and(|t| t <= 0.0) {
-                push(
-                    format!("{at}.tolerance_pct"),
-                    "must be greater than 0".into(),
-                );
-            }
-        }
-        K::Counter => {}
-        K::Intensity => {
-            if a.tolerance_pct.is_some_and(|t| t < 0.0) {
-                push(format!("{at}.tolerance_pct"), "must be zero or more".into());
-            }
-        }
-        K::Outbox => {
-            if a.fill_pct.is_some_and(|f| !(0.0..=100.0).contains(&f)) {
-                push(format!("{at}.fill_pct"), "must be between 0 and 100".into());
-            }
-        }
-    }
-    if a.kind == K::Threshold && a.quantity == Some(crate::readings::Quantity::PowerFactor) {
-        for (k, v) in [("above", a.above), ("below", a.below)] {
-            if v.is_some_and(|v| v.abs() > 1.0) {
-                push(
-                    format!("{at}.{k}"),
-                    "a power factor is never beyond ±1: the rule could never fire".into(),
+                    format!("refers to unknown device \"{child}\""),
                 );
             }
         }
     }
 }
 
+/// `[mqtt]`: its own checks, and that a subscription's literal device is known.
 fn check_mqtt(cfg: &Config, m: &super::MqttConfig, push: &mut impl FnMut(String, String)) {
-    let tls = match reqwest::Url::parse(&m.url) {
-        Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") && u.host_str().is_some() => {
-            u.scheme() == "mqtts"
-        }
-        Ok(u) => {
-            push(
-                "mqtt.url".into(),
-                format!("\"{}\": use mqtt://host:port or mqtts://host:port", u),
-            );
-            false
-        }
-        Err(_) if !m.url.contains("://") => {
-            push(
-                "mqtt.url".into(),
-                format!(
-                    "\"{}\" has no scheme: write mqtt://{0} (or mqtts://)",
-                    m.url
-                ),
-            );
-            false
-        }
-        Err(e) => {
-            push("mqtt.url".into(), format!("not a URL: {e}"));
-            false
-        }
-    };
-    if let Some(p) = &m.password {
-        if let Err(e) = p.resolve() {
-            push("mqtt.password".into(), e);
-        }
-        if m.username.is_none() {
-            push(
-                "mqtt.username".into(),
-                "required when a password is set".into(),
-            );
-        }
-    }
-    if m.keep_alive < std::time::Duration::from_secs(5) {
-        push("mqtt.keep_alive".into(), "must be at least 5s".into());
-    }
-    if m.max_message_size == 0 || m.max_message_size > super::MQTT_MAX_PACKET {
-        push(
-            "mqtt.max_message_size".into(),
-            format!(
-                "must be between 1 B and {} B (the MQTT maximum)",
-                super::MQTT_MAX_PACKET
-            ),
-        );
-    }
-    let files = [
-        ("ca_file", &m.ca_file),
-        ("client_cert_file", &m.client_cert_file),
-        ("client_key_file", &m.client_key_file),
-    ];
-    for (k, f) in files {
-        if let Some(f) = f {
-            if !tls {
-                push(format!("mqtt.{k}"), "only used with an mqtts:// url".into());
-            } else if let Err(e) = std::fs::read(f) {
-                push(
-                    format!("mqtt.{k}"),
-                    format!("cannot read {}: {e}", f.display()),
-                );
-            }
-        }
-    }
-    if tls && m.ca_file.is_none() {
-        push(
-            "mqtt.ca_file".into(),
-            "required with mqtts:// (the CA that signed the broker's certificate)".into(),
-        );
-    }
-    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
-        push(
-            "mqtt.client_key_file".into(),
-            "client_cert_file and client_key_file go together".into(),
-        );
+    for (k, e) in m.check() {
+        push(format!("mqtt.{k}"), e);
     }
     for (i, s) in m.subscriptions.iter().enumerate() {
-        let at = format!("mqtt.subscriptions[{i}]");
-        let segments: Vec<&str> = s.topic.split('/').collect();
-        let bad_filter = s.topic.is_empty()
-            || segments.iter().enumerate().any(|(j, seg)| {
-                (seg.contains('#') && (*seg != "#" || j + 1 != segments.len()))
-                    || (seg.contains('+') && *seg != "+")
-            });
-        if bad_filter {
-            push(
-                format!("{at}.topic"),
-                format!(
-                    "\"{}\" is not a topic filter ('+' must fill a whole level, '#' must be last)",
-                    s.topic
-                ),
-            );
-        }
-        let check_template = |key: &str, t: &str, push: &mut dyn FnMut(String, String)| {
-            for n in placeholders(t) {
-                if n >= segments.len() || segments[n] == "#" {
-                    push(
-                        format!("{at}.{key}"),
-                        format!(
-                            "{{{n}}} names topic level {n}, which `{}` does not have",
-                            s.topic
-                        ),
-                    );
-                }
-            }
-        };
-        check_template("device", &s.device, push);
         if !s.device.contains('{') && cfg.device(&s.device).is_none() && !s.accept_unknown_devices {
             push(
-                format!("{at}.device"),
+                format!("mqtt.subscriptions[{i}].device"),
                 format!(
                     "refers to unknown device \"{}\" (or set accept_unknown_devices = true)",
                     s.device
                 ),
             );
         }
-        match s.format {
-            super::PayloadFormat::Number => match &s.quantity {
-                None => push(
-                    format!("{at}.quantity"),
-                    "required for format = \"number\"".into(),
-                ),
-                Some(q) if q.contains('{') => check_template("quantity", q, push),
-                Some(q) => {
-                    if let Err(e) = q.parse::<crate::readings::Quantity>() {
-                        push(format!("{at}.quantity"), e.to_string());
-                    }
-                }
-            },
-            super::PayloadFormat::Json => {
-                if s.values.is_empty() {
-                    push(
-                        format!("{at}.values"),
-                        "format = \"json\" needs at least one value".into(),
-                    );
-                }
-                for (j, v) in s.values.iter().enumerate() {
-                    if !v.pointer.is_empty() && !v.pointer.starts_with('/') {
-                        push(
-                            format!("{at}.values[{j}].pointer"),
-                            format!(
-                                "\"{}\" is not a JSON pointer (it starts with '/')",
-                                v.pointer
-                            ),
-                        );
-                    }
-                    if !v.scale.is_finite() || v.scale == 0.0 {
-                        push(
-                            format!("{at}.values[{j}].scale"),
-                            "must be a finite, non-zero number".into(),
-                        );
-                    }
-                }
-            }
-        }
-        if !s.scale.is_finite() || s.scale == 0.0 {
-            push(
-                format!("{at}.scale"),
-                "must be a finite, non-zero number".into(),
-            );
-        }
     }
-}
-
-/// The topic levels `{N}` placeholders refer to.
-pub fn placeholders(t: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut rest = t;
-    while let Some(i) = rest.find('{') {
-        let after = &rest[i + 1..];
-        match after.find('}') {
-            Some(j) => {
-                if let Ok(n) = after[..j].parse() {
-                    out.push(n);
-                }
-                rest = &after[j + 1..];
-            }
-            None => break,
-        }
-    }
-    out
 }
 
 #[cfg(test)]

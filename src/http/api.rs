@@ -256,8 +256,10 @@ pub async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<Json<Value>>
 fn contracted_kw(cfg: &crate::config::Config) -> Option<f64> {
     cfg.alerts
         .iter()
-        .filter(|r| r.kind == crate::config::AlertKind::Demand)
-        .filter_map(|r| r.contracted_kw)
+        .filter_map(|r| match &r.condition {
+            crate::config::Condition::Demand(d) => Some(d.contracted_kw),
+            _ => None,
+        })
         .reduce(f64::max)
 }
 

@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 
 use crate::acquisition::SourceBatch;
 use crate::alerting::AlertEngine;
-use crate::config::Config;
 use crate::readings::{Quantity, TimestampMs};
 use crate::storage::writer::{OutboxStatus, StoreCommand};
 use crate::storage::Store;
@@ -96,7 +95,7 @@ pub struct AlertInputs {
 /// How full the outbox is, for the outbox alert rule.
 pub struct OutboxFill {
     pub status: Arc<OutboxStatus>,
-    pub bounds: crate::config::OutboxConfig,
+    pub bounds: crate::storage::config::OutboxConfig,
 }
 
 impl OutboxFill {
@@ -118,11 +117,12 @@ impl OutboxFill {
 /// The alert engine, restored from the store's alert history: a rule that was firing when the
 /// gateway stopped is firing again, without a new notification.
 pub fn alert_engine(
-    config: &Config,
+    rules: &[crate::alerting::AlertRule],
+    synchronous: crate::storage::config::Synchronous,
     store_path: &std::path::Path,
     active: &ActiveAlerts,
 ) -> AlertEngine {
-    let mut engine = AlertEngine::new(config.alerts.clone(), crate::readings::now_ms());
+    let mut engine = AlertEngine::new(rules.to_vec(), crate::readings::now_ms());
     if engine.is_empty() {
         return engine;
     }
@@ -130,12 +130,12 @@ pub fn alert_engine(
         Ok(firing) => {
             let firing: Vec<String> = firing
                 .into_iter()
-                .filter(|r| config.alerts.iter().any(|a| &a.id == r))
+                .filter(|r| rules.iter().any(|a| &a.id == r))
                 .collect();
             if !firing.is_empty() {
                 tracing::info!(rules = ?firing, "alerts still firing from before the restart");
-                if let Ok(events) = Store::open(store_path, config.storage.synchronous)
-                    .and_then(|s| s.alert_events())
+                if let Ok(events) =
+                    Store::open(store_path, synchronous).and_then(|s| s.alert_events())
                 {
                     let mut active = active.lock().unwrap_or_else(|p| p.into_inner());
                     for e in events
@@ -313,11 +313,11 @@ pub async fn process(
     }
 }
 
-/// Sum of the latest active power of the site's main meters, in kW.
-pub fn site_power(config: &Config, latest: &Mutex<LatestValues>) -> Option<f64> {
+/// Sum of the latest active power of the site's main meters (`[site] main_meters`), in kW.
+pub fn site_power(main_meters: &[String], latest: &Mutex<LatestValues>) -> Option<f64> {
     let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
     let mut total = None;
-    for m in &config.site.main_meters {
+    for m in main_meters {
         if let Some((_, v)) = latest.get(&(m.clone(), Quantity::ActivePower)) {
             *total.get_or_insert(0.0) += v;
         }

@@ -7,6 +7,10 @@ use serde::Deserialize;
 
 use crate::units::{byte_size, duration};
 
+/// Most readings in one commit or one output request: far above what helps throughput, and low
+/// enough that a batch always fits in memory.
+pub const MAX_BATCH: usize = 1_000_000;
+
 /// SQLite durability level for commits (WAL mode).
 ///
 /// - `Normal`: a commit is written to the WAL but the WAL is fsynced only at checkpoints. A

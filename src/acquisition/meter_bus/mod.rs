@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::modbus::link::Link;
 use super::modbus::Started;
 use super::{cjt188, dlt645, DeviceRegistry, DeviceStatus, SourceBatch};
-use crate::config::{Config, DeviceConfig};
+use crate::acquisition::config::DeviceConfig;
+use crate::config::Config;
 use config::{LineProtocol, MeterBusDeviceConfig};
 use poller::{BusDevice, BusPoller, Line, Target};
 

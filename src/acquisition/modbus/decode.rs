@@ -1,6 +1,6 @@
 //! Turning raw 16-bit registers into numbers.
 
-use crate::config::{ValueType, WordOrder};
+use crate::acquisition::config::{ValueType, WordOrder};
 
 /// Reassembles the big-endian byte sequence A B C D … of a value from registers as they came off
 /// the wire, undoing the device's word and byte order. Returns the bytes and how many are used.

@@ -8,7 +8,7 @@ use tokio::time::timeout;
 use tokio_modbus::client::Context;
 use tokio_modbus::Slave;
 
-use crate::config::{BusConfig, BusTransport, Parity};
+use crate::acquisition::config::{BusConfig, BusTransport, Parity};
 
 /// Serial line settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Request planning: merge the configured points of one device into as few read requests as
 //! the device's limits allow.
 
-use crate::config::{PointConfig, RegisterKind};
+use crate::acquisition::config::{PointConfig, RegisterKind};
 
 /// One read request and the points decoded from its answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +190,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::{ValueType, WordOrder};
+    use crate::acquisition::config::{ValueType, WordOrder};
     use crate::readings::Quantity;
 
     fn lim(max_registers: u16, max_gap: u16) -> Limits {

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::link::Link;
 use super::scheduler::{requests_per_cycle, Poller, Target};
 use super::templates::{self, MeterTemplate};
+use crate::acquisition::config::DeviceConfig;
 use crate::acquisition::DeviceStatus;
-use crate::config::DeviceConfig;
 
 /// One quantity as probed.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use super::decode::decode_raw;
 use super::link::Link;
 use super::plan::{overlaps, plan_spans_around, Block, Limits, Span};
+use crate::acquisition::config::{DeviceConfig, ModbusConfig, RegisterKind};
 use crate::acquisition::{DeviceStatus, LogLimiter, SourceBatch};
-use crate::config::{DeviceConfig, ModbusConfig, RegisterKind};
 use crate::readings::{now_ms, Reading};
 
 /// What one planned span stands for.
@@ -601,7 +601,7 @@ fn decode_block(
 /// 0/1, then scale, offset and ratios apply.
 pub fn decode_point(
     device: &str,
-    p: &crate::config::PointConfig,
+    p: &crate::acquisition::config::PointConfig,
     regs: &[u16],
     ratios: &HashMap<String, f64>,
     ts: i64,

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigProblem, DeviceConfig, PointConfig, RatioConfig};
+use crate::acquisition::config::{DeviceConfig, PointConfig, RatioConfig};
+use crate::config::ConfigProblem;
 
 /// One meter model.
 #[derive(Debug, Clone, Deserialize)]

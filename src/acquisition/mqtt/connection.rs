@@ -4,7 +4,7 @@
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
-use crate::config::MqttConfig;
+use crate::acquisition::config::{MqttConfig, MQTT_MAX_PACKET};
 
 /// Client options for one of the gateway's two connections. `role` is appended to the client id
 /// (`""` for the subscriber, `"-pub"` for the publisher).
@@ -32,7 +32,7 @@ pub fn options(cfg: &MqttConfig, site: &str, role: &str) -> Result<MqttOptions, 
     // Incoming: whatever the protocol allows, so that an oversized message is read, judged by
     // `mqtt.max_message_size` and acknowledged instead of breaking the connection each time the
     // broker redelivers it. Outgoing: the gateway's own messages are small.
-    o.set_max_packet_size(crate::config::MQTT_MAX_PACKET as usize, 256 * 1024);
+    o.set_max_packet_size(MQTT_MAX_PACKET as usize, 256 * 1024);
     if let Some(user) = &cfg.username {
         let pass = match &cfg.password {
             Some(p) => p.resolve().map_err(|e| format!("mqtt.password: {e}"))?,

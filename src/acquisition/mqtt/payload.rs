@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDateTime, TimeZone as _};
 
-use crate::config::{MqttSubscription, PayloadFormat, TimestampFormat};
+use crate::acquisition::config::{MqttSubscription, PayloadFormat, TimestampFormat};
 use crate::readings::{Quantity, Reading, TimestampMs};
 
 /// Why a message (or one value of it) was not taken.
@@ -256,7 +256,7 @@ pub fn parse_judged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{JsonValueMapping, TimestampField};
+    use crate::acquisition::config::{JsonValueMapping, TimestampField};
 
     const NOW: i64 = 1_795_000_000_000; // 2026-11-19
     const TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;

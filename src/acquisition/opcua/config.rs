@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
 use crate::readings::Quantity;
+use crate::secret::Secret;
 use crate::units::duration;
 
 /// `[devices.opcua]`

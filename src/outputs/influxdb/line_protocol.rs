@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-pub use crate::config::Precision;
+pub use super::config::Precision;
 use crate::readings::Reading;
 
 /// Why a point cannot be written as line protocol.

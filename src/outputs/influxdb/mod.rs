@@ -30,6 +30,7 @@
 
 pub use crate::backoff::Backoff;
 
+pub mod config;
 pub mod line_protocol;
 pub mod schema;
 pub mod streams;
@@ -44,7 +45,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, InfluxApi, InfluxConfig};
+use self::config::{InfluxApi, InfluxConfig};
+use crate::config::Config;
 use crate::readings::{Quality, Quantity, Reading};
 use crate::storage::consumer::{Consumer, ReadingFeed};
 use crate::storage::{OutboxRow, Store};
@@ -330,7 +332,7 @@ impl InfluxOutput {
             .ok_or_else(|| anyhow::anyhow!("no output named {name}"))?
             .clone();
         let url = write_url(&cfg)?;
-        let secret = |s: &Option<crate::config::Secret>| -> anyhow::Result<Option<String>> {
+        let secret = |s: &Option<crate::secret::Secret>| -> anyhow::Result<Option<String>> {
             s.as_ref()
                 .map(|s| {
                     s.resolve()

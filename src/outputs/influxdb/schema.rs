@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::config::InfluxConfig;
 use super::line_protocol::{self, EncodeError};
-use crate::config::InfluxConfig;
 
 /// Tags of a reading point, in the order they are documented.
 pub const READING_TAGS: &[&str] = &[

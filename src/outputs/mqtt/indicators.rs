@@ -54,7 +54,7 @@ pub async fn publish(
             }
         }
         let online = devices.values().filter(|s| s.is_online()).count();
-        let power = crate::processing::site_power(&config, &latest);
+        let power = crate::processing::site_power(&config.site.main_meters, &latest);
         let payload = payload(&config, online, devices.len(), power, &accounts.held());
         let (o, t) = (outbox.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || o.enqueue(&t, &payload, false)).await {

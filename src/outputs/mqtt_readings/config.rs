@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::config::MqttConfig;
+use crate::acquisition::config::MqttConfig;
 
 /// How readings are put on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

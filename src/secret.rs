@@ -72,7 +72,7 @@ impl<'de> Deserialize<'de> for Secret {
             }
             other => Err(D::Error::custom(format!(
                 "invalid type: {}, {EXPECTED}",
-                super::duration::describe(&other)
+                crate::units::duration::describe(&other)
             ))),
         }
     }
