@@ -19,6 +19,7 @@ use crate::readings::Quantity;
 
 pub use crate::acquisition::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 pub use crate::acquisition::opcua::config::{OpcUaConfig, OpcUaMode};
+pub use crate::health::HealthConfig;
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
@@ -62,6 +63,9 @@ pub struct Config {
     /// `[http]`: live page, JSON API, Prometheus metrics and health checks (see `crate::http`).
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[health]`: how long a source or a sink may be down before `/readyz` says 503.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 /// `[http]`: the HTTP server of `run` (the live page, `/api/v1/`, `/metrics`, `/healthz`,

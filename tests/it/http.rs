@@ -687,7 +687,7 @@ fn readyz_and_metrics_know_mqtt_and_the_process() {
     let dead_broker = common::free_port();
     let mut spec = ConfigSpec::new(format!("127.0.0.1:{port}"));
     spec.extra = format!(
-        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{dead_broker}\"\nclient_id = \"gw-dead\"\nmax_backoff = \"1s\"\n\
+        "\n[health]\nsource_grace = \"1s\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{dead_broker}\"\nclient_id = \"gw-dead\"\nmax_backoff = \"1s\"\n\
          [mqtt.publish]\nenabled = false\n\
          [[mqtt.subscriptions]]\ntopic = \"meters/+/+\"\ndevice = \"{{1}}\"\nquantity = \"{{2}}\"\n"
     );

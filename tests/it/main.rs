@@ -31,6 +31,7 @@ mod outbox;
 mod overload;
 mod packaging;
 mod pipeline;
+mod readiness;
 mod reload;
 mod report_formats;
 mod report_park;
