@@ -13,6 +13,7 @@ mod accounting_service;
 mod alerts;
 mod cli_check;
 mod clock;
+mod config_fuzz;
 mod demo;
 mod harness_selftest;
 mod history;
