@@ -38,13 +38,6 @@ pub enum Beat {
     Stuck(String),
 }
 
-impl Beat {
-    /// Whether the watchdog is pinged.
-    pub fn progress(&self) -> bool {
-        !matches!(self, Beat::Stuck(_))
-    }
-}
-
 impl Heartbeat {
     /// Sends a probe through the pipeline and waits for it up to `within`.
     pub async fn beat(&self, within: Duration) -> Beat {

@@ -319,12 +319,14 @@ fn check_then_run(rt: &tokio::runtime::Runtime, text: &str) -> Result<Outcome, S
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
         let beat = gw.heartbeat.beat(Duration::from_millis(500)).await;
-        let dead = gw.tasks.dead();
+        let tasks = gw.tasks.clone();
         let stopped = tokio::time::timeout(Duration::from_secs(20), gw.shutdown()).await;
         if let Some(s) = server {
             s.set_gateway(None, "stopping");
             s.shutdown().await;
         }
+        // Shutdown waited for every task, so every death is recorded by now.
+        let dead = tasks.dead();
         if !dead.is_empty() {
             return Err(format!("tasks died: {}", dead.join("; ")));
         }
