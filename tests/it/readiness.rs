@@ -157,7 +157,7 @@ fn dead_meter(id: &str, addr: &str, unit: u8) -> String {
 }
 
 #[test]
-fn one_dead_meter_is_a_warning_a_dead_gateway_is_not_ready() {
+fn one_dead_meter_is_a_warning_a_dead_gateway_or_site_is_not_ready() {
     let factory = Factory::start();
     let dir = tempfile::tempdir().unwrap();
     let ports = common::free_ports(3);
@@ -209,6 +209,23 @@ fn one_dead_meter_is_a_warning_a_dead_gateway_is_not_ready() {
     std::thread::sleep(Duration::from_secs(3));
     let (s, body) = readyz(&gw);
     assert_eq!(s, 200, "{body}");
+
+    // A site whose only meter is dead measures nothing: not ready.
+    spec.devices = &[];
+    spec.extra = format!(
+        "\n[health]\nsource_grace = \"2s\"\n{}",
+        dead_meter("main", &format!("127.0.0.1:{lone_port}"), 1)
+    );
+    write_config(dir.path(), &factory, &spec);
+    gw.signal("HUP");
+    let body = wait_ready(&gw, 503, "sources", false, Duration::from_secs(30));
+    assert!(
+        check(&body, "sources").unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("none of the 1 devices answered"),
+        "{body}"
+    );
     gw.stop();
 }
 
