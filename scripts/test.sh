@@ -108,6 +108,11 @@ step "Lints: cargo fmt --check; cargo clippy --all-targets --locked -- -D warnin
 cargo fmt --all -- --check || failed+=("cargo fmt --check")
 cargo clippy --all-targets --locked -- -D warnings || failed+=("clippy")
 
+# --- 3c. supply chain: cargo audit (vendored advisories, offline), cargo deny (licences, bans,
+# sources); a tool that is not installed is skipped with a message (docs/advisories.md).
+step "Supply chain: scripts/audit.sh"
+bash scripts/audit.sh || failed+=("supply chain (scripts/audit.sh)")
+
 # --- 4. packaging (before the tests, so the test runner's summary stays the last line) ---
 # The .deb (release build, cargo deb, contents listed and checked); the aarch64 cross build with
 # --cross. cargo-deb is installed with `cargo install cargo-deb --locked` when missing (kept in

@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod lang;
 pub mod log_limit;

@@ -33,6 +33,8 @@ use crate::processing::{
 use crate::storage::writer::{self, OutboxStatus, StoreCommand, WriterOptions, WriterStats};
 use crate::storage::Store;
 
+pub mod heartbeat;
+
 /// How long outputs may keep delivering after shutdown was asked for.
 pub const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
@@ -64,6 +66,8 @@ pub struct RunningGateway {
     pub clock: Arc<Clock>,
     /// Tasks that died (panicked): `run` exits non-zero for the service manager to restart it.
     pub tasks: Arc<TaskHealth>,
+    /// Probes progress through processing and the store writer (the systemd watchdog).
+    pub heartbeat: heartbeat::Heartbeat,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -203,7 +207,13 @@ pub async fn start_with_clock(
             cancel_sources.clone(),
         )));
     }
-    // The processor ends once every source has stopped and dropped its sender.
+    // The processor ends once every source has stopped and dropped its sender (the heartbeat
+    // keeps a weak one).
+    let heartbeat = heartbeat::Heartbeat {
+        src: src_tx.downgrade(),
+        outbox: outbox.clone(),
+        clock: clock.clone(),
+    };
     let mqtt_src_tx = src_tx;
     if !config.log.status_every.is_zero() {
         pollers.push(tokio::spawn(crate::acquisition::log_device_status(
@@ -333,6 +343,7 @@ pub async fn start_with_clock(
         accounts,
         clock,
         tasks,
+        heartbeat,
         cancel_sources,
         writer_shutdown,
         stop_outputs,

@@ -1,7 +1,8 @@
 //! `energy-gateway run` as a service: the pipeline, the HTTP server of `[http]`, configuration
 //! reload on SIGHUP and the systemd protocol (`Type=notify`: `READY=1` once the store is open and
 //! polling has started, `RELOADING=1` around a reload, `STOPPING=1`, and `WATCHDOG=1` pings at
-//! half the `WatchdogSec=` period when systemd asks for them, none while store commits fail).
+//! half the `WatchdogSec=` period when systemd asks for them, only while the pipeline makes
+//! progress: see [`crate::pipeline::heartbeat`]).
 //!
 //! A reload loads and checks the file exactly as `energy-gateway check` does. An invalid file is
 //! rejected with the same messages (logged) and the running pipeline is left alone. A valid one
@@ -23,8 +24,8 @@ use sd_notify::NotifyState;
 
 use crate::config::{self, Config};
 use crate::http::HttpServer;
+use crate::pipeline::heartbeat::{Beat, Heartbeat};
 use crate::pipeline::{self, RunningGateway};
-use crate::storage::writer::OutboxStatus;
 
 /// Runs until `shutdown` resolves, reloading the configuration at `path` on every SIGHUP.
 /// `cfg` is the configuration already loaded from `path`.
@@ -65,8 +66,8 @@ pub async fn run(
         h.set_gateway(Some(&gw), "running");
     }
     notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&gw))]);
-    let store_state = Arc::new(Mutex::new(gw.outbox.clone()));
-    let watchdog = spawn_watchdog(store_state.clone());
+    let heartbeat = Arc::new(Mutex::new(gw.heartbeat.clone()));
+    let watchdog = spawn_watchdog(heartbeat.clone());
 
     tokio::pin!(shutdown);
     loop {
@@ -91,7 +92,7 @@ pub async fn run(
                     break;
                 }
                 gw = reload(&path, gw, http.as_ref()).await?;
-                *store_state.lock().unwrap_or_else(|p| p.into_inner()) = gw.outbox.clone();
+                *heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = gw.heartbeat.clone();
             }
         }
     }
@@ -131,9 +132,11 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it, but not
-/// while the store cannot commit: a gateway that makes no progress is restarted by systemd.
-fn spawn_watchdog(store: Arc<Mutex<Arc<OutboxStatus>>>) -> Option<tokio::task::JoinHandle<()>> {
+/// Pings the systemd watchdog at half its period, when `WATCHDOG_USEC` asks for it, each time a
+/// probe went through the pipeline within a quarter of the period (or the pipeline waits by
+/// design): a gateway that makes no progress is restarted by systemd, even though its HTTP
+/// server still answers.
+fn spawn_watchdog(heartbeat: Arc<Mutex<Heartbeat>>) -> Option<tokio::task::JoinHandle<()>> {
     let period = sd_notify::watchdog_enabled()?;
     let every = (period / 2).max(Duration::from_millis(100));
     tracing::info!(
@@ -142,17 +145,32 @@ fn spawn_watchdog(store: Arc<Mutex<Arc<OutboxStatus>>>) -> Option<tokio::task::J
     );
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
+        let mut stuck = false;
         loop {
             tick.tick().await;
-            let failing = store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .commit_failing
-                .load(Ordering::Relaxed);
-            if failing {
-                tracing::error!("store commits failing: the systemd watchdog is not pinged");
-            } else {
-                notify(&[NotifyState::Watchdog]);
+            let hb = heartbeat.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match hb.beat(every / 2).await {
+                Beat::Stuck(why) => {
+                    stuck = true;
+                    if let Some(suppressed) = log.allow() {
+                        tracing::error!(
+                            suppressed,
+                            "the pipeline makes no progress ({why}): the systemd watchdog is not pinged"
+                        );
+                    }
+                }
+                beat => {
+                    if std::mem::take(&mut stuck) {
+                        log.reset();
+                        tracing::info!("the pipeline makes progress again: watchdog pings resume");
+                    }
+                    if let Beat::Waiting(why) = beat {
+                        tracing::debug!("watchdog pinged while the pipeline waits: {why}");
+                    }
+                    notify(&[NotifyState::Watchdog]);
+                }
             }
         }
     }))

@@ -61,6 +61,8 @@ pub struct DeviceStatus {
     missed_slots: AtomicU64,
     /// The last poll missed slots or ended after the next slot was due.
     behind: AtomicBool,
+    /// Since when the device has not answered (`/readyz`, with `[health] source_grace`).
+    down: crate::health::Liveness,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -94,11 +96,18 @@ impl DeviceStatus {
         self.online.store(true, Ordering::Relaxed);
         self.last_success_ms.store(now_ms(), Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.down.mark_up();
+    }
+
+    /// How long the device has not answered (since its first failure after a success).
+    pub fn down_for(&self) -> Option<Duration> {
+        self.down.down_for()
     }
 
     /// Returns the number of consecutive failures including this one.
     pub fn record_failure(&self) -> u32 {
         self.online.store(false, Ordering::Relaxed);
+        self.down.mark_down();
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
     }

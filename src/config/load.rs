@@ -203,6 +203,7 @@ const SECTIONS: &[&str] = &[
     "outputs",
     "accounting",
     "http",
+    "health",
 ];
 
 /// Decodes the generic tree into [`Config`], collecting every type error and unknown key. When
@@ -287,6 +288,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
     let outputs = optional(&mut root, "outputs", &mut problems);
     let accounting = optional(&mut root, "accounting", &mut problems);
     let http = optional(&mut root, "http", &mut problems);
+    let health = optional(&mut root, "health", &mut problems);
     for d in &devices {
         undecoded_devices.remove(&d.id);
     }
@@ -312,6 +314,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
         outputs: outputs.unwrap_or_default(),
         accounting: accounting.unwrap_or_default(),
         http: http.unwrap_or_default(),
+        health: health.unwrap_or_default(),
     };
     let origin = super::validate::Origin {
         devices: device_index,

@@ -29,6 +29,7 @@ pub use crate::alerting::config::{
 };
 pub use crate::lang::Language;
 pub use crate::outputs::influxdb::config::{InfluxApi, InfluxConfig, Precision};
+pub use crate::health::HealthConfig;
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::secret::Secret;
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
@@ -72,6 +73,9 @@ pub struct Config {
     /// `[http]`: live page, JSON API, Prometheus metrics and health checks (see `crate::http`).
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[health]`: how long a source or a sink may be down before `/readyz` says 503.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 /// `[http]`: the HTTP server of `run` (the live page, `/api/v1/`, `/metrics`, `/healthz`,

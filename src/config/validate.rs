@@ -119,6 +119,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         );
     }
 
+    // [health]
+    for (k, msg) in cfg.health.problems() {
+        push(format!("health.{k}"), msg);
+    }
+
     // [storage], [pipeline]
     if let Some(why) = data_dir_problem(&cfg.storage.data_dir) {
         push("storage.data_dir".into(), why);

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `/`, `/app.js`, `/style.css` | no | the live page (static, embedded; it fetches the API) |
 //! | `/healthz` | no | the process answers |
-//! | `/readyz` | yes | sources connected, store writable, outbox not full |
+//! | `/readyz` | yes | sources and sinks up (within `[health]` grace), store writable, outbox not full ([`ready`]) |
 //! | `/metrics` | yes | OpenMetrics text ([`metrics`]) |
 //! | `/api/v1/...` | yes | JSON ([`api`]; every endpoint is in `docs/openapi.yaml`) |
 //!
@@ -20,6 +20,7 @@ pub mod api;
 pub mod curve;
 pub mod history;
 pub mod metrics;
+pub mod ready;
 pub mod summary;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -465,7 +466,7 @@ const STYLE_CSS: &str = include_str!("page/style.css");
 
 fn router(shared: Arc<Shared>) -> Router {
     let protected = Router::new()
-        .route("/readyz", get(api::readyz))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/devices", get(api::devices))

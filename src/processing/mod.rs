@@ -223,6 +223,8 @@ pub async fn process(
     while !closed {
         let ready = tokio::select! {
             b = rx.recv(), if !gate.full() => match b {
+                // An empty batch (the watchdog's probe) has nothing for the time gate to hold.
+                Some(b) if b.readings.is_empty() => vec![b],
                 Some(b) => {
                     let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
                     gate.admit(b, &latest)

@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("secret", 1),
     ("lang", 1),
     ("clock", 1),
+    ("health", 1),
     ("install_crypto_provider", 1),
     // 2: the store, the only owner of the SQLite schema.
     ("storage", 2),

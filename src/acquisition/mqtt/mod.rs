@@ -38,6 +38,8 @@ pub const MAX_UNKNOWN_DEVICES: usize = 1000;
 #[derive(Debug, Default)]
 pub struct MqttStats {
     pub connected: std::sync::atomic::AtomicBool,
+    /// Since when the broker has not been reachable (`/readyz`).
+    pub down: crate::health::Liveness,
     pub connects: AtomicU64,
     pub messages: AtomicU64,
     pub readings: AtomicU64,
@@ -133,6 +135,7 @@ impl MqttSource {
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     self.stats.connected.store(true, Ordering::Relaxed);
+                    self.stats.down.mark_up();
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     backoff.reset();
                     conn_log.reset();
@@ -152,6 +155,7 @@ impl MqttSource {
                 Ok(_) => {}
                 Err(e) => {
                     self.stats.connected.store(false, Ordering::Relaxed);
+                    self.stats.down.mark_down();
                     let delay = backoff.next_delay();
                     if let Some(suppressed) = conn_log.allow() {
                         tracing::warn!(url = %mcfg.url, suppressed, "mqtt source disconnected, retrying in {delay:?}: {e}");

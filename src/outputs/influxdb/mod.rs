@@ -79,6 +79,8 @@ pub struct OutputStatus {
     pub last_status: AtomicU64,
     /// The last error, for status displays.
     pub last_error: Mutex<Option<String>>,
+    /// Since when the destination has not taken writes (unreachable, 5xx, refusing): `/readyz`.
+    pub down: crate::health::Liveness,
 }
 
 impl OutputStatus {
@@ -686,6 +688,10 @@ impl InfluxOutput {
             let outcome = self.send(batch.text(a, b)).await;
             if outcome != Outcome::Written {
                 self.status.requests_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            match outcome {
+                Outcome::Retry(..) | Outcome::Setup(..) => self.status.down.mark_down(),
+                _ => self.status.down.mark_up(),
             }
             match outcome {
                 Outcome::Written => {

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS mqtt_cursors (
 #[derive(Debug, Default)]
 pub struct MqttOutputStats {
     pub connected: std::sync::atomic::AtomicBool,
+    /// Since when the broker has not been reachable (`/readyz`).
+    pub down: crate::health::Liveness,
     pub published: std::sync::atomic::AtomicU64,
     pub acknowledged: std::sync::atomic::AtomicU64,
 }
@@ -348,6 +350,7 @@ impl MqttOutput {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         self.stats.connected.store(true, Ordering::Relaxed);
+                        self.stats.down.mark_up();
                         backoff.reset();
                         log.reset();
                         tracing::info!(url = %mcfg.url, "mqtt output connected");
@@ -372,6 +375,7 @@ impl MqttOutput {
                     Err(e) => {
                         connected = false;
                         self.stats.connected.store(false, Ordering::Relaxed);
+                        self.stats.down.mark_down();
                         // Everything not acknowledged goes again from the cursors.
                         queued.clear();
                         in_flight.clear();

@@ -354,6 +354,7 @@ impl MqttReadingsOutput {
             match end {
                 End::Stopped => break,
                 End::Lost(e) => {
+                    self.status.down.mark_down();
                     if stop.is_cancelled() {
                         break;
                     }
@@ -427,6 +428,7 @@ impl MqttReadingsOutput {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         self.connected.store(true, Ordering::Relaxed);
+                        self.status.down.mark_up();
                         backoff.reset();
                         tracing::info!(output = %self.dest, "connected to the broker");
                         if sparkplug {
