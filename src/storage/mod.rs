@@ -8,11 +8,15 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod consumer;
+pub mod feeds;
 pub mod history;
+pub mod notify_log;
+pub mod outbox;
 pub mod quarantine;
 pub mod safety;
 pub mod scan;
 pub mod schema;
+pub mod streams;
 pub mod tiers;
 pub mod wal;
 pub mod writer;
@@ -40,7 +44,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn ctx(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { op, source }
@@ -117,36 +121,43 @@ pub struct QuarantinedLine {
     pub line: String,
 }
 
+/// Opens a connection to the store at `path` (creating the directory and file, private, if
+/// needed) with a busy timeout and in WAL mode; the schema is not touched.
+fn connect(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            safety::create_private_dir(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                message: format!("cannot create data directory: {e}"),
+            })?;
+        }
+    }
+    safety::create_private_file(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: format!("cannot create the store file: {e}"),
+    })?;
+    let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(ctx("set busy timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(ctx("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("journal mode is {mode}, WAL could not be enabled"),
+        });
+    }
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                safety::create_private_dir(dir).map_err(|e| StoreError::Open {
-                    path: dir.display().to_string(),
-                    message: format!("cannot create data directory: {e}"),
-                })?;
-            }
-        }
-        safety::create_private_file(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            message: format!("cannot create the store file: {e}"),
-        })?;
-        let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(ctx("set busy timeout"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(ctx("enable WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Open {
-                path: path.display().to_string(),
-                message: format!("journal mode is {mode}, WAL could not be enabled"),
-            });
-        }
+        let mut conn = connect(path)?;
         let sync = match sync {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
