@@ -404,7 +404,8 @@ impl Store {
         let min_id = self.min_reading_id()?;
         let (page_count, free, page_size) = self.page_stats()?;
         let stored = if min_id == 0 { 0 } else { max_id - min_id + 1 };
-        let used = (page_count - free).max(0) as f64 * page_size as f64;
+        let fixed = self.schema_pages(page_size)?;
+        let used = (page_count - free - fixed).max(0) as f64 * page_size as f64;
         let bytes_per_row = if stored > 0 {
             used / stored as f64
         } else {
@@ -449,6 +450,25 @@ impl Store {
             pragma("freelist_count")?,
             pragma("page_size")?,
         ))
+    }
+
+    /// Pages the store takes whatever its readings: the schema (page 1 and what its text
+    /// overflows into) and one page for each table or index that holds no readings (every
+    /// module's tables exist from the start, most small or empty), so the bytes per reading are
+    /// not inflated by them while few readings are stored.
+    fn schema_pages(&self, page_size: i64) -> Result<i64> {
+        let (others, text): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE rootpage > 0
+                          AND tbl_name NOT IN ('reading_batches', 'minute_aggregates')),
+                        coalesce(sum(length(sql)), 0)
+                 FROM sqlite_master",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(ctx("schema pages"))?;
+        Ok(others + 1 + text / page_size.max(1))
     }
 
     /// Readings evicted from the outbox since the store was created.
