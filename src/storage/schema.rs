@@ -504,8 +504,11 @@ mod adoption_tests {
         }
         tx.pragma_update(None, "user_version", 3).unwrap();
         tx.commit().unwrap();
-        // The old modules' DDL (moved verbatim into migration 4) and rows they wrote.
-        c.execute_batch(super::FEEDS_AND_ACCOUNTING).unwrap();
+        // The old modules' own DDL (tests/fixtures/README.md) and rows they wrote.
+        c.execute_batch(include_str!(
+            "../../tests/fixtures/feeds-ddl-before-migration-4.sql"
+        ))
+        .unwrap();
         c.execute_batch(
             "INSERT INTO mqtt_outbox(topic, payload, retain, ts_ms) VALUES ('t/a', '{}', 1, 5), ('t/b', '[]', 0, 6);
              INSERT INTO mqtt_cursors VALUES ('outbox', 1), ('alerts', 1);
