@@ -17,84 +17,6 @@ use super::calendar::Month;
 use super::counters::{CounterEvent, Replacement, Sample};
 use crate::readings::{Quantity, TimestampMs};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS acc_counter_replacements (
-    id          INTEGER PRIMARY KEY,
-    device      TEXT NOT NULL,
-    quantity    TEXT NOT NULL,
-    ts_ms       INTEGER NOT NULL,
-    old_final   REAL NOT NULL,
-    new_initial REAL NOT NULL,
-    note        TEXT,
-    recorded_ms INTEGER NOT NULL,
-    UNIQUE (device, quantity, ts_ms)
-);
-CREATE TABLE IF NOT EXISTS acc_value_added (
-    month              TEXT PRIMARY KEY,      -- YYYY-MM
-    current_10k_cny    REAL NOT NULL,
-    comparable_10k_cny REAL,
-    imported_ms        INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS acc_production (
-    month       TEXT NOT NULL,
-    product     TEXT NOT NULL,
-    quantity    REAL NOT NULL,
-    imported_ms INTEGER NOT NULL,
-    PRIMARY KEY (month, product)
-);
-CREATE TABLE IF NOT EXISTS acc_consumption (
-    month       TEXT NOT NULL,
-    carrier     TEXT NOT NULL,
-    use         TEXT NOT NULL,               -- energy | feedstock
-    quantity    REAL NOT NULL,               -- in the carrier's report unit
-    imported_ms INTEGER NOT NULL,
-    PRIMARY KEY (month, carrier, use)
-);
--- Consumption of every accounted counter per local 15-minute, hour and day bucket
--- (measurement energy_interval).
-CREATE TABLE IF NOT EXISTS energy_intervals (
-    id         INTEGER PRIMARY KEY,
-    device     TEXT NOT NULL,
-    quantity   TEXT NOT NULL,
-    carrier    TEXT NOT NULL,
-    unit       TEXT NOT NULL,
-    resolution TEXT NOT NULL,                -- 15m | 1h | 1d
-    start_ms   INTEGER NOT NULL,
-    value      REAL NOT NULL,
-    quality    TEXT NOT NULL,                -- measured | estimated | partial
-    rev        INTEGER NOT NULL,
-    UNIQUE (device, quantity, resolution, start_ms)
-);
-CREATE INDEX IF NOT EXISTS energy_intervals_rev ON energy_intervals (rev);
--- Period accounts, one row per field (measurement energy_account).
-CREATE TABLE IF NOT EXISTS accounts (
-    id        INTEGER PRIMARY KEY,
-    period    TEXT NOT NULL,                 -- 2026-10, 2026-Q3, 2026
-    kind      TEXT NOT NULL,                 -- month | quarter | year
-    start_ms  INTEGER NOT NULL,
-    end_ms    INTEGER NOT NULL,
-    field     TEXT NOT NULL,
-    value     REAL NOT NULL,
-    unit      TEXT NOT NULL,
-    rev       INTEGER NOT NULL,
-    UNIQUE (period, field)
-);
-CREATE INDEX IF NOT EXISTS accounts_rev ON accounts (rev);
-CREATE TABLE IF NOT EXISTS counter_events (
-    id         INTEGER PRIMARY KEY,
-    device     TEXT NOT NULL,
-    quantity   TEXT NOT NULL,
-    ts_ms      INTEGER NOT NULL,
-    kind       TEXT NOT NULL,
-    from_value REAL,
-    to_value   REAL,
-    counted    REAL NOT NULL,
-    detail     TEXT NOT NULL,
-    rev        INTEGER NOT NULL,
-    UNIQUE (device, quantity, ts_ms, kind)
-);
-";
-
 /// A usable reading of a counter as a sample (bad readings and absent values are not).
 fn sample(r: &crate::storage::batches::SeriesReading) -> Option<Sample> {
     if r.quality.code() == 1 {
@@ -158,15 +80,13 @@ impl AccountingStore {
     /// Opens the store at `path` (creating it and the gateway's own schema if needed) and the
     /// accounting tables.
     pub fn open(path: &Path) -> Result<AccountingStore> {
-        // The gateway's store creates the directory, WAL mode and the reading tables; readings
-        // are read through it.
+        // The gateway's store creates the directory, WAL mode and every table (the accounting
+        // tables are in storage's migrations); readings are read through it.
         let readings = crate::storage::Store::open(path, crate::config::Synchronous::Normal)
             .with_context(|| format!("opening the store {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)
-            .context("creating the accounting tables")?;
         Ok(AccountingStore { conn, readings })
     }
 

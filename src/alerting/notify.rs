@@ -9,154 +9,25 @@
 //! `rate_period`; the rest are recorded as suppressed, so a flapping signal cannot flood a
 //! channel. Rules route to notifiers with `notify = [...]`; `min_severity` filters.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{NotifierConfig, NotifierKind, NotifyContext, Severity};
 use crate::readings::now_ms;
 use crate::storage::consumer::{Consumer, Feed};
+use crate::storage::feeds::FeedStore as Db;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS notifier_cursors (
-    notifier TEXT PRIMARY KEY,
-    last_id  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS notifier_log (
-    id       INTEGER PRIMARY KEY,
-    notifier TEXT NOT NULL,
-    alert_id INTEGER NOT NULL,
-    rule     TEXT NOT NULL,
-    ts_ms    INTEGER NOT NULL,
-    outcome  TEXT NOT NULL,   -- sent | suppressed
-    detail   TEXT
-);
-CREATE INDEX IF NOT EXISTS notifier_log_rule ON notifier_log (notifier, rule, ts_ms);";
-
-/// One alert transition as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAlert {
-    pub id: i64,
-    pub ts_ms: i64,
-    pub rule: String,
-    pub device: String,
-    pub quantity: String,
-    pub state: String,
-    pub severity: String,
-    pub value: Option<f64>,
-    pub message: String,
-}
+pub use crate::storage::feeds::StoredAlert;
 
 fn severity_of(s: &str) -> Severity {
     match s {
         "critical" => Severity::Critical,
         "info" => Severity::Info,
         _ => Severity::Warning,
-    }
-}
-
-/// Database side of a notifier (its own connection to the store).
-struct Db {
-    conn: Mutex<Connection>,
-}
-
-impl Db {
-    fn open(path: &std::path::Path) -> rusqlite::Result<Db> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Db {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        f(&self.conn.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn cursor(&self, n: &str) -> rusqlite::Result<i64> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT last_id FROM notifier_cursors WHERE notifier = ?1",
-                [n],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(0))
-        })
-    }
-
-    fn advance(&self, n: &str, id: i64) -> rusqlite::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO notifier_cursors(notifier, last_id) VALUES (?1, ?2)
-                 ON CONFLICT(notifier) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                params![n, id],
-            )
-            .map(|_| ())
-        })
-    }
-
-    fn next(&self, after: i64, limit: usize) -> rusqlite::Result<Vec<StoredAlert>> {
-        self.with(|c| {
-            let exists: i64 = c.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alert_events'",
-                [],
-                |r| r.get(0),
-            )?;
-            if exists == 0 {
-                return Ok(vec![]);
-            }
-            let mut st = c.prepare_cached(
-                "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message
-                 FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![after, limit as i64], |r| {
-                Ok(StoredAlert {
-                    id: r.get(0)?,
-                    ts_ms: r.get(1)?,
-                    rule: r.get(2)?,
-                    device: r.get(3)?,
-                    quantity: r.get(4)?,
-                    state: r.get(5)?,
-                    severity: r.get(6)?,
-                    value: r.get(7)?,
-                    message: r.get(8)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
-    fn sent_recently(&self, n: &str, rule: &str, since_ms: i64) -> rusqlite::Result<u32> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT count(*) FROM notifier_log WHERE notifier = ?1 AND rule = ?2 AND outcome = 'sent' AND ts_ms >= ?3",
-                params![n, rule, since_ms],
-                |r| r.get(0),
-            )
-        })
-    }
-
-    fn record(
-        &self,
-        n: &str,
-        a: &StoredAlert,
-        outcome: &str,
-        detail: &str,
-    ) -> rusqlite::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO notifier_log(notifier, alert_id, rule, ts_ms, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![n, a.id, a.rule, now_ms(), outcome, detail],
-            )
-            .map(|_| ())
-        })
     }
 }
 
@@ -428,7 +299,7 @@ impl Notifier {
 
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Db) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Db) -> crate::storage::Result<T> + Send + 'static,
     ) -> Option<T> {
         let db = self.db.clone();
         match tokio::task::spawn_blocking(move || f(&db)).await {
@@ -520,15 +391,17 @@ impl Notifier {
                     let since = now_ms() - self.n.rate_period.as_millis() as i64;
                     let (nid, rule) = (id.clone(), a.rule.clone());
                     let recent = self
-                        .db(move |d| d.sent_recently(&nid, &rule, since))
+                        .db(move |d| d.notifications_sent_since(&nid, &rule, since))
                         .await
                         .unwrap_or(0);
                     if recent >= self.n.rate_max {
                         self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(notifier = %id, rule = %a.rule, "rate limit reached ({} per {:?}): {} notification suppressed", self.n.rate_max, self.n.rate_period, a.state);
                         let (nid, a2) = (id.clone(), a.clone());
-                        self.db(move |d| d.record(&nid, &a2, "suppressed", "rate limit"))
-                            .await;
+                        self.db(move |d| {
+                            d.record_notification(&nid, a2.id, &a2.rule, "suppressed", "rate limit")
+                        })
+                        .await;
                     } else {
                         // Retry until delivered (or until stop: then it is sent after restart).
                         loop {
@@ -538,7 +411,10 @@ impl Notifier {
                                     backoff.reset();
                                     log.reset();
                                     let (nid, a2) = (id.clone(), a.clone());
-                                    self.db(move |d| d.record(&nid, &a2, "sent", "")).await;
+                                    self.db(move |d| {
+                                        d.record_notification(&nid, a2.id, &a2.rule, "sent", "")
+                                    })
+                                    .await;
                                     break;
                                 }
                                 Err(e) => {
@@ -565,29 +441,8 @@ impl Notifier {
 }
 
 /// Ids of the rules whose latest recorded transition is `firing` (to restore the engine).
-pub fn firing_rules(store_path: &std::path::Path) -> rusqlite::Result<Vec<String>> {
-    let c = Connection::open(store_path)?;
-    c.busy_timeout(Duration::from_secs(10))?;
-    let exists: i64 = c.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alert_events'",
-        [],
-        |r| r.get(0),
-    )?;
-    if exists == 0 {
-        return Ok(vec![]);
-    }
-    let mut st = c.prepare(
-        "SELECT rule, state FROM alert_events WHERE id IN (SELECT max(id) FROM alert_events WHERE state != 'pending' GROUP BY rule)",
-    )?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (rule, state) = row?;
-        if state == "firing" {
-            out.push(rule);
-        }
-    }
-    Ok(out)
+pub fn firing_rules(store_path: &std::path::Path) -> crate::storage::Result<Vec<String>> {
+    Db::open(store_path)?.firing_rules()
 }
 
 /// The alert history as a notifier's feed for the store's delivery consumer.
@@ -602,15 +457,15 @@ impl Feed for AlertFeed {
     type Pos = i64;
 
     fn load_cursor(&self) -> anyhow::Result<i64> {
-        Ok(self.db.cursor(&self.notifier)?)
+        Ok(self.db.notifier_cursor(&self.notifier)?)
     }
 
     fn read_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<StoredAlert>> {
-        Ok(self.db.next(after, limit)?)
+        Ok(self.db.alerts_after(after, limit, true)?)
     }
 
     fn store_cursor(&self, to: i64) -> anyhow::Result<()> {
-        Ok(self.db.advance(&self.notifier, to)?)
+        Ok(self.db.advance_notifier(&self.notifier, to)?)
     }
 }
 

@@ -8,11 +8,15 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod consumer;
+pub mod feeds;
 pub mod history;
+pub mod notify_log;
+pub mod outbox;
 pub mod quarantine;
 pub mod safety;
 pub mod scan;
 pub mod schema;
+pub mod streams;
 pub mod tiers;
 pub mod wal;
 pub mod writer;
@@ -40,7 +44,7 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn ctx(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { op, source }
@@ -117,36 +121,43 @@ pub struct QuarantinedLine {
     pub line: String,
 }
 
+/// Opens a connection to the store at `path` (creating the directory and file, private, if
+/// needed) with a busy timeout and in WAL mode; the schema is not touched.
+fn connect(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            safety::create_private_dir(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                message: format!("cannot create data directory: {e}"),
+            })?;
+        }
+    }
+    safety::create_private_file(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: format!("cannot create the store file: {e}"),
+    })?;
+    let conn = Connection::open(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(ctx("set busy timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(ctx("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("journal mode is {mode}, WAL could not be enabled"),
+        });
+    }
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Store> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                safety::create_private_dir(dir).map_err(|e| StoreError::Open {
-                    path: dir.display().to_string(),
-                    message: format!("cannot create data directory: {e}"),
-                })?;
-            }
-        }
-        safety::create_private_file(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            message: format!("cannot create the store file: {e}"),
-        })?;
-        let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(ctx("set busy timeout"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(ctx("enable WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Open {
-                path: path.display().to_string(),
-                message: format!("journal mode is {mode}, WAL could not be enabled"),
-            });
-        }
+        let mut conn = connect(path)?;
         let sync = match sync {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
@@ -393,7 +404,8 @@ impl Store {
         let min_id = self.min_reading_id()?;
         let (page_count, free, page_size) = self.page_stats()?;
         let stored = if min_id == 0 { 0 } else { max_id - min_id + 1 };
-        let used = (page_count - free).max(0) as f64 * page_size as f64;
+        let fixed = self.schema_pages(page_size)?;
+        let used = (page_count - free - fixed).max(0) as f64 * page_size as f64;
         let bytes_per_row = if stored > 0 {
             used / stored as f64
         } else {
@@ -438,6 +450,25 @@ impl Store {
             pragma("freelist_count")?,
             pragma("page_size")?,
         ))
+    }
+
+    /// Pages the store takes whatever its readings: the schema (page 1 and what its text
+    /// overflows into) and one page for each table or index that holds no readings (every
+    /// module's tables exist from the start, most small or empty), so the bytes per reading are
+    /// not inflated by them while few readings are stored.
+    fn schema_pages(&self, page_size: i64) -> Result<i64> {
+        let (others, text): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE rootpage > 0
+                          AND tbl_name NOT IN ('reading_batches', 'minute_aggregates')),
+                        coalesce(sum(length(sql)), 0)
+                 FROM sqlite_master",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(ctx("schema pages"))?;
+        Ok(others + 1 + text / page_size.max(1))
     }
 
     /// Readings evicted from the outbox since the store was created.

@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "minute aggregates (tiered history, see storage::tiers)",
         step: Step::Sql(MINUTES),
     },
+    Migration {
+        name: "the feeds' and accounting's tables, declared here (adopted where they exist)",
+        step: Step::Sql(FEEDS_AND_ACCOUNTING),
+    },
 ];
 
 /// The schema version of the newest migration (`PRAGMA user_version` of an up-to-date file).
@@ -138,6 +142,127 @@ CREATE TABLE minute_aggregates (
     flags     INTEGER NOT NULL,
     PRIMARY KEY (series_id, minute)
 ) WITHOUT ROWID;
+";
+
+/// Until this migration, the MQTT output, the notifiers, the InfluxDB streams and accounting
+/// each created their own tables (`IF NOT EXISTS`) when they opened the store; these are those
+/// statements unchanged, so a store that has the tables keeps them and their rows as they are.
+const FEEDS_AND_ACCOUNTING: &str = "
+-- MQTT output: messages queued durably before publishing, and per stream the last id the
+-- broker acknowledged (streams: alerts, outbox).
+CREATE TABLE IF NOT EXISTS mqtt_outbox (
+    id      INTEGER PRIMARY KEY,
+    topic   TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    retain  INTEGER NOT NULL DEFAULT 0,
+    ts_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mqtt_cursors (
+    stream  TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
+-- Notifiers: per notifier the last alert id delivered; what was sent or suppressed (rate limit).
+CREATE TABLE IF NOT EXISTS notifier_cursors (
+    notifier TEXT PRIMARY KEY,
+    last_id  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifier_log (
+    id       INTEGER PRIMARY KEY,
+    notifier TEXT NOT NULL,
+    alert_id INTEGER NOT NULL,
+    rule     TEXT NOT NULL,
+    ts_ms    INTEGER NOT NULL,
+    outcome  TEXT NOT NULL,   -- sent | suppressed
+    detail   TEXT
+);
+CREATE INDEX IF NOT EXISTS notifier_log_rule ON notifier_log (notifier, rule, ts_ms);
+-- InfluxDB: per destination and stream (alert, energy_interval, energy_account) the confirmed
+-- position: (rev, id); rev is 0 for alerts.
+CREATE TABLE IF NOT EXISTS influx_stream_cursors (
+    destination TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    last_rev    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (destination, stream)
+);
+-- Accounting (see accounting::store): operator records and imports, then the outputs, whose
+-- rows carry the revision of the run that last changed them.
+CREATE TABLE IF NOT EXISTS acc_counter_replacements (
+    id          INTEGER PRIMARY KEY,
+    device      TEXT NOT NULL,
+    quantity    TEXT NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    old_final   REAL NOT NULL,
+    new_initial REAL NOT NULL,
+    note        TEXT,
+    recorded_ms INTEGER NOT NULL,
+    UNIQUE (device, quantity, ts_ms)
+);
+CREATE TABLE IF NOT EXISTS acc_value_added (
+    month              TEXT PRIMARY KEY,      -- YYYY-MM
+    current_10k_cny    REAL NOT NULL,
+    comparable_10k_cny REAL,
+    imported_ms        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acc_production (
+    month       TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    quantity    REAL NOT NULL,
+    imported_ms INTEGER NOT NULL,
+    PRIMARY KEY (month, product)
+);
+CREATE TABLE IF NOT EXISTS acc_consumption (
+    month       TEXT NOT NULL,
+    carrier     TEXT NOT NULL,
+    use         TEXT NOT NULL,               -- energy | feedstock
+    quantity    REAL NOT NULL,               -- in the carrier's report unit
+    imported_ms INTEGER NOT NULL,
+    PRIMARY KEY (month, carrier, use)
+);
+-- Consumption of every accounted counter per local 15-minute, hour and day bucket
+-- (measurement energy_interval).
+CREATE TABLE IF NOT EXISTS energy_intervals (
+    id         INTEGER PRIMARY KEY,
+    device     TEXT NOT NULL,
+    quantity   TEXT NOT NULL,
+    carrier    TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    resolution TEXT NOT NULL,                -- 15m | 1h | 1d
+    start_ms   INTEGER NOT NULL,
+    value      REAL NOT NULL,
+    quality    TEXT NOT NULL,                -- measured | estimated | partial
+    rev        INTEGER NOT NULL,
+    UNIQUE (device, quantity, resolution, start_ms)
+);
+CREATE INDEX IF NOT EXISTS energy_intervals_rev ON energy_intervals (rev);
+-- Period accounts, one row per field (measurement energy_account).
+CREATE TABLE IF NOT EXISTS accounts (
+    id        INTEGER PRIMARY KEY,
+    period    TEXT NOT NULL,                 -- 2026-10, 2026-Q3, 2026
+    kind      TEXT NOT NULL,                 -- month | quarter | year
+    start_ms  INTEGER NOT NULL,
+    end_ms    INTEGER NOT NULL,
+    field     TEXT NOT NULL,
+    value     REAL NOT NULL,
+    unit      TEXT NOT NULL,
+    rev       INTEGER NOT NULL,
+    UNIQUE (period, field)
+);
+CREATE INDEX IF NOT EXISTS accounts_rev ON accounts (rev);
+CREATE TABLE IF NOT EXISTS counter_events (
+    id         INTEGER PRIMARY KEY,
+    device     TEXT NOT NULL,
+    quantity   TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    from_value REAL,
+    to_value   REAL,
+    counted    REAL NOT NULL,
+    detail     TEXT NOT NULL,
+    rev        INTEGER NOT NULL,
+    UNIQUE (device, quantity, ts_ms, kind)
+);
 ";
 
 /// Moves every row of 0.1.0's `readings` into batches, keeping ids (runs of consecutive ids
@@ -345,5 +470,130 @@ mod upgrade_tests {
                 1_767_225_600_000 + 100_000 + 1
             )
             .unwrap());
+    }
+}
+
+#[cfg(test)]
+mod adoption_tests {
+    use rusqlite::Connection;
+
+    use super::{Step, MIGRATIONS};
+    use crate::storage::config::Synchronous;
+    use crate::storage::feeds::FeedStore;
+    use crate::storage::Store;
+
+    /// A store as the code before migration 4 left it: the 0.1.0 fixture upgraded through
+    /// migrations 1-3 (`user_version` 3), then the tables the MQTT output, the notifiers, the
+    /// InfluxDB streams and accounting created themselves, with rows in them.
+    fn store_before_migration_4(p: &std::path::Path) {
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/store-0.1.0.sqlite"
+            ),
+            p,
+        )
+        .unwrap();
+        let mut c = Connection::open(p).unwrap();
+        let tx = c.transaction().unwrap();
+        for m in &MIGRATIONS[..3] {
+            match m.step {
+                Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                Step::Code(f) => f(&tx).unwrap(),
+            }
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.commit().unwrap();
+        // The old modules' own DDL (tests/fixtures/README.md) and rows they wrote.
+        c.execute_batch(include_str!(
+            "../../tests/fixtures/feeds-ddl-before-migration-4.sql"
+        ))
+        .unwrap();
+        c.execute_batch(
+            "INSERT INTO mqtt_outbox(topic, payload, retain, ts_ms) VALUES ('t/a', '{}', 1, 5), ('t/b', '[]', 0, 6);
+             INSERT INTO mqtt_cursors VALUES ('outbox', 1), ('alerts', 1);
+             INSERT INTO notifier_cursors VALUES ('ops', 1);
+             INSERT INTO notifier_log(notifier, alert_id, rule, ts_ms, outcome, detail)
+               VALUES ('ops', 1, 'r', 9000000000000, 'sent', '');
+             INSERT INTO influx_stream_cursors VALUES ('influxdb.local', 'energy_account', 4, 2, 7);
+             INSERT INTO accounts(period, kind, start_ms, end_ms, field, value, unit, rev)
+               VALUES ('2026-01', 'month', 0, 1, 'a', 1.5, 'tce', 4), ('2026-01', 'month', 0, 1, 'b', 2.5, 'tce', 4),
+                      ('2026-01', 'month', 0, 1, 'c', 3.5, 'tce', 5);
+             INSERT INTO energy_intervals(device, quantity, carrier, unit, resolution, start_ms, value, quality, rev)
+               VALUES ('m1', 'energy_import', 'electricity', 'kWh', '15m', 0, 2.0, 'measured', 1);
+             INSERT INTO acc_value_added VALUES ('2026-01', 100.0, NULL, 1);",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn tables_the_modules_created_are_adopted_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        store_before_migration_4(&p);
+        let s = Store::open(&p, Synchronous::Normal).unwrap();
+        let v: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, super::version());
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        assert_eq!(s.count_readings().unwrap(), 840, "no reading lost");
+        assert_eq!(s.cursor("influxdb.local").unwrap(), 700);
+        drop(s);
+        let f = FeedStore::open(&p).unwrap();
+        assert_eq!(f.mqtt_cursor("outbox").unwrap(), 1);
+        let rest = f.outbox_after(1, 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].id, rest[0].topic.as_str()), (2, "t/b"));
+        assert_eq!(f.notifier_cursor("ops").unwrap(), 1);
+        assert_eq!(f.notifications_sent_since("ops", "r", 0).unwrap(), 1);
+        let (rev, id) = f.stream_cursor("influxdb.local", "energy_account").unwrap();
+        assert_eq!((rev, id), (4, 2));
+        let acc = f.accounts_after(rev, id, 10).unwrap();
+        assert_eq!(acc.len(), 1);
+        assert_eq!((acc[0].field.as_str(), acc[0].value), ("c", 3.5));
+        assert_eq!(f.intervals_after(0, 0, 10).unwrap()[0].value, 2.0);
+        // The one 0.1.0 alert transition is still there for the feeds.
+        assert_eq!(f.alerts_after(0, 10, true).unwrap().len(), 1);
+        // New rows continue the adopted tables' ids.
+        assert_eq!(f.outbox_enqueue("t/c", "{}", false).unwrap(), 3);
+        let imported: i64 = Connection::open(&p)
+            .unwrap()
+            .query_row("SELECT count(*) FROM acc_value_added", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(imported, 1);
+    }
+
+    #[test]
+    fn a_new_store_has_every_table_of_every_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new.sqlite");
+        let f = FeedStore::open(&p).unwrap();
+        assert_eq!(f.outbox_enqueue("t", "{}", false).unwrap(), 1);
+        let c = Connection::open(&p).unwrap();
+        for t in [
+            "mqtt_outbox",
+            "mqtt_cursors",
+            "notifier_cursors",
+            "notifier_log",
+            "influx_stream_cursors",
+            "acc_counter_replacements",
+            "acc_value_added",
+            "acc_production",
+            "acc_consumption",
+            "energy_intervals",
+            "accounts",
+            "counter_events",
+        ] {
+            let n: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [t],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{t}");
+        }
     }
 }

@@ -18,24 +18,12 @@
 //! quarantined. Replays overwrite: a point's series and timestamp depend only on its row.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::storage::feeds::FeedStore;
 
 use super::line_protocol::{self, EncodeError, FieldValue, Precision};
 use super::schema::TagMapping;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS influx_stream_cursors (
-    destination TEXT NOT NULL,
-    stream      TEXT NOT NULL,
-    last_rev    INTEGER NOT NULL,
-    last_id     INTEGER NOT NULL,
-    updated_ms  INTEGER NOT NULL,
-    PRIMARY KEY (destination, stream)
-);
-";
 
 /// One of the series delivered besides readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +42,6 @@ impl Stream {
             Stream::Alert => "alert",
             Stream::EnergyInterval => "energy_interval",
             Stream::EnergyAccount => "energy_account",
-        }
-    }
-
-    fn table(self) -> &'static str {
-        match self {
-            Stream::Alert => "alert_events",
-            Stream::EnergyInterval => "energy_intervals",
-            Stream::EnergyAccount => "accounts",
         }
     }
 }
@@ -232,142 +212,93 @@ pub fn push_row(
 }
 
 /// The stream tables and cursors, on a connection of its own.
+#[derive(Clone)]
 pub struct StreamStore {
-    conn: Connection,
+    db: FeedStore,
 }
 
 impl StreamStore {
-    /// Opens the store at `path` (which the gateway's store has already created).
-    pub fn open(path: &Path) -> rusqlite::Result<StreamStore> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(StreamStore { conn })
-    }
-
-    fn has_table(&self, table: &str) -> rusqlite::Result<bool> {
-        self.conn
-            .prepare_cached(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            )?
-            .query_row([table], |r| r.get::<_, i64>(0))
-            .map(|n| n > 0)
+    /// Opens the store at `path`.
+    pub fn open(path: &Path) -> crate::storage::Result<StreamStore> {
+        Ok(StreamStore {
+            db: FeedStore::open(path)?,
+        })
     }
 
     /// The confirmed position of `destination` in `stream`.
-    pub fn cursor(&self, destination: &str, stream: Stream) -> rusqlite::Result<Position> {
-        self.conn
-            .prepare_cached(
-                "SELECT last_rev, last_id FROM influx_stream_cursors
-                 WHERE destination = ?1 AND stream = ?2",
-            )?
-            .query_row(params![destination, stream.measurement()], |r| {
-                Ok(Position {
-                    rev: r.get(0)?,
-                    id: r.get(1)?,
-                })
-            })
-            .optional()
-            .map(Option::unwrap_or_default)
+    pub fn cursor(&self, destination: &str, stream: Stream) -> crate::storage::Result<Position> {
+        let (rev, id) = self.db.stream_cursor(destination, stream.measurement())?;
+        Ok(Position { rev, id })
     }
 
     /// Moves the cursor forward to `to` (never backwards).
-    pub fn advance(&self, destination: &str, stream: Stream, to: Position) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO influx_stream_cursors(destination, stream, last_rev, last_id, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(destination, stream) DO UPDATE SET
-                   last_rev = excluded.last_rev, last_id = excluded.last_id,
-                   updated_ms = excluded.updated_ms
-                 WHERE (excluded.last_rev, excluded.last_id) > (last_rev, last_id)",
-            )?
-            .execute(params![
-                destination,
-                stream.measurement(),
-                to.rev,
-                to.id,
-                crate::readings::now_ms()
-            ])?;
-        Ok(())
+    pub fn advance(
+        &self,
+        destination: &str,
+        stream: Stream,
+        to: Position,
+    ) -> crate::storage::Result<()> {
+        self.db
+            .advance_stream_cursor(destination, stream.measurement(), to.rev, to.id)
     }
 
-    /// Up to `limit` rows of `stream` after `after`, in cursor order (none while the table does
-    /// not exist: accounting has never run).
+    /// Up to `limit` rows of `stream` after `after`, in cursor order.
     pub fn rows_after(
         &self,
         stream: Stream,
         after: Position,
         limit: usize,
-    ) -> rusqlite::Result<Vec<Row>> {
-        if !self.has_table(stream.table())? {
-            return Ok(Vec::new());
-        }
-        let limit = limit as i64;
-        match stream {
+    ) -> crate::storage::Result<Vec<Row>> {
+        Ok(match stream {
             Stream::Alert => self
-                .conn
-                .prepare_cached(
-                    "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message
-                     FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2",
-                )?
-                .query_map(params![after.id, limit], |r| {
-                    Ok(Row::Alert {
-                        id: r.get(0)?,
-                        ts_ms: r.get(1)?,
-                        rule: r.get(2)?,
-                        device: r.get(3)?,
-                        quantity: r.get(4)?,
-                        state: r.get(5)?,
-                        severity: r.get(6)?,
-                        value: r.get(7)?,
-                        message: r.get(8)?,
-                    })
-                })?
+                .db
+                .alerts_after(after.id, limit, true)?
+                .into_iter()
+                .map(|a| Row::Alert {
+                    id: a.id,
+                    ts_ms: a.ts_ms,
+                    rule: a.rule,
+                    device: a.device,
+                    quantity: a.quantity,
+                    state: a.state,
+                    severity: a.severity,
+                    value: a.value,
+                    message: a.message,
+                })
                 .collect(),
             Stream::EnergyInterval => self
-                .conn
-                .prepare_cached(
-                    "SELECT id, rev, device, quantity, carrier, unit, resolution, start_ms, value, quality
-                     FROM energy_intervals WHERE rev >= ?1 AND (rev > ?1 OR id > ?2)
-                     ORDER BY rev, id LIMIT ?3",
-                )?
-                .query_map(params![after.rev, after.id, limit], |r| {
-                    Ok(Row::Interval {
-                        id: r.get(0)?,
-                        rev: r.get(1)?,
-                        device: r.get(2)?,
-                        quantity: r.get(3)?,
-                        carrier: r.get(4)?,
-                        unit: r.get(5)?,
-                        resolution: r.get(6)?,
-                        start_ms: r.get(7)?,
-                        value: r.get(8)?,
-                        quality: r.get(9)?,
-                    })
-                })?
+                .db
+                .intervals_after(after.rev, after.id, limit)?
+                .into_iter()
+                .map(|r| Row::Interval {
+                    id: r.id,
+                    rev: r.rev,
+                    device: r.device,
+                    quantity: r.quantity,
+                    carrier: r.carrier,
+                    unit: r.unit,
+                    resolution: r.resolution,
+                    start_ms: r.start_ms,
+                    value: r.value,
+                    quality: r.quality,
+                })
                 .collect(),
             Stream::EnergyAccount => self
-                .conn
-                .prepare_cached(
-                    "SELECT id, rev, period, kind, start_ms, field, value, unit
-                     FROM accounts WHERE rev >= ?1 AND (rev > ?1 OR id > ?2)
-                     ORDER BY rev, id LIMIT ?3",
-                )?
-                .query_map(params![after.rev, after.id, limit], |r| {
-                    Ok(Row::Account {
-                        id: r.get(0)?,
-                        rev: r.get(1)?,
-                        period: r.get(2)?,
-                        kind: r.get(3)?,
-                        start_ms: r.get(4)?,
-                        field: r.get(5)?,
-                        value: r.get(6)?,
-                        unit: r.get(7)?,
-                    })
-                })?
+                .db
+                .accounts_after(after.rev, after.id, limit)?
+                .into_iter()
+                .map(|r| Row::Account {
+                    id: r.id,
+                    rev: r.rev,
+                    period: r.period,
+                    kind: r.kind,
+                    start_ms: r.start_ms,
+                    field: r.field,
+                    value: r.value,
+                    unit: r.unit,
+                })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -375,15 +306,15 @@ impl StreamStore {
 /// streams of a destination share a connection).
 #[derive(Clone)]
 pub struct StreamFeed {
-    store: Arc<Mutex<StreamStore>>,
+    store: StreamStore,
     destination: Arc<str>,
     stream: Stream,
 }
 
 impl StreamFeed {
     /// The feeds of every stream of `destination`, in [`Stream::ALL`] order.
-    pub fn open_all(path: &Path, destination: &str) -> rusqlite::Result<Vec<StreamFeed>> {
-        let store = Arc::new(Mutex::new(StreamStore::open(path)?));
+    pub fn open_all(path: &Path, destination: &str) -> crate::storage::Result<Vec<StreamFeed>> {
+        let store = StreamStore::open(path)?;
         Ok(Stream::ALL
             .iter()
             .map(|&stream| StreamFeed {
@@ -398,12 +329,11 @@ impl StreamFeed {
         self.stream
     }
 
-    fn with<T>(&self, f: impl FnOnce(&StreamStore) -> rusqlite::Result<T>) -> anyhow::Result<T> {
-        let s = self
-            .store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("stream store lock poisoned"))?;
-        Ok(f(&s)?)
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&StreamStore) -> crate::storage::Result<T>,
+    ) -> anyhow::Result<T> {
+        Ok(f(&self.store)?)
     }
 }
 
@@ -540,18 +470,16 @@ mod tests {
     fn cursors_move_forward_by_rev_then_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite");
-        drop(crate::storage::Store::open(&path, crate::config::Synchronous::Normal).unwrap());
         let s = StreamStore::open(&path).unwrap();
-        // No accounting tables yet: nothing to send.
+        // No accounts yet: nothing to send.
         assert!(s
             .rows_after(Stream::EnergyAccount, Position::default(), 10)
             .unwrap()
             .is_empty());
-        s.conn
-            .execute_batch(
-                "CREATE TABLE accounts (id INTEGER PRIMARY KEY, period TEXT, kind TEXT, start_ms INTEGER,
-                   end_ms INTEGER, field TEXT, value REAL, unit TEXT, rev INTEGER);
-                 INSERT INTO accounts VALUES (1,'p','month',0,1,'a',1.0,'u',1),(2,'p','month',0,1,'b',2.0,'u',1),
+        // Rows as accounting writes them (id, period, kind, start, end, field, value, unit, rev).
+        let acc = rusqlite::Connection::open(&path).unwrap();
+        acc.execute_batch(
+                "INSERT INTO accounts VALUES (1,'p','month',0,1,'a',1.0,'u',1),(2,'p','month',0,1,'b',2.0,'u',1),
                    (3,'p','month',0,1,'c',3.0,'u',2);",
             )
             .unwrap();
@@ -568,8 +496,7 @@ mod tests {
         let c = s.cursor("d", Stream::EnergyAccount).unwrap();
         assert_eq!(ids(c), vec![3]);
         // A changed row gets a new rev and is sent again.
-        s.conn
-            .execute("UPDATE accounts SET value = 9, rev = 3 WHERE id = 1", [])
+        acc.execute("UPDATE accounts SET value = 9, rev = 3 WHERE id = 1", [])
             .unwrap();
         s.advance("d", Stream::EnergyAccount, Position { rev: 2, id: 3 })
             .unwrap();

@@ -16,11 +16,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, QoS};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -28,27 +27,14 @@ pub mod indicators;
 
 use crate::backoff::Backoff;
 use crate::storage::consumer::{Consumer, Feed};
+use crate::storage::feeds::FeedStore;
 
 use crate::acquisition::mqtt::connection::{self, topic};
 use crate::config::Config;
 use crate::log_limit::LogLimiter;
-use crate::readings::now_ms;
 
 /// Most messages waiting for a PUBACK at once.
 const MAX_IN_FLIGHT: usize = 64;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS mqtt_outbox (
-    id      INTEGER PRIMARY KEY,
-    topic   TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    retain  INTEGER NOT NULL DEFAULT 0,
-    ts_ms   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mqtt_cursors (
-    stream  TEXT PRIMARY KEY,
-    last_id INTEGER NOT NULL
-);";
 
 /// Counters of the MQTT output.
 #[derive(Debug, Default)]
@@ -130,57 +116,27 @@ enum Key {
 /// The outbox and cursor tables, on a connection of their own.
 #[derive(Clone)]
 pub struct MqttOutbox {
-    conn: Arc<Mutex<Connection>>,
+    db: FeedStore,
 }
 
 impl MqttOutbox {
-    pub fn open(path: &std::path::Path) -> rusqlite::Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
-        conn.execute_batch(SCHEMA)?;
+    pub fn open(path: &std::path::Path) -> crate::storage::Result<Self> {
         Ok(MqttOutbox {
-            conn: Arc::new(Mutex::new(conn)),
+            db: FeedStore::open(path)?,
         })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&c)
     }
 
     /// Queues a message durably.
-    pub fn enqueue(&self, topic: &str, payload: &str, retain: bool) -> rusqlite::Result<i64> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO mqtt_outbox(topic, payload, retain, ts_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![topic, payload, retain, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
+    pub fn enqueue(&self, topic: &str, payload: &str, retain: bool) -> crate::storage::Result<i64> {
+        self.db.outbox_enqueue(topic, payload, retain)
     }
 
-    fn cursor(&self, s: Stream) -> rusqlite::Result<i64> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT last_id FROM mqtt_cursors WHERE stream = ?1",
-                [s.name()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(0))
-        })
+    fn cursor(&self, s: Stream) -> crate::storage::Result<i64> {
+        self.db.mqtt_cursor(s.name())
     }
 
-    fn set_cursor(&self, s: Stream, id: i64) -> rusqlite::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO mqtt_cursors(stream, last_id) VALUES (?1, ?2)
-                 ON CONFLICT(stream) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                params![s.name(), id],
-            )
-            .map(|_| ())
-        })
+    fn set_cursor(&self, s: Stream, id: i64) -> crate::storage::Result<()> {
+        self.db.set_mqtt_cursor(s.name(), id)
     }
 
     /// Messages of a stream after `after`: (id, topic, payload, retain).
@@ -192,48 +148,43 @@ impl MqttOutbox {
         alerts_topic: &str,
         site: &str,
         park: Option<&str>,
-    ) -> rusqlite::Result<Vec<(i64, String, String, bool)>> {
-        self.with(|c| match s {
-            Stream::Outbox => {
-                let mut st = c.prepare_cached("SELECT id, topic, payload, retain FROM mqtt_outbox WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-                let rows = st.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0)))?;
-                rows.collect()
-            }
-            Stream::Alerts => {
-                let exists: bool = c
-                    .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alert_events'", [], |r| r.get::<_, i64>(0))
-                    .map(|n| n > 0)?;
-                if !exists {
-                    return Ok(vec![]);
-                }
-                let mut st = c.prepare_cached(
-                    "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message FROM alert_events WHERE id > ?1 AND state != 'pending' ORDER BY id LIMIT ?2",
-                )?;
-                let rows = st.query_map(params![after, limit as i64], |r| {
-                    let id: i64 = r.get(0)?;
-                    let ts: i64 = r.get(1)?;
-                    let quantity: String = r.get(4)?;
-                    let unit = quantity.parse::<crate::readings::Quantity>().map(|q| q.unit()).unwrap_or("");
+    ) -> crate::storage::Result<Vec<(i64, String, String, bool)>> {
+        match s {
+            Stream::Outbox => Ok(self
+                .db
+                .outbox_after(after, limit)?
+                .into_iter()
+                .map(|m| (m.id, m.topic, m.payload, m.retain))
+                .collect()),
+            Stream::Alerts => Ok(self
+                .db
+                .alerts_after(after, limit, false)?
+                .into_iter()
+                .map(|a| {
+                    let unit = a
+                        .quantity
+                        .parse::<crate::readings::Quantity>()
+                        .map(|q| q.unit())
+                        .unwrap_or("");
                     let payload = json!({
                         "site": site,
                         "park": park,
-                        "id": id,
-                        "rule": r.get::<_, String>(2)?,
-                        "device": r.get::<_, String>(3)?,
-                        "quantity": quantity,
+                        "id": a.id,
+                        "rule": a.rule,
+                        "device": a.device,
+                        "quantity": a.quantity,
                         "unit": unit,
-                        "state": r.get::<_, String>(5)?,
-                        "severity": r.get::<_, String>(6)?,
-                        "value": r.get::<_, Option<f64>>(7)?,
-                        "message": r.get::<_, String>(8)?,
-                        "ts_ms": ts,
-                        "time": chrono::DateTime::from_timestamp_millis(ts).map(|t| t.to_rfc3339()),
+                        "state": a.state,
+                        "severity": a.severity,
+                        "value": a.value,
+                        "message": a.message,
+                        "ts_ms": a.ts_ms,
+                        "time": chrono::DateTime::from_timestamp_millis(a.ts_ms).map(|t| t.to_rfc3339()),
                     });
-                    Ok((id, alerts_topic.to_string(), payload.to_string(), false))
-                })?;
-                rows.collect()
-            }
-        })
+                    (a.id, alerts_topic.to_string(), payload.to_string(), false)
+                })
+                .collect()),
+        }
     }
 }
 
@@ -440,7 +391,7 @@ mod tests {
             rest,
             vec![(2, "a/c".to_string(), "{\"x\":2}".to_string(), true)]
         );
-        // no alert table yet: nothing, no error
+        // no alerts yet: nothing, no error
         assert!(o
             .fetch(Stream::Alerts, 0, 10, "t", "s", None)
             .unwrap()

@@ -1,0 +1,97 @@
+//! A connection of its own to the store for the delivery feeds besides readings: the alert
+//! history, the accounting outputs, their cursors, the MQTT outbox and the notifier log. The
+//! tables are the store's (declared in [`super::schema`]); the SQL is here and in
+//! [`super::streams`], [`super::outbox`] and [`super::notify_log`], so outputs and alerting call
+//! typed functions and never see the schema.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection};
+
+use super::{ctx, Result};
+
+/// One alert transition as stored (the delivery feeds' view of `alert_events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    pub id: i64,
+    pub ts_ms: i64,
+    pub rule: String,
+    pub device: String,
+    /// Empty for device- or gateway-level rules.
+    pub quantity: String,
+    pub state: String,
+    pub severity: String,
+    pub value: Option<f64>,
+    pub message: String,
+}
+
+/// A shared connection to the store for the feeds (cheap to clone; calls are serialised).
+#[derive(Clone)]
+pub struct FeedStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl FeedStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<FeedStore> {
+        let mut conn = super::connect(path)?;
+        super::schema::migrate(&mut conn, path)?;
+        Ok(FeedStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub(super) fn with<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&c).map_err(ctx(op))
+    }
+
+    /// Up to `limit` alert transitions after id `after`, in id order; `pending` ones only when
+    /// `with_pending`.
+    pub fn alerts_after(
+        &self,
+        after: i64,
+        limit: usize,
+        with_pending: bool,
+    ) -> Result<Vec<StoredAlert>> {
+        self.with("read alert events", |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, ts_ms, rule, device, quantity, state, severity, value, message
+                 FROM alert_events WHERE id > ?1 AND (?3 OR state != 'pending')
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit as i64, with_pending], |r| {
+                Ok(StoredAlert {
+                    id: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    rule: r.get(2)?,
+                    device: r.get(3)?,
+                    quantity: r.get(4)?,
+                    state: r.get(5)?,
+                    severity: r.get(6)?,
+                    value: r.get(7)?,
+                    message: r.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Ids of the rules whose latest non-pending transition is `firing`.
+    pub fn firing_rules(&self) -> Result<Vec<String>> {
+        self.with("read firing rules", |c| {
+            let mut st = c.prepare(
+                "SELECT rule FROM alert_events WHERE id IN
+                   (SELECT max(id) FROM alert_events WHERE state != 'pending' GROUP BY rule)
+                 AND state = 'firing' ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+}
