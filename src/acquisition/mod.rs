@@ -9,6 +9,7 @@ pub mod bcd;
 pub mod cjt188;
 pub mod dlt645;
 pub mod meter_bus;
+pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;

@@ -13,6 +13,7 @@
 //! the sum of its sub-meters), counter (a cumulative counter going backwards or jumping), outbox
 //! (store-and-forward backlog).
 
+pub mod metrics;
 pub mod notify;
 pub mod words;
 

@@ -3,5 +3,6 @@
 
 pub mod cursor;
 pub mod influxdb;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_readings;

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod history;
+pub mod metrics;
 pub mod quarantine;
 pub mod safety;
 pub mod schema;
