@@ -23,6 +23,7 @@ mod influxdb_v2;
 mod layers;
 mod live_page;
 mod meter_bus;
+mod metrics;
 mod modbus;
 mod mqtt;
 mod mqtt_readings;
