@@ -315,6 +315,8 @@ pub async fn start_with_clock(
         mqtt_in: mqtt_in.as_ref(),
         mqtt_out: mqtt_out.as_ref(),
         notifiers: &notifiers,
+        mqtt_readings: &mqtt_readings,
+        accounts: config.accounting.service.enabled.then_some(&accounts),
         clock: &clock,
         tasks: &tasks,
         committed: &committed_rx,
@@ -364,6 +366,9 @@ struct Stages<'a> {
     mqtt_in: Option<&'a Arc<MqttStats>>,
     mqtt_out: Option<&'a Arc<MqttOutputStats>>,
     notifiers: &'a BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
+    mqtt_readings: &'a BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// When the accounting service runs.
+    accounts: Option<&'a Arc<Accounts>>,
     clock: &'a Arc<Clock>,
     tasks: &'a Arc<TaskHealth>,
     committed: &'a watch::Receiver<i64>,
@@ -388,6 +393,10 @@ fn register_metrics(s: &Stages) -> Registry {
         crate::outputs::metrics::register_mqtt(&mut reg, m);
     }
     crate::alerting::metrics::register_notifiers(&mut reg, s.notifiers);
+    crate::outputs::metrics::register_mqtt_readings(&mut reg, s.mqtt_readings);
+    if let Some(a) = s.accounts {
+        crate::accounting::metrics::register(&mut reg, a);
+    }
     crate::clock::register_metrics(&mut reg, s.clock);
     reg.register(
         "task_panics",

@@ -47,6 +47,7 @@ pub mod grades;
 pub mod import;
 pub mod indicators;
 pub mod ledger;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod store;

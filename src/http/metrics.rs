@@ -38,6 +38,7 @@
 //! | `output_outbox_age_seconds` | `destination` | age of the oldest of them |
 //! | `output_points_sent_total`, `output_requests_total`, `output_request_failures_total`, `output_quarantined_total` | `destination` | for `mqtt_readings.NAME`: readings acknowledged (PUBACK), messages published |
 //! | `output_refused` | `destination` | 1 while the destination refuses the gateway |
+//! | `output_connected` | `destination` | `mqtt_readings.NAME`: 1 while connected to its broker |
 //! | `alerts_firing` | | rules firing |
 //! | `alert_firing` | `rule`, `device`, `severity` | 1 per firing rule |
 //! | `alert_events_total` | | pending/firing/resolved transitions |
@@ -50,6 +51,8 @@
 //! | `clock_trusted` | | 1 while the wall clock is trusted to date readings |
 //! | `clock_steps_total`, `clock_redated_readings_total`, `clock_rejected_readings_total` | | wall clock steps; held readings dated again; readings stored as bad for their time |
 //! | `clock_held_readings` | | readings held until the clock is trusted |
+//! | `accounting_cycle_seconds` | | histogram: time an accounting service cycle took (closing intervals, recomputing the periods in progress) |
+//! | `accounting_cycle_failures_total` | | accounting service cycles that failed |
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::influxdb::OutputStatus;
 use super::mqtt::MqttOutputStats;
 use crate::telemetry::metrics::{
-    flag, register_live, register_live_families, CounterDef, GaugeDef, Registry,
+    flag, register_live, register_live_families, CounterDef, GaugeDef, Live, Registry,
 };
 
 const COUNTERS: [CounterDef<OutputStatus>; 4] = [
@@ -72,5 +72,18 @@ pub fn register_mqtt(reg: &mut Registry, stats: &Arc<MqttOutputStats>) {
         stats,
         &MQTT_COUNTERS,
         &MQTT_GAUGES,
+    );
+}
+
+/// Registers `output_connected` of the readings destinations over MQTT (by destination: 1
+/// while connected to its broker).
+pub fn register_mqtt_readings(
+    reg: &mut Registry,
+    connected: &BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+) {
+    reg.sub_registry_with_prefix("output").register(
+        "connected",
+        "1 while the destination is connected to its MQTT broker (mqtt_readings destinations)",
+        Live::gauges("destination", connected, |c| flag(c.load(Relaxed))),
     );
 }

@@ -1,6 +1,7 @@
 //! `/metrics` of the real binary (`energy-gateway run`) polling the in-process simulated
-//! factory, with every component that has metrics (Modbus devices, an MQTT source and output on
-//! a real Mosquitto, an InfluxDB output that is down, a firing alert rule, a notifier): every
+//! factory, with every component that has metrics (Modbus devices, an MQTT source, output and
+//! readings destination on a real Mosquitto, an InfluxDB output that is down, a firing alert
+//! rule, a notifier, the accounting service): every
 //! name of the table in `src/http/metrics.rs` is scraped, and after a reload that removes a
 //! device its series are gone while the process's counters go on.
 
@@ -76,6 +77,11 @@ max_backoff = "1s"
 topic = "meters/+/+"
 device = "{{1}}"
 quantity = "{{2}}"
+
+[outputs.mqtt_readings.park]
+topic = "factory/{{site}}/{{device}}"
+[outputs.mqtt_readings.park.broker]
+url = "{broker}"
 "#
     )
 }
@@ -103,6 +109,10 @@ fn every_metric_of_the_table_is_scraped_and_a_reload_drops_removed_devices() {
         let ready = text.contains("energy_gateway_mqtt_source_connected 1.0")
             && text.contains("energy_gateway_mqtt_output_connected 1.0")
             && text.contains("energy_gateway_alert_firing{")
+            && text.contains(
+                "energy_gateway_output_connected{destination=\"mqtt_readings.park\"} 1.0",
+            )
+            && !text.contains("energy_gateway_accounting_cycle_seconds_count 0")
             && !text.contains("energy_gateway_readings_per_second 0.0")
             && !text.contains("energy_gateway_store_commit_latency_seconds_count 0");
         ready.then_some(text)
