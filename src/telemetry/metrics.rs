@@ -210,7 +210,8 @@ pub fn register_process(reg: &mut Registry, started: Instant) {
     reg.register_collector(Box::new(ProcessCollector { started }));
 }
 
-/// The process's uptime and resources, read when scraped.
+/// The process's uptime and resources, read when scraped (a collector's help gets no full stop
+/// added, unlike a registered metric's, so these carry their own).
 #[derive(Debug)]
 struct ProcessCollector {
     started: Instant,
@@ -231,7 +232,7 @@ impl Collector for ProcessCollector {
         gauge(
             &mut encoder,
             "uptime_seconds",
-            "Seconds since the process started",
+            "Seconds since the process started.",
             self.started.elapsed().as_secs_f64(),
         )?;
         let p = process_stats();
@@ -239,7 +240,7 @@ impl Collector for ProcessCollector {
             gauge(
                 &mut encoder,
                 "process_resident_memory_bytes",
-                "Resident memory of the gateway process",
+                "Resident memory of the gateway process.",
                 rss as f64,
             )?;
         }
@@ -247,7 +248,7 @@ impl Collector for ProcessCollector {
             gauge(
                 &mut encoder,
                 "process_open_fds",
-                "Open file descriptors of the gateway process",
+                "Open file descriptors of the gateway process.",
                 fds as f64,
             )?;
         }
@@ -255,7 +256,7 @@ impl Collector for ProcessCollector {
             let c = ConstCounter::new(cpu);
             let m = encoder.encode_descriptor(
                 "process_cpu_seconds",
-                "CPU time of the gateway process (user + system), seconds",
+                "CPU time of the gateway process (user + system), seconds.",
                 None,
                 c.metric_type(),
             )?;
@@ -377,6 +378,10 @@ mod tests {
         let t = text(&reg);
         assert!(t.contains("energy_gateway_build_info{version=\""), "{t}");
         assert!(t.contains("energy_gateway_uptime_seconds "), "{t}");
+        assert!(
+            t.contains("# HELP energy_gateway_uptime_seconds Seconds since the process started.\n"),
+            "{t}"
+        );
         assert!(
             t.contains("energy_gateway_process_resident_memory_bytes "),
             "{t}"
