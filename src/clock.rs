@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::log_limit::LogLimiter;
+use crate::telemetry::metrics::{flag, register_live, CounterDef, GaugeDef, Registry};
 
 /// A difference between the wall and the monotonic clock's progress counted as a step.
 pub const STEP_TOLERANCE_MS: i64 = 2_000;
@@ -311,6 +312,47 @@ fn before_floor(wall: i64, floor: i64) -> String {
 
 fn fmt(ms: i64) -> String {
     crate::readings::rfc3339_utc(Some(ms))
+}
+
+const COUNTERS: [CounterDef<Clock>; 3] = [
+    (
+        "steps",
+        "Steps of the wall clock (changes the monotonic clock did not show) since start",
+        Clock::steps,
+    ),
+    (
+        "redated_readings",
+        "Held readings dated again by the monotonic clock once the clock was trusted",
+        Clock::redated,
+    ),
+    (
+        "rejected_readings",
+        "Readings stored as bad for their time (before the build date, far ahead, before the previous one)",
+        Clock::rejected,
+    ),
+];
+
+const GAUGES: [GaugeDef<Clock>; 2] = [
+    (
+        "trusted",
+        "1 while the wall clock is trusted to date readings (0: readings are held)",
+        |c| flag(c.observe().trusted),
+    ),
+    (
+        "held_readings",
+        "Readings held until the clock is trusted",
+        |c| Some(c.held() as f64),
+    ),
+];
+
+/// Registers the clock guard's metrics (`clock_*`) in `reg`, read from the guard when scraped.
+pub fn register_metrics(reg: &mut Registry, clock: &Arc<Clock>) {
+    register_live(
+        reg.sub_registry_with_prefix("clock"),
+        clock,
+        &COUNTERS,
+        &GAUGES,
+    );
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::processing::{
 };
 use crate::storage::writer::{self, OutboxStatus, StoreCommand, WriterOptions, WriterStats};
 use crate::storage::Store;
+use crate::telemetry::metrics::{Live, Registry};
 
 pub mod heartbeat;
 
@@ -68,6 +69,8 @@ pub struct RunningGateway {
     pub tasks: Arc<TaskHealth>,
     /// Probes progress through processing and the store writer (the systemd watchdog).
     pub heartbeat: heartbeat::Heartbeat,
+    /// The metrics of this pipeline's components (`/metrics`), dropped with it.
+    pub metrics: Arc<Registry>,
     cancel_sources: CancellationToken,
     writer_shutdown: CancellationToken,
     stop_outputs: CancellationToken,
@@ -319,6 +322,21 @@ pub async fn start_with_clock(
         .into_iter()
         .map(|h| supervise("output", &tasks, h))
         .collect();
+    let metrics = Arc::new(register_metrics(&Stages {
+        devices: &devices,
+        processing: &processing,
+        active_alerts: &active_alerts,
+        outbox: &outbox,
+        outputs: &outputs,
+        mqtt_in: mqtt_in.as_ref(),
+        mqtt_out: mqtt_out.as_ref(),
+        notifiers: &notifiers,
+        mqtt_readings: &mqtt_readings,
+        accounts: config.accounting.service.enabled.then_some(&accounts),
+        clock: &clock,
+        tasks: &tasks,
+        committed: &committed_rx,
+    }));
     tracing::info!(
         site = %config.site.id,
         devices = devices.len(),
@@ -344,6 +362,7 @@ pub async fn start_with_clock(
         clock,
         tasks,
         heartbeat,
+        metrics,
         cancel_sources,
         writer_shutdown,
         stop_outputs,
@@ -352,6 +371,58 @@ pub async fn start_with_clock(
         writer,
         output_tasks,
     })
+}
+
+/// What a pipeline's components keep their counts in, for [`register_metrics`].
+struct Stages<'a> {
+    devices: &'a DeviceRegistry,
+    processing: &'a Arc<ProcessingStats>,
+    active_alerts: &'a ActiveAlerts,
+    outbox: &'a Arc<OutboxStatus>,
+    outputs: &'a BTreeMap<String, Arc<OutputStatus>>,
+    mqtt_in: Option<&'a Arc<MqttStats>>,
+    mqtt_out: Option<&'a Arc<MqttOutputStats>>,
+    notifiers: &'a BTreeMap<String, Arc<crate::alerting::notify::NotifierStats>>,
+    mqtt_readings: &'a BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// When the accounting service runs.
+    accounts: Option<&'a Arc<Accounts>>,
+    clock: &'a Arc<Clock>,
+    tasks: &'a Arc<TaskHealth>,
+    committed: &'a watch::Receiver<i64>,
+}
+
+/// The pipeline's registry: each component registers its own metrics.
+fn register_metrics(s: &Stages) -> Registry {
+    let mut reg = crate::telemetry::metrics::registry();
+    crate::acquisition::metrics::register_devices(&mut reg, s.devices);
+    processing::metrics::register(&mut reg, s.processing, s.active_alerts);
+    crate::storage::metrics::register(&mut reg, s.outbox);
+    reg.register(
+        "last_committed_reading_id",
+        "Highest reading id committed to the store",
+        Live::gauge(Arc::new(s.committed.clone()), |c| Some(*c.borrow() as f64)),
+    );
+    crate::outputs::metrics::register_destinations(&mut reg, s.outputs);
+    if let Some(m) = s.mqtt_in {
+        crate::acquisition::metrics::register_mqtt(&mut reg, m);
+    }
+    if let Some(m) = s.mqtt_out {
+        crate::outputs::metrics::register_mqtt(&mut reg, m);
+    }
+    crate::alerting::metrics::register_notifiers(&mut reg, s.notifiers);
+    crate::outputs::metrics::register_mqtt_readings(&mut reg, s.mqtt_readings);
+    if let Some(a) = s.accounts {
+        crate::accounting::metrics::register(&mut reg, a);
+    }
+    crate::clock::register_metrics(&mut reg, s.clock);
+    reg.register(
+        "task_panics",
+        "Pipeline tasks that panicked (the gateway then exits non-zero to be restarted)",
+        Live::counter(s.tasks.clone(), |t| {
+            t.panics.load(std::sync::atomic::Ordering::Relaxed)
+        }),
+    );
+    reg
 }
 
 /// Tasks of a pipeline that died: a panic is logged, counted and named here.

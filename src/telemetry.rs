@@ -1,5 +1,7 @@
 //! Logging setup: human-readable or JSON lines on stderr, filtered by `[log] level` or, when set,
-//! the `RUST_LOG` environment variable.
+//! the `RUST_LOG` environment variable; [`metrics`] for `/metrics`.
+
+pub mod metrics;
 
 use std::time::Duration;
 

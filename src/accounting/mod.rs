@@ -48,6 +48,7 @@ pub mod import;
 pub mod indicators;
 pub mod ledger;
 pub mod notes;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod store;

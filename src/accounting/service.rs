@@ -35,6 +35,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::{params, Connection};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Notify};
@@ -119,7 +120,14 @@ pub struct Accounts {
     /// number of such requests; `Held::served` is the number the last cycle answered.
     requested: AtomicU64,
     wake: Notify,
+    /// Time each cycle took (those that ended with an answer, complete or not).
+    pub cycle_seconds: Histogram,
+    /// Cycles that failed (the store could not be read or written).
+    pub cycle_failures: AtomicU64,
 }
+
+/// Upper bounds, in seconds, of the buckets of [`Accounts::cycle_seconds`] (and +Inf).
+pub const CYCLE_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 impl Default for Accounts {
     fn default() -> Self {
@@ -128,6 +136,8 @@ impl Default for Accounts {
             changed: watch::channel(0).0,
             requested: AtomicU64::new(0),
             wake: Notify::new(),
+            cycle_seconds: Histogram::new(CYCLE_BUCKETS),
+            cycle_failures: AtomicU64::new(0),
         }
     }
 }
@@ -487,8 +497,14 @@ pub async fn run(
                     }
                 }
             }
-            Ok(Err(e)) => tracing::warn!("accounting service: {e:#}"),
-            Err(e) => tracing::warn!("accounting service: {e}"),
+            Ok(Err(e)) => {
+                state.cycle_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("accounting service: {e:#}")
+            }
+            Err(e) => {
+                state.cycle_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("accounting service: {e}")
+            }
         }
         // Next: the next close, or the next look for late readings.
         let now = crate::readings::now_ms();
@@ -520,6 +536,7 @@ pub async fn run(
 }
 
 fn apply(state: &Accounts, out: CycleOut, spent: Duration, requested: u64) {
+    state.cycle_seconds.observe(spent.as_secs_f64());
     state.update(|h| {
         h.cycles += 1;
         h.served = h.served.max(requested);

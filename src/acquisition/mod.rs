@@ -10,6 +10,7 @@ pub mod cjt188;
 pub mod config;
 pub mod dlt645;
 pub mod meter_bus;
+pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;

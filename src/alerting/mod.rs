@@ -14,6 +14,7 @@
 //! (store-and-forward backlog).
 
 pub mod config;
+pub mod metrics;
 pub mod notify;
 pub mod words;
 

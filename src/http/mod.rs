@@ -81,6 +81,8 @@ pub struct GatewayView {
     pub clock: Arc<crate::clock::Clock>,
     /// Pipeline tasks that died.
     pub tasks: Arc<crate::pipeline::TaskHealth>,
+    /// The metrics the pipeline's components registered.
+    pub metrics: Arc<crate::telemetry::metrics::Registry>,
 }
 
 impl GatewayView {
@@ -103,6 +105,7 @@ impl GatewayView {
             started: Instant::now(),
             clock: gw.clock.clone(),
             tasks: gw.tasks.clone(),
+            metrics: gw.metrics.clone(),
         })
     }
 
@@ -148,22 +151,27 @@ pub struct Shared {
     token: RwLock<Option<String>>,
     phase: RwLock<&'static str>,
     started: Instant,
-    reload: Mutex<ReloadState>,
+    reload: Arc<Mutex<ReloadState>>,
     /// (when, generation, readings processed) samples for the rate.
     rate: Mutex<VecDeque<(Instant, u64, u64)>>,
     generation: AtomicU64,
     /// A read connection to the store (reopened when the store path changes).
     store: Mutex<Option<(PathBuf, Store)>>,
+    /// The process's metrics (the pipeline's are in its [`GatewayView`]).
+    metrics: metrics::ProcessMetrics,
 }
 
 impl Shared {
     fn new(token: Option<String>) -> Shared {
+        let started = Instant::now();
+        let reload = Arc::new(Mutex::new(ReloadState::default()));
         Shared {
             gateway: RwLock::new(None),
             token: RwLock::new(token),
             phase: RwLock::new("starting"),
-            started: Instant::now(),
-            reload: Mutex::new(ReloadState::default()),
+            started,
+            metrics: metrics::ProcessMetrics::new(started, &reload),
+            reload,
             rate: Mutex::new(VecDeque::new()),
             generation: AtomicU64::new(0),
             store: Mutex::new(None),
@@ -208,14 +216,18 @@ impl Shared {
         let n = gw.processing.readings.load(Ordering::Relaxed);
         let g = self.generation.load(Ordering::Relaxed);
         let now = Instant::now();
-        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-        rate.push_back((now, g, n));
-        while rate
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_WINDOW)
         {
-            rate.pop_front();
+            let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+            rate.push_back((now, g, n));
+            while rate
+                .front()
+                .is_some_and(|(t, _, _)| now.duration_since(*t) > RATE_WINDOW)
+            {
+                rate.pop_front();
+            }
         }
+        self.metrics
+            .set_rate(self.readings_per_second().unwrap_or(0.0));
     }
 
     /// Runs `f` on the read connection to the store of `cfg` (opened on first use), on a
@@ -394,6 +406,7 @@ impl HttpServer {
             .unwrap_or_else(|p| p.into_inner()) = view;
         *self.shared.phase.write().unwrap_or_else(|p| p.into_inner()) = phase;
         self.shared.generation.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.set_running(gw.is_some());
     }
 
     /// Replaces the bearer token (after a reload).

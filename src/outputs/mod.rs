@@ -3,6 +3,7 @@
 
 pub mod cursor;
 pub mod influxdb;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_readings;
 

@@ -5,6 +5,7 @@
 //! store writer. Readings dated by a clock that cannot be trusted are held ([`time_gate`]). It
 //! uses `readings`, `clock`, `alerting` and `storage`; `pipeline` wires it.
 
+pub mod metrics;
 pub mod time_gate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 
 use crate::acquisition::SourceBatch;
@@ -24,7 +26,7 @@ use crate::storage::Store;
 pub type LatestValues = HashMap<(String, Quantity), (TimestampMs, f64)>;
 
 /// Counters of the processing stage.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProcessingStats {
     pub readings: AtomicU64,
     pub bad_readings: AtomicU64,
@@ -33,48 +35,25 @@ pub struct ProcessingStats {
     pub alerts_firing: AtomicU64,
     /// Time from handing a batch to the store writer until it is committed (sampled about
     /// once a second).
-    pub commit_latency: LatencyStats,
+    pub commit_latency: Histogram,
 }
 
-/// Upper bounds, in seconds, of the buckets of [`LatencyStats`] (the last one is +Inf).
-pub const LATENCY_BUCKETS: [f64; 13] = [
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    f64::INFINITY,
-];
-
-/// A latency histogram in atomics: observations per bucket of [`LATENCY_BUCKETS`] (not
-/// cumulative), their count and their sum.
-#[derive(Debug, Default)]
-pub struct LatencyStats {
-    pub buckets: [AtomicU64; 13],
-    pub count: AtomicU64,
-    pub sum_us: AtomicU64,
-}
-
-impl LatencyStats {
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len() - 1);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+impl Default for ProcessingStats {
+    fn default() -> Self {
+        ProcessingStats {
+            readings: AtomicU64::new(0),
+            bad_readings: AtomicU64::new(0),
+            alert_events: AtomicU64::new(0),
+            alerts_firing: AtomicU64::new(0),
+            commit_latency: Histogram::new(LATENCY_BUCKETS),
+        }
     }
 }
+
+/// Upper bounds, in seconds, of the buckets of the commit latency (and +Inf).
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// Alerts firing now, by rule id: the event that made each one fire.
 pub type ActiveAlerts = Arc<Mutex<BTreeMap<String, crate::storage::AlertEvent>>>;
@@ -296,7 +275,7 @@ pub async fn process(
                 let stats = stats.clone();
                 tokio::spawn(async move {
                     if rx.await.is_ok() {
-                        stats.commit_latency.observe(sent.elapsed());
+                        stats.commit_latency.observe(sent.elapsed().as_secs_f64());
                     }
                 });
             }

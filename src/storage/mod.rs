@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod history;
 pub mod notify_log;
 pub mod outbox;
+pub mod metrics;
 pub mod quarantine;
 pub mod safety;
 pub mod scan;

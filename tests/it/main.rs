@@ -25,6 +25,7 @@ mod layers;
 mod live_page;
 mod meter_bus;
 mod meter_templates;
+mod metrics;
 mod modbus;
 mod mqtt;
 mod mqtt_readings;
