@@ -27,9 +27,9 @@ pub use crate::alerting::config::{
     AlertKind, AlertRule, Condition, NotifierConfig, NotifierKind, NotifyContext, Severity,
     SiteInfo,
 };
+pub use crate::health::HealthConfig;
 pub use crate::lang::Language;
 pub use crate::outputs::influxdb::config::{InfluxApi, InfluxConfig, Precision};
-pub use crate::health::HealthConfig;
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::secret::Secret;
 pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
