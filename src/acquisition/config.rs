@@ -13,6 +13,17 @@ use crate::readings::{valid_id, Quantity, ID_RULE};
 use crate::secret::Secret;
 use crate::units::{byte_size, duration, opt_duration};
 
+/// The shortest poll interval `check` accepts: shorter would poll without pause.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What `check` says of a shorter interval.
+pub fn min_interval_message() -> String {
+    format!(
+        "must be at least {} ms (a shorter interval would poll without pause)",
+        MIN_POLL_INTERVAL.as_millis()
+    )
+}
+
 /// `[[devices]]`: one meter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -574,8 +585,8 @@ impl ModbusConfig {
         if m.degraded_after == 0 {
             push("modbus.degraded_after".into(), "must be at least 1".into());
         }
-        if m.interval.is_zero() {
-            push("modbus.interval".into(), "must be greater than 0".into());
+        if m.interval < MIN_POLL_INTERVAL {
+            push("modbus.interval".into(), min_interval_message());
         }
         if m.timeout.is_zero() {
             push("modbus.timeout".into(), "must be greater than 0".into());
@@ -615,8 +626,8 @@ impl PointConfig {
         if !pt.offset.is_finite() {
             p.push(("offset", "must be a finite number".into()));
         }
-        if pt.interval.is_some_and(|i| i.is_zero()) {
-            p.push(("interval", "must be greater than 0".into()));
+        if pt.interval.is_some_and(|i| i < MIN_POLL_INTERVAL) {
+            p.push(("interval", min_interval_message()));
         }
         if let Some(b) = pt.bit {
             let width = u32::from(pt.value_type.registers()) * 16;

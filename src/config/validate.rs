@@ -572,7 +572,7 @@ type = "f32"
         );
         assert!(
             p.iter()
-                .any(|m| m.starts_with("devices[0].modbus.interval: must be greater than 0")),
+                .any(|m| m.starts_with("devices[0].modbus.interval: must be at least 10 ms (a shorter interval would poll without pause)")),
             "{p:?}"
         );
     }

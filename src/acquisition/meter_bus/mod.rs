@@ -121,8 +121,8 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
             ),
         );
     }
-    if m.interval.is_zero() {
-        push!("interval", "must be greater than 0".into());
+    if m.interval < crate::acquisition::config::MIN_POLL_INTERVAL {
+        push!("interval", crate::acquisition::config::min_interval_message());
     }
     if m.timeout.is_zero() {
         push!("timeout", "must be greater than 0".into());

@@ -202,8 +202,11 @@ impl OpcUaConfig {
             }
             (None, None) => {}
         }
-        if self.interval.is_zero() {
-            push("interval", "must be greater than 0".into());
+        if self.interval < crate::acquisition::config::MIN_POLL_INTERVAL {
+            push(
+                "interval",
+                crate::acquisition::config::min_interval_message(),
+            );
         }
         if self.sampling_interval.is_some_and(|s| s.is_zero()) {
             push("sampling_interval", "must be greater than 0".into());
