@@ -122,7 +122,10 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
         );
     }
     if m.interval < crate::acquisition::config::MIN_POLL_INTERVAL {
-        push!("interval", crate::acquisition::config::min_interval_message());
+        push!(
+            "interval",
+            crate::acquisition::config::min_interval_message()
+        );
     }
     if m.timeout.is_zero() {
         push!("timeout", "must be greater than 0".into());
