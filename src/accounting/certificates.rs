@@ -15,6 +15,7 @@
 //! trade follow the certificate; how an enterprise-level assessment treats them is for the local
 //! authority) and a bundled batch larger than the green power configured for its month.
 
+use super::notes::Note;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::Month;
@@ -68,7 +69,7 @@ pub struct Certificates {
     pub deductible: u64,
     /// Certificates refused (bundled or own PV).
     pub refused: u64,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<super::notes::Note>,
 }
 
 fn in_months(period: &str, months: &[Month]) -> Option<Month> {
@@ -84,10 +85,7 @@ pub fn certificates(plan: &Plan, months: &[Month], kwh_per_certificate: f64) -> 
             continue;
         };
         let kwh = b.certificates as f64 * kwh_per_certificate;
-        let name = match &b.id {
-            Some(id) => format!("green certificates {id} ({month})"),
-            None => format!("green certificates of {month}"),
-        };
+        let (id, m) = (b.id.clone(), month.to_string());
         let status = match b.kind {
             CertificateKind::Unbundled => {
                 out.deductible += b.certificates;
@@ -95,10 +93,11 @@ pub fn certificates(plan: &Plan, months: &[Month], kwh_per_certificate: f64) -> 
             }
             CertificateKind::Bundled => {
                 out.refused += b.certificates;
-                out.warnings.push(format!(
-                    "{name}: {} certificates bundled with a green-power purchase are not deducted again; the purchase is deducted through [[accounting.green_power]] (113号: no double deduction)",
-                    b.certificates
-                ));
+                out.warnings.push(Note::CertBundled {
+                    id: id.clone(),
+                    month: m.clone(),
+                    certificates: b.certificates,
+                });
                 let bought: f64 = plan
                     .cfg
                     .green_power
@@ -107,26 +106,33 @@ pub fn certificates(plan: &Plan, months: &[Month], kwh_per_certificate: f64) -> 
                     .map(|g| g.kwh)
                     .sum();
                 if bought < kwh {
-                    out.warnings.push(format!(
-                        "{name}: the bundled certificates stand for {kwh} kWh but only {bought} kWh of green power is configured for {month}; configure the purchase in [[accounting.green_power]]"
-                    ));
+                    out.warnings.push(Note::CertBundledShort {
+                        id: id.clone(),
+                        month: m.clone(),
+                        kwh,
+                        bought,
+                    });
                 }
                 "refused_bundled"
             }
             CertificateKind::OwnPv => {
                 out.refused += b.certificates;
-                out.warnings.push(format!(
-                    "{name}: {} non-tradable certificates of the plant's own generation are not deducted again; the metered self-generation is (113号: no double deduction)",
-                    b.certificates
-                ));
+                out.warnings.push(Note::CertOwnPv {
+                    id: id.clone(),
+                    month: m.clone(),
+                    certificates: b.certificates,
+                });
                 "refused_own_pv"
             }
         };
         if let (Some(origin), Some(site)) = (b.origin_province.as_deref(), site_province) {
             if origin != site && b.kind == CertificateKind::Unbundled {
-                out.warnings.push(format!(
-                    "{name}: from another province ({origin}); 113号 counts certificates not tied to a trade where the certificate goes, but how an enterprise assessment in {site} treats them is for the local authority to confirm"
-                ));
+                out.warnings.push(Note::CertOtherProvince {
+                    id: id.clone(),
+                    month: m.clone(),
+                    origin: origin.to_string(),
+                    site: site.to_string(),
+                });
             }
         }
         out.batches.push(BatchOut {

@@ -208,10 +208,10 @@ impl Plan {
                 origin: "factor_table",
                 sources: r.sources.clone(),
                 site_source: None,
-                note: Some(format!(
-                    "no [[accounting.electricity_equal_value]] for {year}; the table's practice value is used. {}",
-                    r.note.clone().unwrap_or_default()
-                )),
+                note: Some(super::notes::Note::EqualValuePractice {
+                    year,
+                    remark: r.note.clone().unwrap_or_default(),
+                }),
             },
             None => {
                 let f = self.factors.get("electricity");
@@ -221,7 +221,7 @@ impl Plan {
                     origin: "equivalent",
                     sources: f.map(|f| f.sources.clone()).unwrap_or_default(),
                     site_source: None,
-                    note: Some("no 等价值 configured or in the tables; 当量值 used".into()),
+                    note: Some(super::notes::Note::EqualValueFallback),
                 }
             }
         }
@@ -385,7 +385,7 @@ pub struct EqualValueUsed {
     pub origin: &'static str,
     pub sources: Vec<String>,
     pub site_source: Option<String>,
-    pub note: Option<String>,
+    pub note: Option<super::notes::Note>,
 }
 
 /// The intervals of every counter of the plan over a range of months.
@@ -675,8 +675,8 @@ pub struct NonFossil {
     pub certificates_refused: u64,
     /// Every certificate batch of the period's months and what became of it.
     pub certificate_batches: Vec<super::certificates::BatchOut>,
-    /// Every refused, capped or questionable deduction, in words.
-    pub warnings: Vec<String>,
+    /// Every refused, capped or questionable deduction (in JSON: in words).
+    pub warnings: Vec<super::notes::Note>,
 }
 
 /// Electricity flows.
@@ -844,9 +844,10 @@ pub fn ledger(plan: &Plan, data: &impl SeriesData, inputs: &Inputs, months: &[Mo
     let deducted = total_nf.min(elec.consumed_kwh.max(0.0));
     let mut warnings = cert_ledger.warnings;
     if deducted < total_nf {
-        warnings.push(format!(
-            "non-fossil electricity ({total_nf} kWh) exceeds the electricity consumed; {deducted} kWh deducted"
-        ));
+        warnings.push(super::notes::Note::NonFossilCapped {
+            total_kwh: total_nf,
+            deducted_kwh: deducted,
+        });
     }
     let non_fossil = NonFossil {
         self_generated_kwh: self_generated,

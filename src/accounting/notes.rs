@@ -23,6 +23,38 @@ pub enum Note {
     BaseBasisUnset,
     /// The base year computed from the store with part of its intervals measured.
     BaseYearPartial { year: i32, measured_pct: f64 },
+    /// Green certificates bundled with a green-power purchase: not deducted again.
+    CertBundled {
+        id: Option<String>,
+        month: String,
+        certificates: u64,
+    },
+    /// Bundled certificates standing for more than the green power configured for the month.
+    CertBundledShort {
+        id: Option<String>,
+        month: String,
+        kwh: f64,
+        bought: f64,
+    },
+    /// Certificates of the plant's own generation: not deducted again.
+    CertOwnPv {
+        id: Option<String>,
+        month: String,
+        certificates: u64,
+    },
+    /// Certificates from another province.
+    CertOtherProvince {
+        id: Option<String>,
+        month: String,
+        origin: String,
+        site: String,
+    },
+    /// More non-fossil electricity than electricity consumed: the deduction is capped.
+    NonFossilCapped { total_kwh: f64, deducted_kwh: f64 },
+    /// No configured 等价值 for the year: the table's practice value, with the table's remark.
+    EqualValuePractice { year: i32, remark: String },
+    /// No 等价值 configured or in the tables: 当量值 used.
+    EqualValueFallback,
     /// Neither a configured base intensity nor the base year's data.
     NoBaseIntensity { year: i32 },
     /// The period's value added has no comparable prices outside the base year.
@@ -248,8 +280,68 @@ impl fmt::Display for Note {
             Note::MuPeriod => f.write_str(
                 "亩均 indicators are for the report's period; the evaluations use a calendar year",
             ),
+            Note::CertBundled {
+                id,
+                month,
+                certificates,
+            } => write!(
+                f,
+                "{}: {certificates} certificates bundled with a green-power purchase are not deducted again; the purchase is deducted through [[accounting.green_power]] (113号: no double deduction)",
+                cert_batch(id, month)
+            ),
+            Note::CertBundledShort {
+                id,
+                month,
+                kwh,
+                bought,
+            } => write!(
+                f,
+                "{}: the bundled certificates stand for {kwh} kWh but only {bought} kWh of green power is configured for {month}; configure the purchase in [[accounting.green_power]]",
+                cert_batch(id, month)
+            ),
+            Note::CertOwnPv {
+                id,
+                month,
+                certificates,
+            } => write!(
+                f,
+                "{}: {certificates} non-tradable certificates of the plant's own generation are not deducted again; the metered self-generation is (113号: no double deduction)",
+                cert_batch(id, month)
+            ),
+            Note::CertOtherProvince {
+                id,
+                month,
+                origin,
+                site,
+            } => write!(
+                f,
+                "{}: from another province ({origin}); 113号 counts certificates not tied to a trade where the certificate goes, but how an enterprise assessment in {site} treats them is for the local authority to confirm",
+                cert_batch(id, month)
+            ),
+            Note::NonFossilCapped {
+                total_kwh,
+                deducted_kwh,
+            } => write!(
+                f,
+                "non-fossil electricity ({total_kwh} kWh) exceeds the electricity consumed; {deducted_kwh} kWh deducted"
+            ),
+            Note::EqualValuePractice { year, remark } => write!(
+                f,
+                "no [[accounting.electricity_equal_value]] for {year}; the table's practice value is used. {remark}"
+            ),
+            Note::EqualValueFallback => {
+                f.write_str("no 等价值 configured or in the tables; 当量值 used")
+            }
             Note::Text(t) => f.write_str(t),
         }
+    }
+}
+
+/// How a certificate batch is named in a note.
+fn cert_batch(id: &Option<String>, month: &str) -> String {
+    match id {
+        Some(id) => format!("green certificates {id} ({month})"),
+        None => format!("green certificates of {month}"),
     }
 }
 

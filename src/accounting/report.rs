@@ -605,9 +605,9 @@ pub fn build_with(
     tags.extend(target_sources.iter().cloned());
 
     // Notes from the ledgers.
-    notes.extend(l.non_fossil.warnings.iter().cloned().map(Note::Text));
+    notes.extend(l.non_fossil.warnings.iter().cloned());
     if let Some(n) = &l.equal_value.note {
-        notes.push(Note::Text(n.clone()));
+        notes.push(n.clone());
     }
     for cl in &l.carriers {
         if cl.factor.verify {

@@ -143,7 +143,63 @@ pub fn text(n: &Note, lang: Lang) -> String {
         }
         Note::MuNeedsLand => "亩均指标需要用地面积：请设置 accounting.indicators.land_area_mu".into(),
         Note::MuPeriod => "亩均指标按本报告期计算；亩均评价按自然年".into(),
+        Note::CertBundled {
+            id,
+            month,
+            certificates,
+        } => format!(
+            "{}：{certificates} 张随绿电交易绑定的绿证不再重复扣除；该绿电已通过 [[accounting.green_power]] 扣除(113号：不重复扣除)",
+            cert_batch_zh(id, month)
+        ),
+        Note::CertBundledShort {
+            id,
+            month,
+            kwh,
+            bought,
+        } => format!(
+            "{}：绑定的绿证对应 {} kWh，但 {month} 只配置了 {} kWh 绿电；请在 [[accounting.green_power]] 中配置该笔交易",
+            cert_batch_zh(id, month),
+            super::tables::group(&format!("{:.0}", kwh.round())),
+            super::tables::group(&format!("{:.0}", bought.round()))
+        ),
+        Note::CertOwnPv {
+            id,
+            month,
+            certificates,
+        } => format!(
+            "{}：{certificates} 张自发电量核发的不可交易绿证不再重复扣除；已扣除的是计量的自发自用电量(113号：不重复扣除)",
+            cert_batch_zh(id, month)
+        ),
+        Note::CertOtherProvince {
+            id,
+            month,
+            origin,
+            site,
+        } => format!(
+            "{}：来自外省({origin})；113号规定未随交易的绿证计入绿证所在地，但 {site} 的企业考核如何认定需向当地主管部门确认",
+            cert_batch_zh(id, month)
+        ),
+        Note::NonFossilCapped {
+            total_kwh,
+            deducted_kwh,
+        } => format!(
+            "非化石电量({} kWh)超过用电量；只扣除 {} kWh",
+            super::tables::group(&format!("{:.0}", total_kwh.round())),
+            super::tables::group(&format!("{:.0}", deducted_kwh.round()))
+        ),
+        Note::EqualValuePractice { year, remark } => format!(
+            "未配置 {year} 年的 [[accounting.electricity_equal_value]]：采用系数表的惯用值。{remark}"
+        ),
+        Note::EqualValueFallback => "未配置电力等价值，系数表中也没有：按当量值计算".into(),
         Note::Text(t) => t.clone(),
+    }
+}
+
+/// How a certificate batch is named in a Chinese note.
+fn cert_batch_zh(id: &Option<String>, month: &str) -> String {
+    match id {
+        Some(id) => format!("绿证 {id}({month})"),
+        None => format!("{month} 的绿证"),
     }
 }
 
@@ -169,5 +225,47 @@ mod tests {
         assert_eq!(serde_json::to_string(&n).unwrap(), format!("\"{en}\""));
         let n = Note::NotJudgedAgainstPath { kind: "month" };
         assert!(text(&n, Lang::Zh).starts_with("月度数据仅供参考"));
+    }
+
+    #[test]
+    fn certificate_and_equal_value_notes_are_chinese_in_zh_and_unchanged_in_json() {
+        let n = Note::CertOwnPv {
+            id: Some("PV-2026-10".into()),
+            month: "2026-10".into(),
+            certificates: 114,
+        };
+        assert_eq!(
+            text(&n, Lang::Zh),
+            "绿证 PV-2026-10(2026-10)：114 张自发电量核发的不可交易绿证不再重复扣除；已扣除的是计量的自发自用电量(113号：不重复扣除)"
+        );
+        let en = "green certificates PV-2026-10 (2026-10): 114 non-tradable certificates of the plant's own generation are not deducted again; the metered self-generation is (113号: no double deduction)";
+        assert_eq!(serde_json::to_string(&n).unwrap(), format!("\"{en}\""));
+        let n = Note::NonFossilCapped {
+            total_kwh: 12000.0,
+            deducted_kwh: 9500.5,
+        };
+        assert_eq!(
+            text(&n, Lang::Zh),
+            "非化石电量(12,000 kWh)超过用电量；只扣除 9,501 kWh"
+        );
+        assert_eq!(
+            text(&n, Lang::En),
+            "non-fossil electricity (12000 kWh) exceeds the electricity consumed; 9500.5 kWh deducted"
+        );
+        for n in [
+            Note::EqualValueFallback,
+            Note::CertOtherProvince {
+                id: None,
+                month: "2026-10".into(),
+                origin: "sichuan".into(),
+                site: "chongqing".into(),
+            },
+        ] {
+            assert!(
+                !text(&n, Lang::Zh).contains(" the "),
+                "{}",
+                text(&n, Lang::Zh)
+            );
+        }
     }
 }
