@@ -385,7 +385,7 @@ pub fn build(period: &str, rows: &Rows) -> Result<ParkReport> {
     let va_all = factories.iter().all(|x| x.value_added_10k_cny.is_some());
     let total_va = va_all.then(|| factories.iter().filter_map(|x| x.value_added_10k_cny).sum());
     if !va_all {
-        notes.push("some factories have no value added: no park intensity".into());
+        notes.push(NOTE_NO_VALUE_ADDED.into());
     }
     let total_assess: f64 = factories.iter().map(|x| x.assessment_energy_tce).sum();
     let products: Vec<ParkProduct> = prods
@@ -457,9 +457,9 @@ pub fn build(period: &str, rows: &Rows) -> Result<ParkReport> {
         (None, None)
     };
     if capacity.len() > 1 {
-        notes.push("benchmark and below-baseline shares: output-weighted per limit row, rows weighted by product energy".into());
+        notes.push(NOTE_WEIGHTED.into());
     }
-    notes.push("标杆 = limit grade 1 (or a configured 标杆 level), below the baseline = over limit grade 3 (or below a configured 基准 level); the 标杆 ≈ grade 1 mapping is inferred, not sourced".into());
+    notes.push(NOTE_GRADES.into());
     let mut below_sites: Vec<String> = products
         .iter()
         .filter(|p| p.below_baseline)
@@ -720,9 +720,36 @@ pub fn sections(p: &ParkReport, lang: Lang) -> Vec<Table> {
             id: "notes",
             title: L("说明", "Notes"),
             columns: cols(&[("note", L("说明", "note"))]),
-            rows: p.notes.iter().map(|n| vec![t(n)]).collect(),
+            rows: p.notes.iter().map(|n| vec![t(&note(n, lang))]).collect(),
         },
     ]
+}
+
+// The park report's fixed notes, as its JSON carries them.
+const NOTE_NO_VALUE_ADDED: &str = "some factories have no value added: no park intensity";
+const NOTE_WEIGHTED: &str = "benchmark and below-baseline shares: output-weighted per limit row, rows weighted by product energy";
+const NOTE_GRADES: &str = "标杆 = limit grade 1 (or a configured 标杆 level), below the baseline = over limit grade 3 (or below a configured 基准 level); the 标杆 ≈ grade 1 mapping is inferred, not sourced";
+
+/// The park report's fixed notes (English in its JSON) in the report's language.
+fn note(n: &str, lang: Lang) -> String {
+    const ZH: [(&str, &str); 3] = [
+        (
+            NOTE_NO_VALUE_ADDED,
+            "部分企业缺少工业增加值：不计算园区能耗强度",
+        ),
+        (
+            NOTE_WEIGHTED,
+            "标杆与基准以下占比：每个限额行按产量加权，各行再按产品能耗加权",
+        ),
+        (
+            NOTE_GRADES,
+            "标杆 = 限额1级(或配置的标杆值)，基准以下 = 超过限额3级(或低于配置的基准值)；标杆≈1级的对应关系为推断，无出处",
+        ),
+    ];
+    match ZH.iter().find(|(en, _)| *en == n) {
+        Some((_, zh)) if lang == Lang::Zh => (*zh).to_string(),
+        _ => n.to_string(),
+    }
 }
 
 /// Renders the park report.

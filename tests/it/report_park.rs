@@ -151,6 +151,11 @@ fn park_report_ranks_three_gateways_from_influxdb() {
     assert!(md.contains("| 3 | plant-b |"), "{md}");
     let html = common::expect_success(&park(&influx, &["--format", "html"]));
     assert!(html.contains("园区能源报告 Park energy report") && html.contains("<svg"));
+    // Its notes in the report's language; the JSON keeps them in English.
+    let zh = common::expect_success(&park(&influx, &["--format", "md", "--lang", "zh"]));
+    assert!(zh.contains("标杆≈1级的对应关系为推断"), "{zh}");
+    assert!(!zh.contains("mapping is inferred"), "{zh}");
+    assert!(md.contains("mapping is inferred"), "{md}");
     let csv = common::expect_success(&park(&influx, &["--format", "csv"]));
     assert!(csv.contains("factories,3,site,plant-b\n"), "{csv}");
 
