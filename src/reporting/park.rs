@@ -720,7 +720,7 @@ pub fn sections(p: &ParkReport, lang: Lang) -> Vec<Table> {
             id: "notes",
             title: L("说明", "Notes"),
             columns: cols(&[("note", L("说明", "note"))]),
-            rows: p.notes.iter().map(|n| vec![t(&note(n, lang))]).collect(),
+            rows: p.notes.iter().map(|n| vec![t(note(n, lang))]).collect(),
         },
     ]
 }
