@@ -32,6 +32,7 @@ pub mod redact;
 pub mod reporting;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod storage;
 pub mod telemetry;
 pub mod units;

@@ -21,6 +21,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("lang", 1),
     ("clock", 1),
     ("health", 1),
+    ("settings", 1),
     ("install_crypto_provider", 1),
     // 2: the store, the only owner of the SQLite schema.
     ("storage", 2),
