@@ -180,8 +180,15 @@ pub async fn start_with_clock(
         mut devices,
         tasks: mut pollers,
         mut requests_per_cycle,
-    } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
-    let meters = crate::acquisition::meter_bus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    } = modbus::spawn_pollers(&config.devices, &config.buses, &src_tx, &cancel_sources);
+    let meters = crate::acquisition::meter_bus::spawn_pollers(
+        &config.devices,
+        &config.buses,
+        config.modbus.templates_dir.as_deref(),
+        &config.site.timezone,
+        &src_tx,
+        &cancel_sources,
+    );
     devices.extend(meters.devices);
     requests_per_cycle.extend(meters.requests_per_cycle);
     pollers.extend(meters.tasks);
@@ -234,8 +241,14 @@ pub async fn start_with_clock(
     if let Some(m) = &config.mqtt {
         if !m.subscriptions.is_empty() {
             let stats = Arc::new(MqttStats::default());
-            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone())
-                .with_clock(clock.clone());
+            let source = MqttSource::new(
+                m.clone(),
+                config.site.clone(),
+                config.devices.iter().map(|d| d.id.clone()).collect(),
+                mqtt_src_tx.clone(),
+                stats.clone(),
+            )
+            .with_clock(clock.clone());
             pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
             mqtt_in = Some(stats);
         }

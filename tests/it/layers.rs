@@ -46,11 +46,6 @@ const FLOORS: &[(&str, u8)] = &[
 /// 3: components own their config structs and are given them, instead of reading `Config`).
 const KNOWN_DEBT: &[(&str, &str, &str)] = &[
     (
-        "acquisition",
-        "config",
-        "the Modbus, meter-bus and MQTT sources are started from the whole Config; meter templates report config's ConfigProblem and parse with its TOML reader",
-    ),
-    (
         "accounting",
         "config",
         "the accounts read the whole Config (site, devices, accounting)",
