@@ -254,10 +254,16 @@ pub async fn start_with_clock(
         }
         if m.publish.enabled {
             let stats = Arc::new(MqttOutputStats::default());
-            let out = MqttOutput::new(config.clone(), store_path.clone(), stats.clone())
-                .context("starting the mqtt output")?;
+            let out = MqttOutput::new(
+                m.clone(),
+                config.site.clone(),
+                store_path.clone(),
+                stats.clone(),
+            )
+            .context("starting the mqtt output")?;
             pollers.push(tokio::spawn(crate::outputs::mqtt::indicators::publish(
-                config.clone(),
+                m.publish.clone(),
+                config.site.clone(),
                 out.outbox(),
                 devices.clone(),
                 latest.clone(),
@@ -288,8 +294,15 @@ pub async fn start_with_clock(
             continue;
         }
         let status = Arc::new(OutputStatus::default());
-        let out = InfluxOutput::new(name, &config, store_path.clone(), status.clone())
-            .with_context(|| format!("starting output influxdb.{name}"))?;
+        let out = InfluxOutput::new(
+            name,
+            o.clone(),
+            &config.site,
+            &config.devices,
+            store_path.clone(),
+            status.clone(),
+        )
+        .with_context(|| format!("starting output influxdb.{name}"))?;
         outputs.insert(InfluxOutput::destination(name), status);
         output_tasks.push(tokio::spawn(out.run(
             committed_rx.clone(),

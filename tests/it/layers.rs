@@ -50,11 +50,6 @@ const KNOWN_DEBT: &[(&str, &str, &str)] = &[
         "config",
         "the accounts read the whole Config (site, devices, accounting)",
     ),
-    (
-        "outputs",
-        "config",
-        "the InfluxDB and MQTT outputs are started from the whole Config (site tags, devices, broker)",
-    ),
 ];
 
 fn floor(m: &str) -> Option<u8> {
