@@ -211,7 +211,7 @@ pub async fn start_with_clock(
             .iter()
             .any(|a| a.kind() == crate::config::AlertKind::Intensity);
         pollers.push(tokio::spawn(crate::accounting::service::run(
-            config.clone(),
+            Arc::new(config.accounting_context()),
             accounts.clone(),
             has_intensity_rules.then_some(intensity_tx),
             cancel_sources.clone(),

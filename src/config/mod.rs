@@ -187,6 +187,17 @@ impl Config {
         }
     }
 
+    /// What the accounts are computed from: the site, the devices, `[accounting]` and
+    /// `[storage]`.
+    pub fn accounting_context(&self) -> crate::accounting::AccountingContext {
+        crate::accounting::AccountingContext {
+            site: self.site.clone(),
+            devices: self.devices.clone(),
+            accounting: self.accounting.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+
     /// The device with this id.
     pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)

@@ -376,7 +376,12 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     }
 
     // [accounting] and devices[].parent
-    crate::accounting::config::validate(cfg, &origin.devices, undecoded_devices, &mut push);
+    crate::accounting::config::validate(
+        &cfg.accounting_context(),
+        &origin.devices,
+        undecoded_devices,
+        &mut push,
+    );
 
     // [http]
     for (k, e) in check_http(&cfg.http) {
