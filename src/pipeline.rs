@@ -180,8 +180,15 @@ pub async fn start_with_clock(
         mut devices,
         tasks: mut pollers,
         mut requests_per_cycle,
-    } = modbus::spawn_pollers(&config, &src_tx, &cancel_sources);
-    let meters = crate::acquisition::meter_bus::spawn_pollers(&config, &src_tx, &cancel_sources);
+    } = modbus::spawn_pollers(&config.devices, &config.buses, &src_tx, &cancel_sources);
+    let meters = crate::acquisition::meter_bus::spawn_pollers(
+        &config.devices,
+        &config.buses,
+        config.modbus.templates_dir.as_deref(),
+        &config.site.timezone,
+        &src_tx,
+        &cancel_sources,
+    );
     devices.extend(meters.devices);
     requests_per_cycle.extend(meters.requests_per_cycle);
     pollers.extend(meters.tasks);
@@ -204,7 +211,7 @@ pub async fn start_with_clock(
             .iter()
             .any(|a| a.kind() == crate::config::AlertKind::Intensity);
         pollers.push(tokio::spawn(crate::accounting::service::run(
-            config.clone(),
+            Arc::new(config.accounting_context()),
             accounts.clone(),
             has_intensity_rules.then_some(intensity_tx),
             cancel_sources.clone(),
@@ -234,17 +241,29 @@ pub async fn start_with_clock(
     if let Some(m) = &config.mqtt {
         if !m.subscriptions.is_empty() {
             let stats = Arc::new(MqttStats::default());
-            let source = MqttSource::new(config.clone(), mqtt_src_tx.clone(), stats.clone())
-                .with_clock(clock.clone());
+            let source = MqttSource::new(
+                m.clone(),
+                config.site.clone(),
+                config.devices.iter().map(|d| d.id.clone()).collect(),
+                mqtt_src_tx.clone(),
+                stats.clone(),
+            )
+            .with_clock(clock.clone());
             pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
             mqtt_in = Some(stats);
         }
         if m.publish.enabled {
             let stats = Arc::new(MqttOutputStats::default());
-            let out = MqttOutput::new(config.clone(), store_path.clone(), stats.clone())
-                .context("starting the mqtt output")?;
+            let out = MqttOutput::new(
+                m.clone(),
+                config.site.clone(),
+                store_path.clone(),
+                stats.clone(),
+            )
+            .context("starting the mqtt output")?;
             pollers.push(tokio::spawn(crate::outputs::mqtt::indicators::publish(
-                config.clone(),
+                m.publish.clone(),
+                config.site.clone(),
                 out.outbox(),
                 devices.clone(),
                 latest.clone(),
@@ -275,8 +294,15 @@ pub async fn start_with_clock(
             continue;
         }
         let status = Arc::new(OutputStatus::default());
-        let out = InfluxOutput::new(name, &config, store_path.clone(), status.clone())
-            .with_context(|| format!("starting output influxdb.{name}"))?;
+        let out = InfluxOutput::new(
+            name,
+            o.clone(),
+            &config.site,
+            &config.devices,
+            store_path.clone(),
+            status.clone(),
+        )
+        .with_context(|| format!("starting output influxdb.{name}"))?;
         outputs.insert(InfluxOutput::destination(name), status);
         output_tasks.push(tokio::spawn(out.run(
             committed_rx.clone(),

@@ -344,7 +344,7 @@ type = "f32"
 {carbon}
 "#
         );
-        let cfg = crate::config::load_str(&toml).unwrap();
+        let cfg = crate::config::load_str(&toml).unwrap().accounting_context();
         let plan = Plan::build(&cfg).unwrap();
         grid_choice(&plan, year, series).unwrap()
     }
@@ -444,7 +444,7 @@ carrier = "natural_gas"
 ncv_kj_per_unit = 36000
 source = "gas supplier's monthly analysis (example)"
 "#;
-        let cfg = crate::config::load_str(toml).unwrap();
+        let cfg = crate::config::load_str(toml).unwrap().accounting_context();
         let plan = Plan::build(&cfg).unwrap();
         // Energy: 36 000 / 29 307 kgce/m³.
         let f = &plan.factors["natural_gas"];

@@ -539,7 +539,7 @@ register = 0
 "#,
             dir.path().display()
         );
-        let cfg = crate::config::load_str(&toml).unwrap();
+        let cfg = crate::config::load_str(&toml).unwrap().accounting_context();
         let mut store = Store::open(&cfg.store_path(), Synchronous::Normal).unwrap();
         let (from, to) = (
             ms("2026-10-31T23:50:00+08:00"),

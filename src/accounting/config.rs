@@ -1,4 +1,5 @@
-//! The `[accounting]` section of the configuration and its checks.
+//! The `[accounting]` section of the configuration and its checks, and [`AccountingContext`]:
+//! everything the accounts are computed from.
 //!
 //! Every key is documented in `config/example.toml`. [`validate`] is called by
 //! `energy-gateway check` (through `config::validate`) and reports every problem with its key
@@ -12,8 +13,33 @@ use serde::Deserialize;
 
 use super::factors::Tables;
 use super::tariff::{TouCalendar, TouConfig};
-use crate::config::{Config, DeviceConfig};
+use crate::acquisition::config::DeviceConfig;
 use crate::readings::{valid_id, Quantity};
+use crate::settings::SiteConfig;
+use crate::storage::config::StorageConfig;
+
+/// What the accounts are computed from, given to them by the wiring (`run`, the CLI, the HTTP
+/// API) instead of the whole configuration: the site (time zone, main meters, name), the
+/// devices (carriers, parents, points), `[accounting]` and `[storage]` (where the store is).
+#[derive(Debug, Clone)]
+pub struct AccountingContext {
+    pub site: SiteConfig,
+    pub devices: Vec<DeviceConfig>,
+    pub accounting: AccountingConfig,
+    pub storage: StorageConfig,
+}
+
+impl AccountingContext {
+    /// The device with this id.
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// Path of the SQLite store.
+    pub fn store_path(&self) -> PathBuf {
+        self.storage.store_path()
+    }
+}
 
 /// `[accounting]`
 #[derive(Debug, Clone, Deserialize)]
@@ -27,7 +53,7 @@ pub struct AccountingConfig {
     pub factor_file: Option<PathBuf>,
     /// A counter step longer than this is a gap: its consumption is spread evenly over the
     /// intervals it spans and those intervals are marked estimated.
-    #[serde(default = "default_gap_after", with = "crate::config::duration")]
+    #[serde(default = "default_gap_after", with = "crate::units::duration")]
     pub gap_after: Duration,
     /// A parent meter whose consumption differs from the sum of its children by more than this
     /// (percent of the parent) over a report period is flagged.
@@ -300,7 +326,7 @@ pub struct MeterConfig {
 
 fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
-    crate::config::duration::parse_value(&v)
+    crate::units::duration::parse_value(&v)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -442,7 +468,7 @@ fn has_point(d: &DeviceConfig, q: Quantity) -> bool {
 
 /// The energy meters of the accounts: explicit `[[accounting.meters]]` entries, and every other
 /// device with a carrier that has a factor row and a point for its default counter.
-pub fn resolve_meters(cfg: &Config, tables: &Tables) -> Vec<ResolvedMeter> {
+pub fn resolve_meters(cfg: &AccountingContext, tables: &Tables) -> Vec<ResolvedMeter> {
     let acc = &cfg.accounting;
     let mut out = Vec::new();
     for d in &cfg.devices {
@@ -494,7 +520,7 @@ pub fn resolve_meters(cfg: &Config, tables: &Tables) -> Vec<ResolvedMeter> {
 
 /// Checks `[accounting]` and the devices' `parent` keys. Problems go to `push(path, message)`.
 pub fn validate(
-    cfg: &Config,
+    cfg: &AccountingContext,
     device_index: &[usize],
     undecoded: &HashSet<String>,
     push: &mut dyn FnMut(String, String),
@@ -1298,7 +1324,7 @@ type = "u32"
     #[test]
     fn base_is_valid_and_meters_resolve_by_default() {
         assert_eq!(problems(BASE), Vec::<String>::new());
-        let cfg = load_str(BASE).unwrap();
+        let cfg = load_str(BASE).unwrap().accounting_context();
         let t = super::Tables::load("gbt2589-2020", None).unwrap();
         let m = super::resolve_meters(&cfg, &t);
         let summary: Vec<(&str, &str, super::MeterRole)> = m

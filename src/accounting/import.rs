@@ -15,11 +15,11 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::calendar::Month;
+use super::config::AccountingContext;
 use super::counters::Replacement;
 use super::factors::unit_ratio;
 use super::ledger::Plan;
 use super::store::{AccountingStore, ManualConsumption, ValueAdded};
-use crate::config::Config;
 use crate::readings::{Quantity, Reading, TimestampMs};
 
 /// At most this many row errors are listed.
@@ -388,7 +388,7 @@ pub struct ImportSummary {
 /// `import readings`: stores the rows as readings; rows already in the store (same series and
 /// instant) are left as they were.
 pub fn import_readings(
-    cfg: &Config,
+    cfg: &AccountingContext,
     input: Rows<ReadingRow>,
 ) -> Result<ImportSummary, ImportError> {
     let mut errors = input.errors;
@@ -453,7 +453,7 @@ pub fn import_readings(
 
 /// `import value-added`: monthly value added; a month already stored is replaced.
 pub fn import_value_added(
-    cfg: &Config,
+    cfg: &AccountingContext,
     input: Rows<ValueAddedRow>,
 ) -> Result<ImportSummary, ImportError> {
     let mut errors = input.errors;
@@ -500,7 +500,7 @@ pub fn import_value_added(
 /// `import production`: monthly production per product; a month and product already stored is
 /// replaced.
 pub fn import_production(
-    cfg: &Config,
+    cfg: &AccountingContext,
     input: Rows<ProductionRow>,
 ) -> Result<ImportSummary, ImportError> {
     let mut errors = input.errors;
@@ -548,7 +548,7 @@ pub fn import_production(
 /// `import consumption`: monthly quantities of carriers without a meter (coal deliveries,
 /// diesel…), for energy use or as feedstock.
 pub fn import_consumption(
-    cfg: &Config,
+    cfg: &AccountingContext,
     input: Rows<ConsumptionRow>,
 ) -> Result<ImportSummary, ImportError> {
     let plan = Plan::build(cfg).map_err(|e| ImportError::Data(format!("{e:#}")))?;
@@ -610,7 +610,7 @@ pub fn import_consumption(
 /// `counter replace` and `POST /api/v1/meter-replacements`: records a meter replacement so the
 /// accounts lose no energy.
 pub fn record_replacement(
-    cfg: &Config,
+    cfg: &AccountingContext,
     device: &str,
     quantity: &str,
     time: &str,
@@ -823,7 +823,7 @@ rated_power = 100.0
 "#,
             dir.path().display()
         );
-        let cfg = crate::config::load_str(&toml).unwrap();
+        let cfg = crate::config::load_str(&toml).unwrap().accounting_context();
         let now = crate::readings::now_ms();
         let hour_ago = now - 3_600_000;
         let mut store = crate::storage::Store::open(

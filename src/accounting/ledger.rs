@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use super::calendar::{Month, SLOT_MS};
+use super::config::AccountingContext;
 use super::config::{
     default_counter, resolve_meters, AccountingConfig, EnergyUse, MeterRole, ResolvedMeter,
 };
@@ -17,7 +18,6 @@ use super::counters::{integrate, CounterEvent, CounterSettings, Slots};
 use super::factors::{report_unit, unit_ratio, Basis, Tables};
 use super::store::{AccountingStore, ManualConsumption, ValueAdded};
 use super::tariff::TouCalendar;
-use crate::config::Config;
 use crate::readings::{Quantity, TimestampMs};
 
 /// The standard-coal factor used for a carrier, per its report unit.
@@ -78,7 +78,7 @@ pub struct Plan {
 
 impl Plan {
     /// Builds the plan of a configuration that passed `check`.
-    pub fn build(cfg: &Config) -> Result<Plan> {
+    pub fn build(cfg: &AccountingContext) -> Result<Plan> {
         let acc = &cfg.accounting;
         let tz: Tz =
             cfg.site.timezone.parse().map_err(|_| {

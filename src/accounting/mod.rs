@@ -32,7 +32,7 @@
 //! | [`indicators`] | green-factory and 亩均 indicators of a period's accounts |
 //! | [`alert_summary`] | the alerts of a period, for its accounts |
 //! | [`service`] | the accounting service of `run`: intervals closed, accounts kept and persisted |
-//! | [`config`] | the `[accounting]` configuration section and its checks |
+//! | [`config`] | the `[accounting]` configuration section and its checks; [`AccountingContext`], what the accounts are computed from |
 
 pub mod alert_summary;
 pub mod balance;
@@ -56,4 +56,4 @@ pub mod targets;
 pub mod tariff;
 pub mod today;
 
-pub use config::AccountingConfig;
+pub use config::{AccountingConfig, AccountingContext};

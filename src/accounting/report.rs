@@ -13,6 +13,7 @@ use super::balance::{balance, BalanceLine};
 use super::calendar::{rfc3339, Month, Period};
 use super::carbon::{carbon, Carbon, CarbonLine, Scope2};
 use super::chunks::{period_data, ChunkCache, PeriodData};
+use super::config::AccountingContext;
 use super::grades::{products, ProductLine};
 use super::ledger::{
     ledger, max_demand, months_bounds, purchased_electricity_intervals, quality, tou_kwh,
@@ -21,7 +22,6 @@ use super::ledger::{
 use super::notes::Note;
 use super::store::{AccountRow, AccountingStore};
 use super::targets::{annual_change_pct, change_pct, completion_pct, path_change_pct, BaseBasis};
-use crate::config::Config;
 use crate::readings::Quantity;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -374,7 +374,7 @@ fn other_ledger(
 
 /// Builds the report of `period` with the data up to now. With `write`, the intervals, accounts
 /// and counter events are also written to the store.
-pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
+pub fn build(cfg: &AccountingContext, period: Period, write: bool) -> Result<Report> {
     build_as_of(cfg, period, write, crate::readings::now_ms())
 }
 
@@ -383,13 +383,18 @@ pub fn build(cfg: &Config, period: Period, write: bool) -> Result<Report> {
 /// interval containing `as_of`), counts its completeness over those and says so (`in_progress`,
 /// `data_to`, a note). With `write`, the intervals, accounts and counter events are written to
 /// the store, unless the period has no data at all (nothing is stored then, and a note says so).
-pub fn build_as_of(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<Report> {
+pub fn build_as_of(
+    cfg: &AccountingContext,
+    period: Period,
+    write: bool,
+    as_of: i64,
+) -> Result<Report> {
     build_with(cfg, period, write, as_of, None)
 }
 
 /// [`build_as_of`] with the chunks the accounting service keeps between its cycles.
 pub fn build_with(
-    cfg: &Config,
+    cfg: &AccountingContext,
     period: Period,
     write: bool,
     as_of: i64,

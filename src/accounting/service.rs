@@ -43,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::calendar::{month_of, slot_start, Month, Period, SLOT_MS};
 use super::chunks::ChunkCache;
+use super::config::AccountingContext;
 use super::report::Report;
 use super::today::Today;
-use crate::config::Config;
 
 /// `[accounting.service]`: the cadence of the accounting service of `run`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -55,11 +55,11 @@ pub struct ServiceConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// How long after its end an interval is closed (late readings of the devices).
-    #[serde(default = "default_grace", with = "crate::config::duration")]
+    #[serde(default = "default_grace", with = "crate::units::duration")]
     pub interval_grace: Duration,
     /// How often, besides each close, the service looks for late readings and recomputes (and
     /// so republishes) what they changed, and refreshes today's figures.
-    #[serde(default = "default_republish", with = "crate::config::duration")]
+    #[serde(default = "default_republish", with = "crate::units::duration")]
     pub republish_every: Duration,
 }
 
@@ -192,14 +192,14 @@ impl Accounts {
 
 /// The compute of one period as it stands at `as_of` (with `write`, persisted with revisions).
 /// The only place the service computes a period.
-pub fn compute(cfg: &Config, period: Period, write: bool, as_of: i64) -> Result<Report> {
+pub fn compute(cfg: &AccountingContext, period: Period, write: bool, as_of: i64) -> Result<Report> {
     super::report::build_as_of(cfg, period, write, as_of)
 }
 
 /// [`compute`] with the service's chunks: a cycle reads from the store only the hour in
 /// progress and what changed since ([`ChunkCache`]).
 fn compute_with(
-    cfg: &Config,
+    cfg: &AccountingContext,
     period: Period,
     as_of: i64,
     cache: &mut ChunkCache,
@@ -237,7 +237,7 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn open(cfg: &Config) -> Result<Tracker> {
+    fn open(cfg: &AccountingContext) -> Result<Tracker> {
         let path = cfg.store_path();
         // Creates the accounting tables when missing.
         drop(super::store::AccountingStore::open(&path)?);
@@ -342,7 +342,7 @@ fn periods_due(
 
 /// One cycle: what closed or changed since the last, computed and persisted.
 fn cycle(
-    cfg: &Config,
+    cfg: &AccountingContext,
     t: &mut Tracker,
     now: i64,
     grace: Duration,
@@ -448,7 +448,7 @@ const START_RETRIES: u64 = 30;
 /// Runs the service until `cancel`: a cycle at start, at each interval's end plus the grace,
 /// and every `republish_every`.
 pub async fn run(
-    cfg: Arc<Config>,
+    cfg: Arc<AccountingContext>,
     state: Arc<Accounts>,
     intensity: Option<mpsc::Sender<IntensityUpdate>>,
     cancel: CancellationToken,

@@ -82,8 +82,9 @@ impl AccountingStore {
     pub fn open(path: &Path) -> Result<AccountingStore> {
         // The gateway's store creates the directory, WAL mode and every table (the accounting
         // tables are in storage's migrations); readings are read through it.
-        let readings = crate::storage::Store::open(path, crate::config::Synchronous::Normal)
-            .with_context(|| format!("opening the store {}", path.display()))?;
+        let readings =
+            crate::storage::Store::open(path, crate::storage::config::Synchronous::Normal)
+                .with_context(|| format!("opening the store {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;

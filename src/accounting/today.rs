@@ -5,10 +5,11 @@ use serde::Serialize;
 
 use super::calendar::{local_midnight_ms, month_of};
 use super::chunks::{period_data, ChunkCache};
+use super::config::AccountingContext;
 use super::ledger::{ledger, Inputs, Plan};
 use super::store::AccountingStore;
-use crate::config::{Config, Synchronous};
 use crate::readings::Quantity;
+use crate::storage::config::Synchronous;
 use crate::storage::Store;
 
 /// Energy used today (site time zone), from midnight to now.
@@ -48,7 +49,10 @@ pub fn now_rfc3339() -> String {
 
 /// Today's figures, from midnight (site time zone) to now. With the accounting service's
 /// chunks, only the hour in progress is read from the store.
-pub fn compute_today(cfg: &Config, cache: Option<&mut ChunkCache>) -> anyhow::Result<Today> {
+pub fn compute_today(
+    cfg: &AccountingContext,
+    cache: Option<&mut ChunkCache>,
+) -> anyhow::Result<Today> {
     let tz: chrono_tz::Tz = cfg
         .site
         .timezone

@@ -3,45 +3,18 @@
 //! semantic checks of [`super::validate`].
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::{Config, DeviceConfig};
+use crate::settings::{parse_toml, toml_to_json, ConfigProblem};
 
 /// Environment variables starting with this prefix override file keys: `EGW__SITE__ID=plant-7`
 /// sets `site.id`, `EGW__OUTPUTS__INFLUXDB__LOCAL__TOKEN=…` sets `outputs.influxdb.local.token`.
 /// Sections and keys are separated by a double underscore; names are lower-cased.
 pub const ENV_PREFIX: &str = "EGW";
-
-/// One thing wrong with a configuration, with the key path it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted key path such as `devices[2].modbus.interval`; empty for the file as a whole.
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigProblem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
 
 /// Loads, decodes and checks the file at `path` with environment overrides applied.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
@@ -61,30 +34,6 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigProblem>> {
 pub fn load_str(toml: &str) -> Result<Config, Vec<ConfigProblem>> {
     let tree = parse_toml(toml).map_err(|e| vec![ConfigProblem::new("", e)])?;
     decode_with_env(tree, env_overrides())
-}
-
-/// Parses a TOML document into the generic tree the typed decoders read. Keys keep their case;
-/// TOML date-times become their RFC 3339 text.
-pub fn parse_toml(text: &str) -> Result<Value, String> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
-    Ok(toml_to_json(toml::Value::Table(table)))
-}
-
-fn toml_to_json(v: toml::Value) -> Value {
-    match v {
-        toml::Value::String(s) => Value::String(s),
-        toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            // NaN and infinities have no JSON number; keep the text so decoding names the key.
-            .unwrap_or_else(|| Value::String(f.to_string())),
-        toml::Value::Boolean(b) => Value::Bool(b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
-    }
 }
 
 /// One `EGW__…` environment override: the key path (lower-cased) and the text as written.

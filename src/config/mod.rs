@@ -32,10 +32,11 @@ pub use crate::lang::Language;
 pub use crate::outputs::influxdb::config::{InfluxApi, InfluxConfig, Precision};
 pub use crate::outputs::mqtt_readings::config::{MqttReadingsConfig, ReadingsFormat};
 pub use crate::secret::Secret;
-pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, Synchronous};
+pub use crate::settings::{parse_toml, ConfigProblem, SiteConfig};
+pub use crate::storage::config::{OutboxConfig, OutboxFullPolicy, StorageConfig, Synchronous};
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::units::{byte_size, duration, opt_duration};
-pub use load::{load, load_str, parse_toml, ConfigProblem, ENV_PREFIX};
+pub use load::{load, load_str, ENV_PREFIX};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -132,108 +133,6 @@ fn default_http_bind() -> String {
     "127.0.0.1:8080".into()
 }
 
-/// `[site]`: who this gateway measures.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteConfig {
-    /// Stable site id, written as tag `site` on every point.
-    pub id: String,
-    /// Display name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Industrial park the site belongs to (tag `park`).
-    #[serde(default)]
-    pub park: Option<String>,
-    /// IANA time zone for calendar buckets ("energy today").
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// Devices whose power and energy make up the site totals.
-    #[serde(default)]
-    pub main_meters: Vec<String>,
-    /// Language of the live page and of notifications: `zh` (default) or `en`.
-    #[serde(default)]
-    pub language: Language,
-}
-
-fn default_timezone() -> String {
-    "Asia/Shanghai".into()
-}
-
-/// `[storage]`: the embedded SQLite store (reading history and outbox).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Directory holding `store.sqlite` and its WAL.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// SQLite `synchronous` level: `full` (default) also survives power loss at the cost of one
-    /// fsync per group commit; `normal` survives a process crash only.
-    #[serde(default)]
-    pub synchronous: Synchronous,
-    /// Raw readings older than this are deleted once every output has delivered them (their
-    /// minute aggregates stay, see `minute_retention`).
-    #[serde(default = "default_retention", with = "duration")]
-    pub retention: Duration,
-    /// Minute aggregates older than this are deleted, except the interval boundaries of
-    /// counters (`storage::tiers`).
-    #[serde(default = "default_minute_retention", with = "duration")]
-    pub minute_retention: Duration,
-    /// The most readings committed in one transaction.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// SQLite page cache of the store writer, MiB. Larger keeps more index pages in memory and
-    /// sustains higher ingest rates; smaller keeps the resident memory down on small boxes.
-    #[serde(default = "default_cache_mib")]
-    pub cache_mib: u32,
-    /// Longest time the store writer gathers readings before committing them (0 = commit
-    /// whatever is queued at once). Readings a source waits on are committed at once.
-    #[serde(default = "default_commit_delay", with = "duration")]
-    pub commit_delay: Duration,
-    /// Most bytes the store may use (`max_disk`); 0 = derived at the first start (half of the
-    /// free space of its filesystem then). Past it the oldest delivered readings are dropped.
-    #[serde(default, with = "byte_size")]
-    pub max_disk: u64,
-    /// `[storage.outbox]`: bounds of the undelivered part of the store.
-    #[serde(default)]
-    pub outbox: OutboxConfig,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            data_dir: default_data_dir(),
-            synchronous: Synchronous::default(),
-            retention: default_retention(),
-            minute_retention: default_minute_retention(),
-            max_batch: default_max_batch(),
-            cache_mib: default_cache_mib(),
-            max_disk: 0,
-            commit_delay: default_commit_delay(),
-            outbox: OutboxConfig::default(),
-        }
-    }
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/energy-gateway")
-}
-fn default_commit_delay() -> Duration {
-    Duration::from_millis(500)
-}
-
-fn default_retention() -> Duration {
-    Duration::from_secs(14 * 86_400)
-}
-fn default_minute_retention() -> Duration {
-    Duration::from_secs(400 * 86_400)
-}
-fn default_cache_mib() -> u32 {
-    8
-}
-fn default_max_batch() -> usize {
-    10_000
-}
-
 /// `[pipeline]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +187,17 @@ impl Config {
         }
     }
 
+    /// What the accounts are computed from: the site, the devices, `[accounting]` and
+    /// `[storage]`.
+    pub fn accounting_context(&self) -> crate::accounting::AccountingContext {
+        crate::accounting::AccountingContext {
+            site: self.site.clone(),
+            devices: self.devices.clone(),
+            accounting: self.accounting.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+
     /// The device with this id.
     pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
         self.devices.iter().find(|d| d.id == id)
@@ -295,6 +205,6 @@ impl Config {
 
     /// Path of the SQLite store.
     pub fn store_path(&self) -> PathBuf {
-        self.storage.data_dir.join("store.sqlite")
+        self.storage.store_path()
     }
 }

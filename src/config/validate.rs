@@ -216,7 +216,11 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
                 .iter()
                 .any(|s| s.device == d.id || s.device.contains('{'))
         });
-        for (k, msg) in crate::acquisition::meter_bus::check_device(cfg, d) {
+        for (k, msg) in crate::acquisition::meter_bus::check_device(
+            &cfg.buses,
+            cfg.modbus.templates_dir.as_deref(),
+            d,
+        ) {
             push(format!("{at}.{k}"), msg);
         }
         let on_meter_bus = d.dlt645.is_some() || d.cjt188.is_some();
@@ -372,7 +376,12 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     }
 
     // [accounting] and devices[].parent
-    crate::accounting::config::validate(cfg, &origin.devices, undecoded_devices, &mut push);
+    crate::accounting::config::validate(
+        &cfg.accounting_context(),
+        &origin.devices,
+        undecoded_devices,
+        &mut push,
+    );
 
     // [http]
     for (k, e) in check_http(&cfg.http) {

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::load::{parse_toml, ConfigProblem};
+use crate::settings::{parse_toml, ConfigProblem};
 
 /// The site's language as written (`zh` unless `en`).
 fn english(tree: &Value) -> bool {

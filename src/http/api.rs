@@ -22,6 +22,7 @@ use crate::accounting::calendar::Period;
 use crate::accounting::import::{
     self, ImportError, ImportRow, ImportSummary, ProductionRow, Rows, ValueAddedRow,
 };
+use crate::accounting::AccountingContext;
 use crate::readings::{Quantity, TimestampMs};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -455,7 +456,7 @@ pub async fn accounts(
         .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     let _permit = REPORTS.acquire().await.map_err(ApiError::internal)?;
     let report = tokio::task::spawn_blocking(move || {
-        crate::accounting::service::compute(&cfg, p, false, now)
+        crate::accounting::service::compute(&cfg.accounting_context(), p, false, now)
     })
     .await
     .map_err(ApiError::internal)?
@@ -552,9 +553,9 @@ where
 async fn run_import<T: Send + 'static>(
     gw: &GatewayView,
     rows: Rows<T>,
-    import: fn(&crate::config::Config, Rows<T>) -> Result<ImportSummary, ImportError>,
+    import: fn(&AccountingContext, Rows<T>) -> Result<ImportSummary, ImportError>,
 ) -> ApiResult<Json<Value>> {
-    let cfg = gw.config.clone();
+    let cfg = gw.config.accounting_context();
     let r = tokio::task::spawn_blocking(move || import(&cfg, rows))
         .await
         .map_err(ApiError::internal)?
@@ -632,7 +633,7 @@ pub async fn post_meter_replacement(
         }
     }
     let gw = gateway(&shared)?;
-    let cfg = gw.config.clone();
+    let cfg = gw.config.accounting_context();
     let rec = tokio::task::spawn_blocking(move || {
         crate::accounting::import::record_replacement(
             &cfg,

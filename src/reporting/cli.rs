@@ -35,7 +35,7 @@ pub enum ImportKind {
 /// `energy-gateway import KIND FILE --config CONFIG`
 pub fn import(kind: ImportKind, file: &Path, config: &Path) -> Result<String> {
     use import::{ConsumptionRow, ImportRow, ProductionRow, ReadingRow, ValueAddedRow};
-    let cfg = load_config(config)?;
+    let cfg = load_config(config)?.accounting_context();
     let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let text = String::from_utf8(text)
         .map_err(|_| anyhow!("{}: the file is not UTF-8 text", file.display()))?;
@@ -76,7 +76,7 @@ pub fn report(
     let period: Period = period.parse().map_err(anyhow::Error::msg)?;
     let format: Format = format.parse().map_err(anyhow::Error::msg)?;
     let lang: Lang = lang.parse().map_err(anyhow::Error::msg)?;
-    let cfg = load_config(config)?;
+    let cfg = load_config(config)?.accounting_context();
     let r = build(&cfg, period, store)?;
     let text = match format {
         Format::Json => json::render(&r),
@@ -150,7 +150,7 @@ pub fn counter_replace(
     new_initial: f64,
     note: Option<&str>,
 ) -> Result<String> {
-    let cfg = load_config(config)?;
+    let cfg = load_config(config)?.accounting_context();
     let r = import::record_replacement(&cfg, device, quantity, time, old_final, new_initial, note)?;
     let tz: chrono_tz::Tz = cfg.site.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
     Ok(format!(

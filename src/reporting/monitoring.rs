@@ -199,7 +199,7 @@ fn quality(measured: usize, covered: usize, n: usize) -> &'static str {
 
 /// The three exports (15 min, day, month) of a period.
 pub fn build(cfg: &Config, period: Period, codes: &Codes) -> Result<Vec<Export>> {
-    let plan = Plan::build(cfg)?;
+    let plan = Plan::build(&cfg.accounting_context())?;
     let store = AccountingStore::open(&cfg.store_path())?;
     let (from, _) = period.bounds(plan.tz);
     // A month in progress: its closed intervals only; a future one is refused.

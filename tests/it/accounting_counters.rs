@@ -10,7 +10,8 @@ use energy_gateway::accounting::calendar::Period;
 use energy_gateway::accounting::counters::Replacement;
 use energy_gateway::accounting::import::{ConsumptionRow, ImportRow, ProductionRow};
 use energy_gateway::accounting::store::AccountingStore;
-use energy_gateway::config::{load_str, Config, Synchronous};
+use energy_gateway::accounting::AccountingContext;
+use energy_gateway::config::{load_str, Synchronous};
 use energy_gateway::readings::{Quantity, Reading};
 use energy_gateway::reporting::{build_as_of, Report};
 
@@ -37,7 +38,7 @@ macro_rules! assert_close {
 
 struct Site {
     _dir: tempfile::TempDir,
-    cfg: Config,
+    cfg: AccountingContext,
 }
 
 /// A site with the given devices and accounting sections, its store in a temporary directory.
@@ -47,7 +48,9 @@ fn site(body: &str) -> Site {
         "[site]\nid = \"t\"\ntimezone = \"Asia/Shanghai\"\n[storage]\ndata_dir = \"{}\"\n{body}",
         dir.path().display()
     );
-    let cfg = load_str(&toml).unwrap_or_else(|p| panic!("{p:#?}"));
+    let cfg = load_str(&toml)
+        .unwrap_or_else(|p| panic!("{p:#?}"))
+        .accounting_context();
     Site { _dir: dir, cfg }
 }
 

@@ -362,7 +362,15 @@ timeout = "5s"
 /// Runs the output `local` until its cursor reaches `last_id`; returns its counters.
 async fn deliver(cfg: &config::Config, last_id: i64) -> Arc<OutputStatus> {
     let status = Arc::new(OutputStatus::default());
-    let out = InfluxOutput::new("local", cfg, cfg.store_path(), status.clone()).unwrap();
+    let out = InfluxOutput::new(
+        "local",
+        cfg.outputs.influxdb["local"].clone(),
+        &cfg.site,
+        &cfg.devices,
+        cfg.store_path(),
+        status.clone(),
+    )
+    .unwrap();
     let stop = CancellationToken::new();
     let (_tx, rx) = watch::channel(last_id);
     let task = tokio::spawn(out.run(rx, stop.clone(), Duration::from_secs(1)));

@@ -335,7 +335,15 @@ impl Run {
         let mut store = Store::open(&cfg.store_path(), Synchronous::Normal).unwrap();
         let last_id = store.insert_readings(rs).unwrap();
         let status = Arc::new(OutputStatus::default());
-        let out = InfluxOutput::new("park", &cfg, cfg.store_path(), status.clone()).unwrap();
+        let out = InfluxOutput::new(
+            "park",
+            cfg.outputs.influxdb["park"].clone(),
+            &cfg.site,
+            &cfg.devices,
+            cfg.store_path(),
+            status.clone(),
+        )
+        .unwrap();
         let stop = CancellationToken::new();
         let (_tx, rx) = watch::channel(last_id);
         let task = tokio::spawn(out.run(rx, stop.clone(), Duration::from_secs(1)));

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod templates;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -22,8 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::modbus::link::Link;
 use super::modbus::Started;
 use super::{cjt188, dlt645, DeviceRegistry, DeviceStatus, SourceBatch};
-use crate::acquisition::config::DeviceConfig;
-use crate::config::Config;
+use crate::acquisition::config::{BusConfig, DeviceConfig};
 use config::{LineProtocol, MeterBusDeviceConfig};
 use poller::{BusDevice, BusPoller, Line, Target};
 
@@ -58,8 +58,13 @@ pub fn target(
     }
 }
 
-/// Problems of one device's DL/T 645 / CJ/T 188 settings as (key path below the device, message).
-pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
+/// Problems of one device's DL/T 645 / CJ/T 188 settings as (key path below the device, message),
+/// given the lines (`[[buses]]`) and the templates directory (`[modbus] templates_dir`).
+pub fn check_device(
+    buses: &[BusConfig],
+    templates_dir: Option<&Path>,
+    d: &DeviceConfig,
+) -> Vec<(String, String)> {
     let Some((key, m)) = section(d) else {
         return Vec::new();
     };
@@ -97,7 +102,7 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
     if let Some(e) = address {
         push!("address", e);
     }
-    let Some(bus) = cfg.buses.iter().find(|b| b.id == m.bus) else {
+    let Some(bus) = buses.iter().find(|b| b.id == m.bus) else {
         push!("bus", format!("refers to unknown bus \"{}\"", m.bus));
         return out;
     };
@@ -133,7 +138,7 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
     if m.degraded_after == 0 {
         push!("degraded_after", "must be at least 1".into());
     }
-    let templates = templates::load(cfg.modbus.templates_dir.as_deref());
+    let templates = templates::load(templates_dir);
     match (&d.model, &templates) {
         (None, _) => {
             out.push(("model".into(), "needs `model`: a DL/T 645 or CJ/T 188 meter family (e.g. \"dlt645-2007-three-phase\", \"cjt188-water\")".into()));
@@ -170,35 +175,31 @@ pub fn check_device(cfg: &Config, d: &DeviceConfig) -> Vec<(String, String)> {
     out
 }
 
-/// Starts one task per DL/T 645 / CJ/T 188 line with every enabled meter on it. Devices that
-/// the configuration check would refuse are skipped.
+/// Starts one task per DL/T 645 / CJ/T 188 line of `buses` with every enabled meter of `devices`
+/// on it, reading the meters' clock times in the site's `timezone`. Devices that the configuration
+/// check would refuse are skipped.
 pub fn spawn_pollers(
-    config: &Config,
+    devices: &[DeviceConfig],
+    buses: &[BusConfig],
+    templates_dir: Option<&Path>,
+    timezone: &str,
     tx: &mpsc::Sender<SourceBatch>,
     cancel: &CancellationToken,
 ) -> Started {
-    let mut devices = DeviceRegistry::new();
+    let mut registry = DeviceRegistry::new();
     let mut requests_per_cycle = BTreeMap::new();
     let mut tasks = Vec::new();
-    let tz: chrono_tz::Tz = config
-        .site
-        .timezone
-        .parse()
-        .unwrap_or(chrono_tz::Asia::Shanghai);
-    let templates = match templates::load(config.modbus.templates_dir.as_deref()) {
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    let templates = match templates::load(templates_dir) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("meter families: {}", e.join("; "));
             BTreeMap::new()
         }
     };
-    for bus in config
-        .buses
-        .iter()
-        .filter(|b| b.protocol != LineProtocol::Modbus)
-    {
+    for bus in buses.iter().filter(|b| b.protocol != LineProtocol::Modbus) {
         let mut on_bus = Vec::new();
-        for d in config.devices.iter().filter(|d| d.enabled) {
+        for d in devices.iter().filter(|d| d.enabled) {
             let Some((_, m)) = section(d).filter(|(_, m)| m.bus == bus.id) else {
                 continue;
             };
@@ -209,7 +210,7 @@ pub fn spawn_pollers(
                 continue;
             };
             let status = Arc::new(DeviceStatus::default());
-            devices.insert(d.id.clone(), status.clone());
+            registry.insert(d.id.clone(), status.clone());
             on_bus.push(BusDevice {
                 id: d.id.clone(),
                 target,
@@ -234,7 +235,7 @@ pub fn spawn_pollers(
         tasks.push(tokio::spawn(poller.run(cancel.clone())));
     }
     Started {
-        devices,
+        devices: registry,
         tasks,
         requests_per_cycle,
     }

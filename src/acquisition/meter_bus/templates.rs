@@ -207,12 +207,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// True when a template file is for a DL/T 645 or CJ/T 188 line (it names its `protocol`).
 pub fn is_bus_template(text: &str) -> bool {
-    crate::config::parse_toml(text).is_ok_and(|v| v.get("protocol").is_some())
+    crate::settings::parse_toml(text).is_ok_and(|v| v.get("protocol").is_some())
 }
 
 /// Parses and checks one template file.
 pub fn parse(name: &str, text: &str) -> Result<(BusTemplate, Vec<BusPoint>), String> {
-    let v = crate::config::parse_toml(text).map_err(|e| format!("{name}: {e}"))?;
+    let v = crate::settings::parse_toml(text).map_err(|e| format!("{name}: {e}"))?;
     let t: BusTemplate = serde_path_to_error::deserialize(v)
         .map_err(|e| format!("{name}: {}: {}", e.path(), e.inner()))?;
     let points = t

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::config::{BusConfig, DeviceConfig};
 use super::{DeviceRegistry, DeviceStatus, SourceBatch};
-use crate::config::Config;
 use link::Link;
 use scheduler::{Poller, Target};
 
@@ -35,19 +35,21 @@ pub struct Started {
     pub requests_per_cycle: BTreeMap<String, usize>,
 }
 
-/// Starts one poller per Modbus TCP device and one per bus, for every enabled device.
+/// Starts one poller per Modbus TCP device and one per bus, for every enabled device of
+/// `devices` (the lines in `buses`).
 pub fn spawn_pollers(
-    config: &Config,
+    devices: &[DeviceConfig],
+    buses: &[BusConfig],
     tx: &mpsc::Sender<SourceBatch>,
     cancel: &CancellationToken,
 ) -> Started {
-    let mut devices = DeviceRegistry::new();
+    let mut registry = DeviceRegistry::new();
     let mut by_bus: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     let mut pollers = Vec::new();
-    for d in config.devices.iter().filter(|d| d.enabled) {
+    for d in devices.iter().filter(|d| d.enabled) {
         let Some(m) = d.modbus.clone() else { continue };
         let status = Arc::new(DeviceStatus::default());
-        devices.insert(d.id.clone(), status.clone());
+        registry.insert(d.id.clone(), status.clone());
         let target = Target {
             device: Arc::new(d.clone()),
             modbus: m.clone(),
@@ -65,7 +67,7 @@ pub fn spawn_pollers(
         }
     }
     for (bus_id, targets) in by_bus {
-        if let Some(bus) = config.buses.iter().find(|b| b.id == bus_id) {
+        if let Some(bus) = buses.iter().find(|b| b.id == bus_id) {
             pollers.push(Poller::new(
                 Link::from_bus(bus),
                 bus.pause,
@@ -81,7 +83,7 @@ pub fn spawn_pollers(
         tasks.push(tokio::spawn(p.run(cancel.clone())));
     }
     Started {
-        devices,
+        devices: registry,
         tasks,
         requests_per_cycle,
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::acquisition::config::{DeviceConfig, PointConfig, RatioConfig};
-use crate::config::ConfigProblem;
+use crate::settings::ConfigProblem;
 
 /// One meter model.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,7 +86,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// Parses one template file.
 pub fn parse(name: &str, text: &str) -> Result<MeterTemplate, String> {
-    crate::config::parse_toml(text)
+    crate::settings::parse_toml(text)
         .map_err(|e| format!("{name}: {e}"))
         .and_then(|v| {
             serde_path_to_error::deserialize::<_, MeterTemplate>(v)

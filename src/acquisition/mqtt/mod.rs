@@ -10,7 +10,7 @@
 pub mod connection;
 pub mod payload;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 
+use super::config::MqttConfig;
 use super::{LogLimiter, SourceBatch};
-use crate::config::Config;
 use crate::readings::now_ms;
+use crate::settings::SiteConfig;
 
 /// Most distinct topics tracked in the per-topic error counters.
 const MAX_TRACKED_TOPICS: usize = 1000;
@@ -65,7 +66,13 @@ impl MqttStats {
 
 /// Subscribes and forwards readings until cancelled.
 pub struct MqttSource {
-    config: Arc<Config>,
+    /// `[mqtt]`: the broker and the subscriptions.
+    mqtt: MqttConfig,
+    /// The site id (in the client id) and time zone (of local timestamps in payloads).
+    site: SiteConfig,
+    /// Ids of the configured devices; a subscription with `accept_unknown_devices` admits at
+    /// most [`MAX_UNKNOWN_DEVICES`] others.
+    devices: HashSet<String>,
     tx: mpsc::Sender<SourceBatch>,
     stats: Arc<MqttStats>,
     clock: Option<Arc<crate::clock::Clock>>,
@@ -73,9 +80,17 @@ pub struct MqttSource {
 }
 
 impl MqttSource {
-    pub fn new(config: Arc<Config>, tx: mpsc::Sender<SourceBatch>, stats: Arc<MqttStats>) -> Self {
+    pub fn new(
+        mqtt: MqttConfig,
+        site: SiteConfig,
+        devices: HashSet<String>,
+        tx: mpsc::Sender<SourceBatch>,
+        stats: Arc<MqttStats>,
+    ) -> Self {
         MqttSource {
-            config,
+            mqtt,
+            site,
+            devices,
             tx,
             stats,
             clock: None,
@@ -99,13 +114,11 @@ impl MqttSource {
     }
 
     pub async fn run(self, cancel: CancellationToken) {
-        let Some(mcfg) = self.config.mqtt.clone() else {
-            return;
-        };
+        let mcfg = self.mqtt.clone();
         if mcfg.subscriptions.is_empty() {
             return;
         }
-        let mut opts = match connection::options(&mcfg, &self.config.site.id, "") {
+        let mut opts = match connection::options(&mcfg, &self.site.id, "") {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("mqtt source not started: {e}");
@@ -115,7 +128,6 @@ impl MqttSource {
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
         let tz: chrono_tz::Tz = self
-            .config
             .site
             .timezone
             .parse()
@@ -202,9 +214,7 @@ impl MqttSource {
         bad_log: &mut LogLimiter,
     ) {
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
-        let Some(mcfg) = self.config.mqtt.as_ref() else {
-            return;
-        };
+        let mcfg = &self.mqtt;
         let topic = p.topic.clone();
         if p.payload.len() as u64 > mcfg.max_message_size {
             self.stats.count_bad(&topic);
@@ -234,7 +244,7 @@ impl MqttSource {
                 &p.payload,
                 (now_ms(), self.judge_now()),
                 tz,
-                |d| self.config.device(d).is_some(),
+                |d| self.devices.contains(d),
             ),
             None => payload::Parsed {
                 readings: vec![],
@@ -251,7 +261,7 @@ impl MqttSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             parsed.readings.retain(|r| {
-                self.config.device(&r.device).is_some()
+                self.devices.contains(&r.device)
                     || seen.contains(&r.device)
                     || (seen.len() < MAX_UNKNOWN_DEVICES && seen.insert(r.device.clone()))
             });

@@ -46,8 +46,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::config::{InfluxApi, InfluxConfig};
-use crate::config::Config;
+use crate::acquisition::config::DeviceConfig;
 use crate::readings::{Quality, Quantity, Reading};
+use crate::settings::SiteConfig;
 use crate::storage::consumer::{Consumer, ReadingFeed};
 use crate::storage::{OutboxRow, Store};
 use schema::TagMapping;
@@ -320,19 +321,16 @@ enum Auth {
 }
 
 impl InfluxOutput {
-    /// Prepares the output `name` of `config` (which must have passed the configuration check).
+    /// Prepares the output `[outputs.influxdb.NAME]` (settings that passed the configuration
+    /// check), tagging points with the site and the devices' carrier, line and model.
     pub fn new(
         name: &str,
-        config: &Config,
+        cfg: InfluxConfig,
+        site: &SiteConfig,
+        devices: &[DeviceConfig],
         store_path: PathBuf,
         status: Arc<OutputStatus>,
     ) -> anyhow::Result<Self> {
-        let cfg = config
-            .outputs
-            .influxdb
-            .get(name)
-            .ok_or_else(|| anyhow::anyhow!("no output named {name}"))?
-            .clone();
         let url = write_url(&cfg)?;
         let secret = |s: &Option<crate::secret::Secret>| -> anyhow::Result<Option<String>> {
             s.as_ref()
@@ -359,12 +357,12 @@ impl InfluxOutput {
             .into_iter()
             .map(|f| Consumer::new(f, batch_size))
             .collect();
-        let mut site_tags: Vec<(&'static str, String)> = vec![("site", config.site.id.clone())];
-        if let Some(p) = &config.site.park {
+        let mut site_tags: Vec<(&'static str, String)> = vec![("site", site.id.clone())];
+        if let Some(p) = &site.park {
             site_tags.push(("park", p.clone()));
         }
         let mut device_tags = HashMap::new();
-        for d in &config.devices {
+        for d in devices {
             let mut tags = site_tags.clone();
             tags.push(("device", d.id.clone()));
             for (k, v) in [

@@ -9,15 +9,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::MqttOutbox;
 use crate::accounting::service::Accounts;
+use crate::acquisition::config::MqttPublishConfig;
 use crate::acquisition::DeviceRegistry;
-use crate::config::Config;
 use crate::processing::LatestValues;
 use crate::readings::now_ms;
+use crate::settings::SiteConfig;
 
 /// Queues the site indicators for the MQTT output every `[mqtt.publish] indicators_every`, and
 /// at once whenever the accounting service has new accounts.
 pub async fn publish(
-    config: Arc<Config>,
+    settings: MqttPublishConfig,
+    site: SiteConfig,
     outbox: MqttOutbox,
     devices: DeviceRegistry,
     latest: Arc<Mutex<LatestValues>>,
@@ -25,22 +27,11 @@ pub async fn publish(
     cancel: CancellationToken,
 ) {
     let mut changed = accounts.subscribe();
-    let Some(every) = config.mqtt.as_ref().map(|m| m.publish.indicators_every) else {
-        return;
-    };
+    let every = settings.indicators_every;
     if every.is_zero() {
         return;
     }
-    let topic = config
-        .mqtt
-        .as_ref()
-        .map(|m| {
-            crate::acquisition::mqtt::connection::topic(
-                &m.publish.indicators_topic,
-                &config.site.id,
-            )
-        })
-        .unwrap_or_default();
+    let topic = crate::acquisition::mqtt::connection::topic(&settings.indicators_topic, &site.id);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -54,8 +45,8 @@ pub async fn publish(
             }
         }
         let online = devices.values().filter(|s| s.is_online()).count();
-        let power = crate::processing::site_power(&config.site.main_meters, &latest);
-        let payload = payload(&config, online, devices.len(), power, &accounts.held());
+        let power = crate::processing::site_power(&site.main_meters, &latest);
+        let payload = payload(&site, online, devices.len(), power, &accounts.held());
         let (o, t) = (outbox.clone(), topic.clone());
         match tokio::task::spawn_blocking(move || o.enqueue(&t, &payload, false)).await {
             Ok(Ok(_)) => {}
@@ -67,7 +58,7 @@ pub async fn publish(
 
 /// The site indicators message.
 pub fn payload(
-    config: &Config,
+    site: &SiteConfig,
     devices_online: usize,
     devices: usize,
     site_power_kw: Option<f64>,
@@ -75,8 +66,8 @@ pub fn payload(
 ) -> String {
     let ts = now_ms();
     json!({
-        "site": config.site.id,
-        "park": config.site.park,
+        "site": site.id,
+        "park": site.park,
         "ts_ms": ts,
         "time": chrono::DateTime::from_timestamp_millis(ts).map(|t| t.to_rfc3339()),
         "devices_online": devices_online,

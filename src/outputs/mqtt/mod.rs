@@ -29,9 +29,10 @@ use crate::backoff::Backoff;
 use crate::storage::consumer::{Consumer, Feed};
 use crate::storage::feeds::FeedStore;
 
+use crate::acquisition::config::MqttConfig;
 use crate::acquisition::mqtt::connection::{self, topic};
-use crate::config::Config;
 use crate::log_limit::LogLimiter;
+use crate::settings::SiteConfig;
 
 /// Most messages waiting for a PUBACK at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -190,20 +191,25 @@ impl MqttOutbox {
 
 /// Publishes until cancelled.
 pub struct MqttOutput {
-    config: Arc<Config>,
+    /// `[mqtt]`: the broker and what to publish where.
+    mqtt: MqttConfig,
+    /// The site id and park (in topics, the client id and the messages).
+    site: SiteConfig,
     outbox: MqttOutbox,
     stats: Arc<MqttOutputStats>,
 }
 
 impl MqttOutput {
     pub fn new(
-        config: Arc<Config>,
+        mqtt: MqttConfig,
+        site: SiteConfig,
         store_path: PathBuf,
         stats: Arc<MqttOutputStats>,
     ) -> anyhow::Result<Self> {
         let outbox = MqttOutbox::open(&store_path)?;
         Ok(MqttOutput {
-            config,
+            mqtt,
+            site,
             outbox,
             stats,
         })
@@ -216,14 +222,12 @@ impl MqttOutput {
 
     pub async fn run(self, stop: CancellationToken) {
         use std::sync::atomic::Ordering;
-        let Some(mcfg) = self.config.mqtt.clone() else {
-            return;
-        };
+        let mcfg = self.mqtt.clone();
         if !mcfg.publish.enabled {
             return;
         }
-        let site = self.config.site.id.clone();
-        let park = self.config.site.park.clone();
+        let site = self.site.id.clone();
+        let park = self.site.park.clone();
         let status_topic = topic(&mcfg.publish.status_topic, &site);
         let alerts_topic = topic(&mcfg.publish.alerts_topic, &site);
         let mut opts = match connection::options(&mcfg, &site, "-pub") {
