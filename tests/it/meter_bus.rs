@@ -202,6 +202,24 @@ fn dlt645_2007_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     (items, expected)
 }
 
+/// The latest 29 November 08:15 in Shanghai (not more than a day from now), Unix seconds.
+fn latest_nov29_0815() -> f64 {
+    use chrono::{Datelike, TimeZone};
+    let tz = chrono_tz::Asia::Shanghai;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let at = |y| {
+        tz.with_ymd_and_hms(y, 11, 29, 8, 15, 0)
+            .unwrap()
+            .timestamp() as f64
+    };
+    let this_year = at(now.year());
+    if this_year <= (now.timestamp() + 86_400) as f64 {
+        this_year
+    } else {
+        at(now.year() - 1)
+    }
+}
+
 /// Every identifier of `dlt645-1997-three-phase` (DL/T 645-1997 Appendix A).
 fn dlt645_1997_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     use Quantity::*;
@@ -225,6 +243,12 @@ fn dlt645_1997_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
             "A010",
             num(5.4321, "XX.XXXX"),
             Some((MaxDemandImport, 5.4321)),
+        ),
+        // MMDDhhmm, no year: the latest 29 November 08:15 in Shanghai.
+        (
+            "B010",
+            json!([{"d": "11290815"}]),
+            Some((MaxDemandImportTime, latest_nov29_0815())),
         ),
         ("B611", num(220.0, "XXX"), Some((VoltageL1, 220.0))),
         ("B612", num(221.0, "XXX"), Some((VoltageL2, 221.0))),
