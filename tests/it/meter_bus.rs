@@ -533,7 +533,7 @@ fn cjt188_water_heat_and_gas_meters_on_one_line() {
         &json!({"protocol": "cjt188", "meters": [
             {"address": "00000012345678", "type": 16, "items": {"901F": water_901f(1234.56, 0x2C)}},
             {"address": "00000012345679", "type": 16, "items": {"901F": water_901f(8765.0, 0x29)}},
-            {"address": "00000000000020", "type": 32, "items": {"901F": heat}},
+            {"address": "00000000000020", "type": 32, "items": {"901F": heat.clone()}},
             {"address": "00000000000030", "type": 48, "abnormal": {"901F": 3}, "items": {}},
         ]}),
         Some(&pty.a),
@@ -582,6 +582,46 @@ fn cjt188_water_heat_and_gas_meters_on_one_line() {
     assert_eq!(v["address"], "00000012345678");
     assert_eq!(v["model"], "cjt188-water");
     assert_eq!(v["values"]["water_volume"]["value"], json!(42.42));
+    // The discovered type picks the family: a heat meter counting cooling (21H), a gas meter
+    // (30H). Other meters (40H-49H) have none built in: probe says so.
+    for (t, items, model, q, want) in [
+        (
+            0x21,
+            json!({"901F": heat}),
+            "cjt188-heat",
+            "heat_energy",
+            9.0018,
+        ),
+        (
+            0x30,
+            json!({"901F": water_901f(77.5, 0x2C)}),
+            "cjt188-gas",
+            "gas_volume",
+            77.5,
+        ),
+    ] {
+        let sim = Sim::start(
+            &json!({"protocol": "cjt188", "meters": [
+                {"address": "20261130000001", "type": t, "items": items}]}),
+            None,
+        );
+        let target = format!("127.0.0.1:{}", sim.port.unwrap());
+        let (ok, v, err) = probe_cmd(&["--cjt188", &target]);
+        assert!(ok, "{err}");
+        assert_eq!(v["address"], "20261130000001");
+        assert_eq!(v["model"], model, "{v}");
+        let got = v["values"][q]["value"].as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() < 1e-9, "{q}: {v}");
+    }
+    let sim = Sim::start(
+        &json!({"protocol": "cjt188", "meters": [
+            {"address": "20261130000002", "type": 0x40, "items": {"901F": water_901f(1.0, 0x2C)}}]}),
+        None,
+    );
+    let target = format!("127.0.0.1:{}", sim.port.unwrap());
+    let (ok, _, err) = probe_cmd(&["--cjt188", &target]);
+    assert!(!ok);
+    assert!(err.contains("type 40H") && err.contains("--model"), "{err}");
 }
 
 #[test]

@@ -161,9 +161,14 @@ pub async fn probe(p: BusProbe) -> Result<BusProbeResult, String> {
         (Some(m), _, _) => m.clone(),
         (None, LineProtocol::Dlt645V1997, _) => "dlt645-1997-three-phase".into(),
         (None, LineProtocol::Cjt188, Target::Cjt188 { meter_type, .. }) => match meter_type {
+            0x10..=0x19 => "cjt188-water".into(),
             0x20..=0x29 => "cjt188-heat".into(),
             0x30..=0x39 => "cjt188-gas".into(),
-            _ => "cjt188-water".into(),
+            t => {
+                return Err(format!(
+                    "the meter {address} is of CJ/T 188 type {t:02X}H, which has no built-in family (water 10H-19H, heat 20H-29H, gas 30H-39H): name your own with --model (a family in --templates-dir)"
+                ))
+            }
         },
         (None, _, _) => "dlt645-2007-three-phase".into(),
     };
