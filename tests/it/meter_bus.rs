@@ -341,6 +341,12 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
             "[[devices]]\nid = \"{id}\"\nmodel = \"dlt645-2007-three-phase\"\n[devices.dlt645]\nbus = \"rs485\"\naddress = \"{addr}\"\ninterval = \"2s\"\ntimeout = \"300ms\"\ndegraded_after = 2\nmax_backoff = \"4s\"\n"
         );
     }
+    // The meter clock as a health signal: a rule per meter on its offset from the gateway's.
+    for id in ["a", "b"] {
+        body += &format!(
+            "[[alerts]]\nid = \"clock-{id}\"\nkind = \"threshold\"\ndevice = \"{id}\"\nquantity = \"meter_clock_offset\"\nabove = 60.0\nbelow = -60.0\n"
+        );
+    }
     let cfg = gateway_config(dir.path(), &body);
     let rt = runtime();
     let gw = rt.block_on(pipeline::start(cfg)).unwrap();
@@ -366,6 +372,19 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
         .good_value()
         .unwrap();
     assert!((118.0..=122.0).contains(&clock), "clock offset {clock}");
+    // ... which fires a's clock rule, and only a's (b's clock is the gateway's).
+    let alerts = Store::open(&dir.path().join("store.sqlite"), Synchronous::Normal)
+        .unwrap()
+        .alert_events()
+        .unwrap();
+    let fired: Vec<_> = alerts.iter().filter(|e| e.state == "firing").collect();
+    assert_eq!(fired.len(), 1, "{alerts:?}");
+    assert_eq!(fired[0].rule, "clock-a");
+    assert_eq!(fired[0].quantity, Some(Quantity::MeterClockOffset));
+    assert!(
+        (118.0..=122.0).contains(&fired[0].value.unwrap_or(0.0)),
+        "{alerts:?}"
+    );
     // Meter b: its own values through the noise, the abnormal answer as a bad reading.
     assert_eq!(
         got[&("b".to_string(), Quantity::VoltageL1)].good_value(),
