@@ -479,6 +479,27 @@ fn probe_finds_dlt645_meters_by_broadcast_through_a_serial_server() {
     }
     let clock = v["values"]["meter_clock_offset"]["value"].as_f64().unwrap();
     assert!((-32.0..=-28.0).contains(&clock), "{clock}");
+    // The table for people: values with units, the demand's time also as a date.
+    let out = Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        .args(["probe", "--dlt645", &target, "--timeout", "500ms"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("found by broadcast"), "{text}");
+    let line = |q: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(q))
+            .unwrap_or_else(|| panic!("no {q} in {text}"))
+            .to_string()
+    };
+    assert!(line("energy_import").contains("8888.8800 kWh"), "{text}");
+    let when = chrono::DateTime::from_timestamp(latest_nov29_0815() as i64, 0).unwrap();
+    assert!(
+        line("max_demand_import_time")
+            .contains(&when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "{text}"
+    );
     // The meter clock read across midnight: the date (yesterday) is read, the day ends, the
     // time (00:00:05) is read; the date is read again, so the offset is seconds, not a day.
     let tz = chrono_tz::Asia::Shanghai;

@@ -15,6 +15,7 @@ use super::templates;
 use crate::acquisition::modbus::link::Link;
 use crate::acquisition::modbus::probe::ProbeValue;
 use crate::acquisition::{cjt188, dlt645, DeviceStatus};
+use crate::readings::Quantity;
 
 /// What a probe of a DL/T 645 or CJ/T 188 meter found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -245,6 +246,12 @@ impl BusProbeResult {
         );
         for (q, v) in &self.values {
             match v.value {
+                // A moment (the maximum demand's time) also as a date.
+                Some(x) if q == Quantity::MaxDemandImportTime.as_str() => s.push_str(&format!(
+                    "  {q:<24} {x:>16.4} {}  ({})\n",
+                    v.unit,
+                    crate::readings::rfc3339_utc(Some((x * 1000.0) as i64))
+                )),
                 Some(x) => s.push_str(&format!("  {q:<24} {x:>16.4} {}\n", v.unit)),
                 None => s.push_str(&format!(
                     "  {q:<24} {:>16} {}  ({})\n",
