@@ -61,6 +61,12 @@ pub fn quantity_name(q: Quantity, lang: Language) -> String {
         Quantity::EnergyExport => "反向有功电能",
         Quantity::GasVolume => "燃气累计量",
         Quantity::GasFlow => "燃气流量",
+        Quantity::WaterVolume => "累计水量",
+        Quantity::HeatEnergy => "累计热量",
+        Quantity::HeatPower => "热功率",
+        Quantity::MaxDemandImport => "正向有功最大需量",
+        Quantity::MeterClockOffset => "电表时钟偏差",
+        Quantity::ProductionCount => "产量计数",
         _ => "",
     };
     match lang {
@@ -103,7 +109,7 @@ pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
     let qname = q.map(|q| quantity_name(q, lang)).unwrap_or_default();
     let s = match &rule.condition {
         Condition::Threshold(t) => {
-            let (limit, word) = threshold_limit(t, resolved, zh);
+            let (limit, word) = threshold_limit(t, a.value, resolved, zh);
             let sep = if zh { "，" } else { ", " };
             format!(
                 "{name} {qname} {value}{sep}{word} {}",
@@ -183,9 +189,16 @@ pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
     Some(s)
 }
 
-/// The limit a threshold alert is measured against and its words.
-fn threshold_limit(t: &Threshold, resolved: bool, zh: bool) -> (Option<f64>, &'static str) {
-    match (t.above, t.below, resolved, zh) {
+/// The limit a threshold alert is measured against and its words: of a band (`below..above`),
+/// the lower limit when the value is under it.
+fn threshold_limit(
+    t: &Threshold,
+    value: Option<f64>,
+    resolved: bool,
+    zh: bool,
+) -> (Option<f64>, &'static str) {
+    let under = matches!((value, t.below), (Some(v), Some(b)) if v < b);
+    match (t.above.filter(|_| !under), t.below, resolved, zh) {
         (Some(a), _, false, true) => (Some(a), "超过上限"),
         (Some(a), _, false, false) => (Some(a), "above the limit"),
         (Some(a), _, true, true) => (Some(a), "已恢复，上限"),
@@ -253,6 +266,38 @@ mod tests {
         assert_eq!(
             describe(&cfg("zh"), &alert("resolved")).unwrap(),
             "压机 有功功率 140.1 kW，已恢复，上限 135 kW"
+        );
+    }
+
+    /// A DL/T 645 meter's clock read against the gateway's, watched by a threshold rule.
+    #[test]
+    fn meter_clock_alert_in_chinese_and_english() {
+        let ctx = |lang: &str| {
+            let toml = format!(
+                "[site]\nid = \"p\"\nlanguage = \"{lang}\"\n\
+                 [[buses]]\nid = \"l\"\ntransport = \"rtu\"\nprotocol = \"dlt645-2007\"\nport = \"/dev/ttyS9\"\n\
+                 [[devices]]\nid = \"main\"\nname = \"总表\"\nmodel = \"dlt645-2007-three-phase\"\n[devices.dlt645]\nbus = \"l\"\naddress = \"000012345678\"\n\
+                 [[alerts]]\nid = \"clock\"\ndevice = \"main\"\nquantity = \"meter_clock_offset\"\nabove = 60.0\nbelow = -60.0\n"
+            );
+            crate::config::load_str(&toml)
+                .unwrap_or_else(|p| panic!("{p:?}"))
+                .notify_context()
+        };
+        let a = StoredAlert {
+            rule: "clock".into(),
+            device: "main".into(),
+            quantity: "meter_clock_offset".into(),
+            value: Some(-125.0),
+            message: "clock: meter_clock_offset of main is -125 s (limit below -60)".into(),
+            ..alert("firing")
+        };
+        assert_eq!(
+            describe(&ctx("zh"), &a).unwrap(),
+            "总表 电表时钟偏差 -125 s，低于下限 -60 s"
+        );
+        assert_eq!(
+            describe(&ctx("en"), &a).unwrap(),
+            "总表 meter clock offset -125 s, below the limit -60 s"
         );
     }
 }

@@ -202,6 +202,24 @@ fn dlt645_2007_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     (items, expected)
 }
 
+/// The latest 29 November 08:15 in Shanghai (not more than a day from now), Unix seconds.
+fn latest_nov29_0815() -> f64 {
+    use chrono::{Datelike, TimeZone};
+    let tz = chrono_tz::Asia::Shanghai;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let at = |y| {
+        tz.with_ymd_and_hms(y, 11, 29, 8, 15, 0)
+            .unwrap()
+            .timestamp() as f64
+    };
+    let this_year = at(now.year());
+    if this_year <= (now.timestamp() + 86_400) as f64 {
+        this_year
+    } else {
+        at(now.year() - 1)
+    }
+}
+
 /// Every identifier of `dlt645-1997-three-phase` (DL/T 645-1997 Appendix A).
 fn dlt645_1997_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
     use Quantity::*;
@@ -225,6 +243,12 @@ fn dlt645_1997_items() -> (BTreeMap<String, Value>, Vec<(Quantity, f64)>) {
             "A010",
             num(5.4321, "XX.XXXX"),
             Some((MaxDemandImport, 5.4321)),
+        ),
+        // MMDDhhmm, no year: the latest 29 November 08:15 in Shanghai.
+        (
+            "B010",
+            json!([{"d": "11290815"}]),
+            Some((MaxDemandImportTime, latest_nov29_0815())),
         ),
         ("B611", num(220.0, "XXX"), Some((VoltageL1, 220.0))),
         ("B612", num(221.0, "XXX"), Some((VoltageL2, 221.0))),
@@ -317,6 +341,12 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
             "[[devices]]\nid = \"{id}\"\nmodel = \"dlt645-2007-three-phase\"\n[devices.dlt645]\nbus = \"rs485\"\naddress = \"{addr}\"\ninterval = \"2s\"\ntimeout = \"300ms\"\ndegraded_after = 2\nmax_backoff = \"4s\"\n"
         );
     }
+    // The meter clock as a health signal: a rule per meter on its offset from the gateway's.
+    for id in ["a", "b"] {
+        body += &format!(
+            "[[alerts]]\nid = \"clock-{id}\"\nkind = \"threshold\"\ndevice = \"{id}\"\nquantity = \"meter_clock_offset\"\nabove = 60.0\nbelow = -60.0\n"
+        );
+    }
     let cfg = gateway_config(dir.path(), &body);
     let rt = runtime();
     let gw = rt.block_on(pipeline::start(cfg)).unwrap();
@@ -342,6 +372,19 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
         .good_value()
         .unwrap();
     assert!((118.0..=122.0).contains(&clock), "clock offset {clock}");
+    // ... which fires a's clock rule, and only a's (b's clock is the gateway's).
+    let alerts = Store::open(&dir.path().join("store.sqlite"), Synchronous::Normal)
+        .unwrap()
+        .alert_events()
+        .unwrap();
+    let fired: Vec<_> = alerts.iter().filter(|e| e.state == "firing").collect();
+    assert_eq!(fired.len(), 1, "{alerts:?}");
+    assert_eq!(fired[0].rule, "clock-a");
+    assert_eq!(fired[0].quantity, Some(Quantity::MeterClockOffset));
+    assert!(
+        (118.0..=122.0).contains(&fired[0].value.unwrap_or(0.0)),
+        "{alerts:?}"
+    );
     // Meter b: its own values through the noise, the abnormal answer as a bad reading.
     assert_eq!(
         got[&("b".to_string(), Quantity::VoltageL1)].good_value(),
@@ -436,6 +479,27 @@ fn probe_finds_dlt645_meters_by_broadcast_through_a_serial_server() {
     }
     let clock = v["values"]["meter_clock_offset"]["value"].as_f64().unwrap();
     assert!((-32.0..=-28.0).contains(&clock), "{clock}");
+    // The table for people: values with units, the demand's time also as a date.
+    let out = Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        .args(["probe", "--dlt645", &target, "--timeout", "500ms"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("found by broadcast"), "{text}");
+    let line = |q: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(q))
+            .unwrap_or_else(|| panic!("no {q} in {text}"))
+            .to_string()
+    };
+    assert!(line("energy_import").contains("8888.8800 kWh"), "{text}");
+    let when = chrono::DateTime::from_timestamp(latest_nov29_0815() as i64, 0).unwrap();
+    assert!(
+        line("max_demand_import_time")
+            .contains(&when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "{text}"
+    );
     // The meter clock read across midnight: the date (yesterday) is read, the day ends, the
     // time (00:00:05) is read; the date is read again, so the offset is seconds, not a day.
     let tz = chrono_tz::Asia::Shanghai;
@@ -509,7 +573,7 @@ fn cjt188_water_heat_and_gas_meters_on_one_line() {
         &json!({"protocol": "cjt188", "meters": [
             {"address": "00000012345678", "type": 16, "items": {"901F": water_901f(1234.56, 0x2C)}},
             {"address": "00000012345679", "type": 16, "items": {"901F": water_901f(8765.0, 0x29)}},
-            {"address": "00000000000020", "type": 32, "items": {"901F": heat}},
+            {"address": "00000000000020", "type": 32, "items": {"901F": heat.clone()}},
             {"address": "00000000000030", "type": 48, "abnormal": {"901F": 3}, "items": {}},
         ]}),
         Some(&pty.a),
@@ -558,6 +622,46 @@ fn cjt188_water_heat_and_gas_meters_on_one_line() {
     assert_eq!(v["address"], "00000012345678");
     assert_eq!(v["model"], "cjt188-water");
     assert_eq!(v["values"]["water_volume"]["value"], json!(42.42));
+    // The discovered type picks the family: a heat meter counting cooling (21H), a gas meter
+    // (30H). Other meters (40H-49H) have none built in: probe says so.
+    for (t, items, model, q, want) in [
+        (
+            0x21,
+            json!({"901F": heat}),
+            "cjt188-heat",
+            "heat_energy",
+            9.0018,
+        ),
+        (
+            0x30,
+            json!({"901F": water_901f(77.5, 0x2C)}),
+            "cjt188-gas",
+            "gas_volume",
+            77.5,
+        ),
+    ] {
+        let sim = Sim::start(
+            &json!({"protocol": "cjt188", "meters": [
+                {"address": "20261130000001", "type": t, "items": items}]}),
+            None,
+        );
+        let target = format!("127.0.0.1:{}", sim.port.unwrap());
+        let (ok, v, err) = probe_cmd(&["--cjt188", &target]);
+        assert!(ok, "{err}");
+        assert_eq!(v["address"], "20261130000001");
+        assert_eq!(v["model"], model, "{v}");
+        let got = v["values"][q]["value"].as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() < 1e-9, "{q}: {v}");
+    }
+    let sim = Sim::start(
+        &json!({"protocol": "cjt188", "meters": [
+            {"address": "20261130000002", "type": 0x40, "items": {"901F": water_901f(1.0, 0x2C)}}]}),
+        None,
+    );
+    let target = format!("127.0.0.1:{}", sim.port.unwrap());
+    let (ok, _, err) = probe_cmd(&["--cjt188", &target]);
+    assert!(!ok);
+    assert!(err.contains("type 40H") && err.contains("--model"), "{err}");
 }
 
 #[test]

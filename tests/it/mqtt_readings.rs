@@ -1,8 +1,8 @@
 //! Readings northbound over MQTT (`[outputs.mqtt_readings.NAME]`) against a real Mosquitto: every
-//! reading the store holds reaches a subscriber across broker restarts (JSON), and a Sparkplug B
-//! run decoded by an independent decoder (Google's Python protobuf runtime with the Sparkplug B
-//! message schema declared in `tests/it/sparkplug_decode.py`) shows births, aliases, sequence
-//! numbers and bdSeq as Sparkplug 3.0 wants them.
+//! reading the store holds reaches a subscriber across two broker restarts, as JSON and as
+//! Sparkplug B; the Sparkplug run is decoded by an independent decoder (Google's Python protobuf
+//! runtime with the Sparkplug B message schema declared in `tests/it/sparkplug_decode.py`) and
+//! shows births, aliases, sequence numbers and bdSeq as Sparkplug 3.0 wants them.
 
 use crate::common;
 
@@ -245,6 +245,8 @@ fn sparkplug_b_births_aliases_and_sequence_numbers() {
     host.publish("spBv1.0/energy/NCMD/plant", QoS::AtLeastOnce, false, ncmd)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
+    broker.restart();
+    std::thread::sleep(Duration::from_millis(1500));
     server.abort();
     wait_until(Duration::from_secs(20), || {
         gw.outputs["mqtt_readings.scada"]
@@ -349,12 +351,16 @@ fn sparkplug_b_births_aliases_and_sequence_numbers() {
             other => panic!("unexpected message kind {other}"),
         }
     }
-    // Two connections (bdSeq 0, then one more per connection attempt) and a rebirth in the
-    // second (same bdSeq); the NDEATH of the clean stop names the last session's bdSeq.
+    // Three connections (bdSeq 0, then one more per connection attempt: two broker restarts)
+    // and a rebirth in the second (same bdSeq); the NDEATH of the clean stop names the last
+    // session's bdSeq.
     let bds: Vec<u64> = births.iter().map(|b| b.0).collect();
-    assert_eq!(bds.len(), 3, "{bds:?}");
-    assert!(bds[0] == 0 && bds[1] > 0 && bds[2] == bds[1], "{bds:?}");
-    assert_eq!(ndeath_bd, Some(bds[2]), "NDEATH names the session's bdSeq");
+    assert_eq!(bds.len(), 4, "{bds:?}");
+    assert!(
+        bds[0] == 0 && bds[1] > 0 && bds[2] == bds[1] && bds[3] > bds[2],
+        "{bds:?}"
+    );
+    assert_eq!(ndeath_bd, Some(bds[3]), "NDEATH names the session's bdSeq");
     let all: BTreeSet<(String, i64)> =
         Store::open(&dir.path().join("store.sqlite"), Synchronous::Normal)
             .unwrap()

@@ -29,17 +29,29 @@ struct OpcServer {
     /// Source timestamp of counter value n: base_ms + n × 1000.
     base_ms: i64,
     user: Option<(String, String)>,
+    /// More arguments of the server script.
+    args: Vec<String>,
 }
 
 impl OpcServer {
     fn start(user: Option<(&str, &str)>) -> OpcServer {
+        OpcServer::start_with(user, &[])
+    }
+
+    fn start_with(user: Option<(&str, &str)>, args: &[&str]) -> OpcServer {
+        // An hour ago, on a whole second plus 123 ms: not what a receive time looks like.
+        let base_ms = (energy_gateway::readings::now_ms() / 1000 - 3600) * 1000 + 123;
+        OpcServer::start_at(user, args, base_ms)
+    }
+
+    fn start_at(user: Option<(&str, &str)>, args: &[&str], base_ms: i64) -> OpcServer {
         let mut s = OpcServer {
             child: None,
             port: common::free_port(),
             dir: tempfile::tempdir().unwrap(),
-            // An hour ago, on a whole second plus 123 ms: not what a receive time looks like.
-            base_ms: (energy_gateway::readings::now_ms() / 1000 - 3600) * 1000 + 123,
+            base_ms,
             user: user.map(|(u, p)| (u.to_string(), p.to_string())),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         s.launch(0);
         s
@@ -62,6 +74,7 @@ impl OpcServer {
         if let Some((u, p)) = &self.user {
             cmd.args(["--user", u, "--password", p]);
         }
+        cmd.args(&self.args);
         let mut child = cmd
             .spawn()
             .expect("python3 with asyncua (pip install asyncua; scripts/test.sh does it)");
@@ -244,6 +257,87 @@ fn subscription_stores_source_timestamps_and_survives_a_server_restart() {
     assert_source_timestamps(&counts, server.base_ms);
     assert_eq!(status.snapshot().last_error, None);
     rt.block_on(gw.shutdown()).unwrap();
+}
+
+/// An embedded server with no subscription to give (BadTooManySubscriptions): the device in
+/// `subscribe` mode reads its nodes every interval instead, with the source timestamps.
+#[test]
+fn a_server_without_subscriptions_is_polled_instead() {
+    let server = OpcServer::start_with(None, &["--refuse-subscriptions"]);
+    let dir = tempfile::tempdir().unwrap();
+    let device = format!(
+        "[[devices]]\nid = \"line1\"\n[devices.opcua]\nendpoint = \"{}\"\nmode = \"subscribe\"\ninterval = \"200ms\"\nmax_backoff = \"2s\"\n{NODES}",
+        server.url()
+    );
+    let (rt, gw, status) = start_gateway(dir.path(), &device);
+    wait_until("5 polled counter readings", Duration::from_secs(90), || {
+        of(&rows(dir.path()), Quantity::ProductionCount).len() >= 5
+    });
+    let s = status.snapshot();
+    rt.block_on(gw.shutdown()).unwrap();
+    assert!(s.online, "{s:?}");
+    assert_eq!(s.last_error, None);
+    let all = rows(dir.path());
+    assert_source_timestamps(&of(&all, Quantity::ProductionCount), server.base_ms);
+}
+
+/// The production counter of a line's PLC, read over OPC UA, is the denominator of the
+/// product's unit energy: the month's output is what the counter rose by, stamped with the PLC's
+/// source times (a day after the binary's release date: older readings would be refused, and
+/// its month is closed when the report is built as of 2030).
+#[test]
+fn an_opcua_production_counter_is_the_output_of_unit_product_energy() {
+    let day = energy_gateway::clock::floor_ms() + 86_400_000;
+    let (t0, month) = {
+        let d = chrono::DateTime::from_timestamp_millis(day)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Shanghai);
+        (d.timestamp_millis(), d.format("%Y-%m").to_string())
+    };
+    let server = OpcServer::start_at(None, &[], t0 + 60_000);
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[[devices]]\nid = \"line1\"\ncarrier = \"production\"\n[devices.opcua]\nendpoint = \"{}\"\ninterval = \"200ms\"\nmax_backoff = \"2s\"\n\
+         [[devices.opcua.nodes]]\nnode = \"ns=2;s=Line1.Pieces\"\nquantity = \"production_count\"\n\
+         [[devices]]\nid = \"main\"\ncarrier = \"electricity\"\n[devices.modbus]\naddress = \"127.0.0.1:{}\"\ninterval = \"60s\"\n\
+         [[devices.points]]\nquantity = \"energy_import\"\nregister = 0\ntype = \"f32\"\n\
+         [[accounting.products]]\nid = \"piece\"\nunit = \"piece\"\ncommon_share = 1.0\nproduction_device = \"line1\"\n",
+        server.url(),
+        common::free_port()
+    );
+    let (rt, gw, _status) = start_gateway(dir.path(), &body);
+    wait_until("20 counter readings", Duration::from_secs(90), || {
+        of(&rows(dir.path()), Quantity::ProductionCount).len() >= 20
+    });
+    rt.block_on(gw.shutdown()).unwrap();
+    let counts = of(&rows(dir.path()), Quantity::ProductionCount);
+    assert_source_timestamps(&counts, server.base_ms);
+    let values: Vec<f64> = counts.iter().filter_map(|r| r.value).collect();
+    let output = values.iter().cloned().fold(f64::MIN, f64::max)
+        - values.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(output >= 19.0, "{values:?}");
+    // The site's meter: 1 000 kWh in the same quarter hour = 0.1229 tce (equivalent value).
+    let mut store = Store::open(&dir.path().join("store.sqlite"), Synchronous::Normal).unwrap();
+    store
+        .insert_readings(&[
+            Reading::new("main", Quantity::EnergyImport, 0.0, t0),
+            Reading::new("main", Quantity::EnergyImport, 1000.0, t0 + 900_000),
+        ])
+        .unwrap();
+    drop(store);
+    let cfg = gateway_config(dir.path(), &body);
+    let period: energy_gateway::accounting::calendar::Period = month.parse().unwrap();
+    // As of 2030: the month is closed whatever the real date.
+    let r = energy_gateway::reporting::build_as_of(&cfg, period, false, 1_893_427_200_000).unwrap();
+    let piece = &r.products[0];
+    assert_eq!(piece.output_origin, "counter");
+    assert_eq!(piece.output, Some(output), "{piece:?}");
+    assert!(piece.energy_tce > 0.0, "{piece:?}");
+    let unit = piece.unit_energy.expect("unit energy");
+    assert!(
+        (unit - piece.energy_tce * 1000.0 / output).abs() < 1e-9,
+        "{unit} kgce/piece, {piece:?}"
+    );
 }
 
 #[test]
@@ -449,4 +543,29 @@ fn probe_reads_nodes_browses_and_says_why_not() {
         err.contains("probe failed") && err.contains(&nobody),
         "{err}"
     );
+}
+
+/// The OPC UA stack's crypto is RustCrypto (rsa, aes, sha2, x509-cert): Cargo.lock, which holds
+/// every package of every target and feature the build can use, has no OpenSSL and no aws-lc
+/// (what `cargo tree -i openssl-sys` / `-i aws-lc-sys` confirm by saying nothing).
+#[test]
+fn the_opcua_stack_keeps_openssl_and_aws_lc_out_of_the_tree() {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+        .expect("Cargo.lock is committed");
+    let packages: Vec<&str> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .collect();
+    assert!(packages.len() > 100, "{} packages", packages.len());
+    for banned in ["openssl", "openssl-sys", "aws-lc-rs", "aws-lc-sys"] {
+        assert!(!packages.contains(&banned), "{banned} is in Cargo.lock");
+    }
+    let crypto = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"async-opcua-crypto\""))
+        .expect("async-opcua-crypto in Cargo.lock");
+    for rust_crypto in ["\"rsa\"", "\"aes\"", "\"sha2\"", "\"x509-cert\""] {
+        assert!(crypto.contains(rust_crypto), "{rust_crypto}: {crypto}");
+    }
 }

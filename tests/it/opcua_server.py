@@ -15,6 +15,9 @@ Nodes (namespace of --ns-uri, index 2):
   ns=2;s=Line1.Broken   Double with status BadSensorFailure
   ns=2;s=Line1.Name     String "line 1" (not a number)
 
+--refuse-subscriptions: every CreateSubscription is answered BadTooManySubscriptions (an
+embedded server with no subscription to give), so a client must read instead.
+
 Prints `READY <port>` on stdout once it listens.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import generate_private_key, generate_self_signed_app_certificate, dump_private_key_as_pem
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.internal_session import InternalSession
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -84,8 +88,13 @@ async def main():
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--base-ms", type=int, required=True)
     p.add_argument("--period", type=float, default=0.2)
+    p.add_argument("--refuse-subscriptions", action="store_true")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if a.refuse_subscriptions:
+        async def no_subscription(self, *args, **kwargs):
+            raise ua.uaerrors.BadTooManySubscriptions()
+        InternalSession.create_subscription = no_subscription
 
     a.dir.mkdir(parents=True, exist_ok=True)
     key_file, cert_file = ensure_cert(a.dir)

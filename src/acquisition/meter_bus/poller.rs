@@ -327,8 +327,44 @@ fn meter_time_ms(t: MeterTime, tz: chrono_tz::Tz) -> Result<i64, String> {
         .ok_or_else(|| format!("{naive} does not exist in {tz}"))
 }
 
-/// One point's value from its item's data (not the clock, see [`clock_offset`]).
-pub fn decode_point(p: &BusPoint, data: &[u8], tz: chrono_tz::Tz) -> Result<f64, String> {
+/// The latest `MMDDhhmm` (fields `[MM, DD, hh, mm]`) in `tz` at most a day after `at_ms`.
+fn latest_without_year(f: &[u32], tz: chrono_tz::Tz, at_ms: i64) -> Result<i64, String> {
+    use chrono::Datelike;
+    let [month, day, hour, minute] = f else {
+        return Err(format!("{} date fields, expected MMDDhhmm", f.len()));
+    };
+    let year = tz
+        .timestamp_millis_opt(at_ms)
+        .single()
+        .map(|d| d.year())
+        .ok_or_else(|| format!("no date for {at_ms} ms"))?;
+    let limit = at_ms + 86_400_000;
+    // Four years back reach the last 29 February.
+    (year - 4..=year)
+        .rev()
+        .filter_map(|year| {
+            let t = MeterTime {
+                year,
+                month: *month,
+                day: *day,
+                hour: *hour,
+                minute: *minute,
+                second: 0,
+            };
+            meter_time_ms(t, tz).ok()
+        })
+        .find(|ms| *ms <= limit)
+        .ok_or_else(|| format!("impossible meter date/time {f:?} (MMDDhhmm)"))
+}
+
+/// One point's value from its item's data (not the clock, see [`clock_offset`]); `at_ms` is
+/// when it was read (the year of a date that has none).
+pub fn decode_point(
+    p: &BusPoint,
+    data: &[u8],
+    tz: chrono_tz::Tz,
+    at_ms: i64,
+) -> Result<f64, String> {
     let bytes = data.get(p.offset..p.end()).ok_or_else(|| {
         format!(
             "answer has {} data bytes, the point needs bytes {}..{}",
@@ -370,6 +406,9 @@ pub fn decode_point(p: &BusPoint, data: &[u8], tz: chrono_tz::Tz) -> Result<f64,
                 second: 0,
             };
             (meter_time_ms(t, tz)? / 1000) as f64
+        }
+        Decode::DateTimeNoYear => {
+            (latest_without_year(&bcd::fields(bytes)?, tz, at_ms)? / 1000) as f64
         }
         Decode::Clock { .. } => return Err("the meter clock is read with its time item".into()),
     };
@@ -568,7 +607,7 @@ async fn poll_groups(
                         };
                         t.and_then(|time| clock_offset(&date?, &time, tz, at))
                     }
-                    (Ok(data), _) => decode_point(p, data, tz),
+                    (Ok(data), _) => decode_point(p, data, tz, ts),
                 };
                 out.push(match value {
                     Ok(v) => Reading::new(&d.id, p.quantity, v, ts),
@@ -605,13 +644,13 @@ mod tests {
         let tz = chrono_tz::Asia::Shanghai;
         // 1234.56 kWh of heat = 4.444416 GJ
         let p = point(Quantity::HeatEnergy, "XXXXXX.XX", 0, true);
-        let v = decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x05], tz).unwrap();
+        let v = decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x05], tz, 0).unwrap();
         assert!((v - 4.444416).abs() < 1e-9, "{v}");
         // a volume unit for heat is refused, as is an unknown code
-        assert!(decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x2C], tz).is_err());
-        assert!(decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x77], tz).is_err());
+        assert!(decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x2C], tz, 0).is_err());
+        assert!(decode_point(&p, &[0x56, 0x34, 0x12, 0x00, 0x77], tz, 0).is_err());
         // too short
-        assert!(decode_point(&p, &[0x56, 0x34], tz).is_err());
+        assert!(decode_point(&p, &[0x56, 0x34], tz, 0).is_err());
     }
 
     #[test]
@@ -627,7 +666,7 @@ mod tests {
         };
         // 26-11-29 08:15 Shanghai = 2026-11-29T00:15:00Z
         let data = [0x00, 0x25, 0x12, 0x15, 0x08, 0x29, 0x11, 0x26];
-        assert_eq!(decode_point(&p, &data, tz), Ok(1_795_911_300.0));
+        assert_eq!(decode_point(&p, &data, tz, 0), Ok(1_795_911_300.0));
         // meter 2026-11-29 08:15:30 (Sunday, WW = 00) vs gateway 08:15:00
         let off = clock_offset(
             &[0x00, 0x29, 0x11, 0x26],
@@ -637,5 +676,53 @@ mod tests {
         );
         assert_eq!(off, Ok(30.0));
         assert!(clock_offset(&[0x00, 0x31, 0x02, 0x26], &[0, 0, 0], tz, 0).is_err());
+    }
+
+    /// DL/T 645-1997 B010: the demand time `MMDDhhmm` has no year; it is the latest such moment
+    /// not more than a day after the read.
+    #[test]
+    fn a_demand_time_without_year_is_the_latest_before_the_read() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let p = BusPoint {
+            quantity: Quantity::MaxDemandImportTime,
+            di: 0xB010,
+            offset: 0,
+            decode: Decode::DateTimeNoYear,
+            scale: 1.0,
+            interval: None,
+        };
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let secs = |s: &str| (at(s) / 1000) as f64;
+        // mm hh DD MM on the wire: 11-29 08:15
+        let nov29 = [0x15, 0x08, 0x29, 0x11];
+        assert_eq!(
+            decode_point(&p, &nov29, tz, at("2026-12-07T10:00:00+08:00")),
+            Ok(secs("2026-11-29T08:15:00+08:00"))
+        );
+        // Read in January: last year's November.
+        assert_eq!(
+            decode_point(&p, &nov29, tz, at("2027-01-02T10:00:00+08:00")),
+            Ok(secs("2026-11-29T08:15:00+08:00"))
+        );
+        // A meter clock a few minutes ahead: still today.
+        assert_eq!(
+            decode_point(&p, &nov29, tz, at("2026-11-29T08:10:00+08:00")),
+            Ok(secs("2026-11-29T08:15:00+08:00"))
+        );
+        // 29 February is found in the last leap year; 31 April in none.
+        assert_eq!(
+            decode_point(
+                &p,
+                &[0x00, 0x12, 0x29, 0x02],
+                tz,
+                at("2027-03-01T00:00:00+08:00")
+            ),
+            Ok(secs("2024-02-29T12:00:00+08:00"))
+        );
+        assert!(decode_point(&p, &[0x00, 0x12, 0x31, 0x04], tz, 0).is_err());
     }
 }

@@ -15,6 +15,7 @@ use super::templates;
 use crate::acquisition::modbus::link::Link;
 use crate::acquisition::modbus::probe::ProbeValue;
 use crate::acquisition::{cjt188, dlt645, DeviceStatus};
+use crate::readings::Quantity;
 
 /// What a probe of a DL/T 645 or CJ/T 188 meter found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -161,9 +162,14 @@ pub async fn probe(p: BusProbe) -> Result<BusProbeResult, String> {
         (Some(m), _, _) => m.clone(),
         (None, LineProtocol::Dlt645V1997, _) => "dlt645-1997-three-phase".into(),
         (None, LineProtocol::Cjt188, Target::Cjt188 { meter_type, .. }) => match meter_type {
+            0x10..=0x19 => "cjt188-water".into(),
             0x20..=0x29 => "cjt188-heat".into(),
             0x30..=0x39 => "cjt188-gas".into(),
-            _ => "cjt188-water".into(),
+            t => {
+                return Err(format!(
+                    "the meter {address} is of CJ/T 188 type {t:02X}H, which has no built-in family (water 10H-19H, heat 20H-29H, gas 30H-39H): name your own with --model (a family in --templates-dir)"
+                ))
+            }
         },
         (None, _, _) => "dlt645-2007-three-phase".into(),
     };
@@ -240,6 +246,12 @@ impl BusProbeResult {
         );
         for (q, v) in &self.values {
             match v.value {
+                // A moment (the maximum demand's time) also as a date.
+                Some(x) if q == Quantity::MaxDemandImportTime.as_str() => s.push_str(&format!(
+                    "  {q:<24} {x:>16.4} {}  ({})\n",
+                    v.unit,
+                    crate::readings::rfc3339_utc(Some((x * 1000.0) as i64))
+                )),
                 Some(x) => s.push_str(&format!("  {q:<24} {x:>16.4} {}\n", v.unit)),
                 None => s.push_str(&format!(
                     "  {q:<24} {:>16} {}  ({})\n",

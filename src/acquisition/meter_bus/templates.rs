@@ -42,8 +42,10 @@ pub struct BusPointConfig {
     /// Data identifier in hex as the standard writes it (`"00010000"`, `"9010"`, `"901F"`).
     pub di: String,
     /// The item's format as the standard writes it: `XXXXXX.XX`, `XX.XXXX`… for numbers,
-    /// `YYMMDDhhmm` for a date-time (stored as Unix seconds), `YYMMDDWW` for the meter date
-    /// (with `time_di` in `hhmmss`: the meter clock minus the gateway clock, in seconds).
+    /// `YYMMDDhhmm` for a date-time (stored as Unix seconds), `MMDDhhmm` for one without a
+    /// year (DL/T 645-1997: the latest such moment, see [`Decode::DateTimeNoYear`]),
+    /// `YYMMDDWW` for the meter date (with `time_di` in `hhmmss`: the meter clock minus the
+    /// gateway clock, in seconds).
     pub format: String,
     /// The top bit of the most significant byte is the sign.
     #[serde(default)]
@@ -79,6 +81,9 @@ pub enum Decode {
     },
     /// `YYMMDDhhmm` in the site's time zone, as Unix seconds.
     DateTime,
+    /// `MMDDhhmm` in the site's time zone, as Unix seconds: the year is the one that puts it
+    /// latest but not more than a day after the read (a meter clock may run ahead).
+    DateTimeNoYear,
     /// Meter clock offset from a `YYMMDDWW` date and the `hhmmss` time of `time_di`.
     Clock { time_di: u32 },
 }
@@ -103,6 +108,7 @@ impl BusPoint {
                     format, unit_code, ..
                 } => format.bytes + usize::from(unit_code),
                 Decode::DateTime => 5,
+                Decode::DateTimeNoYear => 4,
                 Decode::Clock { .. } => 4,
             }
     }
@@ -133,6 +139,7 @@ impl BusTemplate {
                 let di = parse_di(&p.di, self.protocol)?;
                 let decode = match (p.format.as_str(), &p.time_di) {
                     ("YYMMDDhhmm", None) => Decode::DateTime,
+                    ("MMDDhhmm", None) => Decode::DateTimeNoYear,
                     ("YYMMDDWW", Some(t)) => Decode::Clock {
                         time_di: parse_di(t, self.protocol)?,
                     },

@@ -8,7 +8,9 @@
 //! - [`probe`]: `energy-gateway probe --opcua`.
 //!
 //! One task and one session per device. In `subscribe` mode the server reports changes of the
-//! monitored items every publishing interval; in `poll` mode every node is read each interval.
+//! monitored items every publishing interval; in `poll` mode every node is read each interval,
+//! and so is it in `subscribe` mode when the server has no subscription to give (the fallback
+//! is taken again with each new session, so a server that frees one is subscribed to again).
 //! Values carry the server's source timestamps. The session reconnects by itself with backoff
 //! (reactivating the session, or creating a new one and moving the subscription to it); if even
 //! the endpoint cannot be had, the task starts over with backoff. The device's online state and
@@ -81,6 +83,26 @@ struct OpcUaSource {
 enum End {
     Cancelled,
     Failed(String),
+}
+
+/// Why no subscription was made.
+enum Refused {
+    /// The server has none to give (or no monitored items): the session polls instead.
+    Unsupported(String),
+    Failed(String),
+}
+
+/// Status codes of a server that offers no subscriptions or monitored items (OPC UA Part 4,
+/// 5.13.2 and 5.12.2: embedded servers answer with these when they have none, or none left).
+fn no_subscriptions(code: StatusCode) -> bool {
+    matches!(
+        code,
+        StatusCode::BadServiceUnsupported
+            | StatusCode::BadNotSupported
+            | StatusCode::BadNotImplemented
+            | StatusCode::BadTooManySubscriptions
+            | StatusCode::BadTooManyMonitoredItems
+    )
 }
 
 impl OpcUaSource {
@@ -219,7 +241,8 @@ impl OpcUaSource {
         let (rtx, mut readings) = mpsc::unbounded_channel::<Reading>();
         let mut subscription: Option<u32> = None;
         let mut connected = false;
-        let poll = self.cfg.mode == OpcUaMode::Poll;
+        // Poll mode, or the fallback when the server will not take a subscription.
+        let mut poll = self.cfg.mode == OpcUaMode::Poll;
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -245,7 +268,12 @@ impl OpcUaSource {
                             }
                             match self.subscribe(&session, &nodes, rtx.clone()).await {
                                 Ok(id) => subscription = Some(id),
-                                Err(e) => break End::Failed(e),
+                                Err(Refused::Unsupported(e)) => {
+                                    // Small PLCs offer few or no subscriptions: read instead.
+                                    tracing::warn!(device = %self.device, endpoint = %self.cfg.endpoint, "opcua: {e}; reading every node each interval instead (polling)");
+                                    poll = true;
+                                }
+                                Err(Refused::Failed(e)) => break End::Failed(e),
                             }
                         }
                     }
@@ -310,13 +338,22 @@ impl OpcUaSource {
     }
 
     /// Creates the subscription and its monitored items. A node the server refuses becomes a
-    /// bad reading (and a warning) instead of stopping the others.
+    /// bad reading (and a warning) instead of stopping the others. A server that has no
+    /// subscription (or monitored items) to give is [`Refused::Unsupported`].
     async fn subscribe(
         &self,
         session: &Session,
         nodes: &HashMap<NodeId, NodeConfig>,
         rtx: mpsc::UnboundedSender<Reading>,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, Refused> {
+        let refused = |what: &str, e: opcua_types::Error| {
+            let message = format!("{what}: {}", self.explain(e.status(), &e.to_string()));
+            if no_subscriptions(e.status()) {
+                Refused::Unsupported(message)
+            } else {
+                Refused::Failed(message)
+            }
+        };
         let device = self.device.clone();
         let map = nodes.clone();
         let callback = DataChangeCallback::new(move |dv, item| {
@@ -330,12 +367,7 @@ impl OpcUaSource {
         let id = session
             .create_subscription(publishing, 30, 10, 0, 0, true, callback)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot create the subscription: {}",
-                    self.explain(e.status(), &e.to_string())
-                )
-            })?;
+            .map_err(|e| refused("the server gave no subscription", e))?;
         let sampling_ms = self
             .cfg
             .sampling_interval
@@ -356,15 +388,16 @@ impl OpcUaSource {
                 req
             })
             .collect();
-        let created = session
+        let created = match session
             .create_monitored_items(id, TimestampsToReturn::Both, items)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot monitor the nodes: {}",
-                    self.explain(e.status(), &e.to_string())
-                )
-            })?;
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = session.delete_subscriptions(&[id]).await;
+                return Err(refused("the server monitors none of the nodes", e));
+            }
+        };
         let mut bad = Vec::new();
         for c in &created {
             let code = c.result.status_code;
@@ -383,7 +416,7 @@ impl OpcUaSource {
         }
         tracing::info!(device = %self.device, items = created.len() - bad.len(), refused = bad.len(), interval = ?self.cfg.interval, "opcua subscription created");
         if !bad.is_empty() && self.tx.send(SourceBatch::new(bad)).await.is_err() {
-            return Err("shutting down".into());
+            return Err(Refused::Failed("shutting down".into()));
         }
         Ok(id)
     }
