@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,11 @@ use crate::storage::writer::{self, OutboxStatus, StoreCommand, WriterOptions, Wr
 use crate::storage::Store;
 use crate::telemetry::metrics::{Live, Registry};
 
+pub mod fault;
 pub mod heartbeat;
+pub mod supervise;
+
+pub use supervise::{supervise, TaskHealth};
 
 /// How long outputs may keep delivering after shutdown was asked for.
 pub const OUTPUT_DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -65,7 +70,8 @@ pub struct RunningGateway {
     pub accounts: Arc<Accounts>,
     /// Whether the wall clock can be trusted (kept across reloads).
     pub clock: Arc<Clock>,
-    /// Tasks that died (panicked): `run` exits non-zero for the service manager to restart it.
+    /// Tasks that panicked: restarted, or dead for good (`run` then exits non-zero for the
+    /// service manager to restart the gateway); see [`supervise`].
     pub tasks: Arc<TaskHealth>,
     /// Probes progress through processing and the store writer (the systemd watchdog).
     pub heartbeat: heartbeat::Heartbeat,
@@ -153,34 +159,45 @@ pub async fn start_with_clock(
     let (intensity_tx, intensity_rx) = mpsc::channel::<IntensityUpdate>(4);
     let processing = Arc::new(ProcessingStats::default());
     let active_alerts = ActiveAlerts::default();
-    let processor = tokio::spawn(processing::process(
-        src_rx,
-        store_tx,
-        latest.clone(),
-        processing.clone(),
-        AlertInputs {
-            engine: processing::alert_engine(
-                &config.alerts,
-                config.storage.synchronous,
-                &store_path,
-                &active_alerts,
-            ),
-            active: active_alerts.clone(),
-            intensity: intensity_rx,
-            outbox: OutboxFill {
-                status: outbox.clone(),
-                bounds: config.storage.outbox.clone(),
+    let tasks = Arc::new(TaskHealth::default());
+    let processor = supervise::spawn(
+        "processing",
+        processing::process(
+            src_rx,
+            store_tx,
+            latest.clone(),
+            processing.clone(),
+            AlertInputs {
+                engine: processing::alert_engine(
+                    &config.alerts,
+                    config.storage.synchronous,
+                    &store_path,
+                    &active_alerts,
+                ),
+                active: active_alerts.clone(),
+                intensity: intensity_rx,
+                outbox: OutboxFill {
+                    status: outbox.clone(),
+                    bounds: config.storage.outbox.clone(),
+                },
             },
-        },
-        clock.clone(),
-    ));
+            clock.clone(),
+        )
+        .boxed(),
+    );
+    let processor = supervise("processing", &tasks, processor);
 
     let cancel_sources = CancellationToken::new();
+    // Pollers started as a group: a panic among them cannot be restarted alone.
     let modbus::Started {
         mut devices,
-        tasks: mut pollers,
+        tasks: modbus_pollers,
         mut requests_per_cycle,
     } = modbus::spawn_pollers(&config.devices, &config.buses, &src_tx, &cancel_sources);
+    let mut pollers: Vec<JoinHandle<()>> = modbus_pollers
+        .into_iter()
+        .map(|h| supervise("source:modbus", &tasks, h))
+        .collect();
     let meters = crate::acquisition::meter_bus::spawn_pollers(
         &config.devices,
         &config.buses,
@@ -191,8 +208,13 @@ pub async fn start_with_clock(
     );
     devices.extend(meters.devices);
     requests_per_cycle.extend(meters.requests_per_cycle);
-    pollers.extend(meters.tasks);
-    pollers.extend(crate::acquisition::opcua::spawn(
+    pollers.extend(
+        meters
+            .tasks
+            .into_iter()
+            .map(|h| supervise("source:meter_bus", &tasks, h)),
+    );
+    let opcua = crate::acquisition::opcua::spawn(
         config
             .devices
             .iter()
@@ -203,19 +225,42 @@ pub async fn start_with_clock(
         &src_tx,
         &cancel_sources,
         &mut devices,
-    ));
+    );
+    pollers.extend(
+        opcua
+            .into_iter()
+            .map(|h| supervise("source:opcua", &tasks, h)),
+    );
+    // Tasks built again from their settings after a panic; sources and services stop with
+    // the sources.
+    let restarting = |name: String, stop: &CancellationToken, build: supervise::Build| {
+        supervise::supervise_restarting(name, &tasks, stop.clone(), build)
+    };
     let accounts = Arc::new(Accounts::default());
     if config.accounting.service.enabled {
         let has_intensity_rules = config
             .alerts
             .iter()
             .any(|a| a.kind() == crate::config::AlertKind::Intensity);
-        pollers.push(tokio::spawn(crate::accounting::service::run(
+        let (context, accounts, cancel) = (
             Arc::new(config.accounting_context()),
             accounts.clone(),
-            has_intensity_rules.then_some(intensity_tx),
             cancel_sources.clone(),
-        )));
+        );
+        let intensity = has_intensity_rules.then_some(intensity_tx);
+        pollers.push(restarting(
+            "accounting".into(),
+            &cancel_sources,
+            Box::new(move || {
+                Ok(crate::accounting::service::run(
+                    context.clone(),
+                    accounts.clone(),
+                    intensity.clone(),
+                    cancel.clone(),
+                )
+                .boxed())
+            }),
+        )?);
     }
     // The processor ends once every source has stopped and dropped its sender (the heartbeat
     // keeps a weak one).
@@ -226,11 +271,21 @@ pub async fn start_with_clock(
     };
     let mqtt_src_tx = src_tx;
     if !config.log.status_every.is_zero() {
-        pollers.push(tokio::spawn(crate::acquisition::log_device_status(
+        let (devices, every, cancel) = (
             devices.clone(),
             config.log.status_every,
             cancel_sources.clone(),
-        )));
+        );
+        pollers.push(restarting(
+            "device_status_log".into(),
+            &cancel_sources,
+            Box::new(move || {
+                Ok(
+                    crate::acquisition::log_device_status(devices.clone(), every, cancel.clone())
+                        .boxed(),
+                )
+            }),
+        )?);
     }
 
     let stop_outputs = CancellationToken::new();
@@ -241,15 +296,36 @@ pub async fn start_with_clock(
     if let Some(m) = &config.mqtt {
         if !m.subscriptions.is_empty() {
             let stats = Arc::new(MqttStats::default());
-            let source = MqttSource::new(
+            // The broker delivers again what the panicked client had not acknowledged.
+            let (settings, site, ids, tx, st, clock, cancel) = (
                 m.clone(),
                 config.site.clone(),
-                config.devices.iter().map(|d| d.id.clone()).collect(),
+                config
+                    .devices
+                    .iter()
+                    .map(|d| d.id.clone())
+                    .collect::<std::collections::HashSet<_>>(),
                 mqtt_src_tx.clone(),
                 stats.clone(),
-            )
-            .with_clock(clock.clone());
-            pollers.push(tokio::spawn(source.run(cancel_sources.clone())));
+                clock.clone(),
+                cancel_sources.clone(),
+            );
+            pollers.push(restarting(
+                "source:mqtt".into(),
+                &cancel_sources,
+                Box::new(move || {
+                    Ok(MqttSource::new(
+                        settings.clone(),
+                        site.clone(),
+                        ids.clone(),
+                        tx.clone(),
+                        st.clone(),
+                    )
+                    .with_clock(clock.clone())
+                    .run(cancel.clone())
+                    .boxed())
+                }),
+            )?);
             mqtt_in = Some(stats);
         }
         if m.publish.enabled {
@@ -261,7 +337,7 @@ pub async fn start_with_clock(
                 stats.clone(),
             )
             .context("starting the mqtt output")?;
-            pollers.push(tokio::spawn(crate::outputs::mqtt::indicators::publish(
+            let (publish, site, outbox, devs, lat, acc, cancel) = (
                 m.publish.clone(),
                 config.site.clone(),
                 out.outbox(),
@@ -269,8 +345,47 @@ pub async fn start_with_clock(
                 latest.clone(),
                 accounts.clone(),
                 cancel_sources.clone(),
-            )));
-            output_tasks.push(tokio::spawn(out.run(stop_outputs.clone())));
+            );
+            pollers.push(restarting(
+                "output:mqtt.indicators".into(),
+                &cancel_sources,
+                Box::new(move || {
+                    Ok(crate::outputs::mqtt::indicators::publish(
+                        publish.clone(),
+                        site.clone(),
+                        outbox.clone(),
+                        devs.clone(),
+                        lat.clone(),
+                        acc.clone(),
+                        cancel.clone(),
+                    )
+                    .boxed())
+                }),
+            )?);
+            let (settings, site, path, st, stop) = (
+                m.clone(),
+                config.site.clone(),
+                store_path.clone(),
+                stats.clone(),
+                stop_outputs.clone(),
+            );
+            let mut first = Some(out);
+            output_tasks.push(restarting(
+                "output:mqtt".into(),
+                &stop_outputs,
+                Box::new(move || {
+                    let out = match first.take() {
+                        Some(o) => o,
+                        None => MqttOutput::new(
+                            settings.clone(),
+                            site.clone(),
+                            path.clone(),
+                            st.clone(),
+                        )?,
+                    };
+                    Ok(out.run(stop.clone()).boxed())
+                }),
+            )?);
             mqtt_out = Some(stats);
         }
     }
@@ -279,14 +394,29 @@ pub async fn start_with_clock(
     let notify_context = Arc::new(config.notify_context());
     for n in config.notifiers.iter().filter(|n| n.enabled) {
         let stats = Arc::new(crate::alerting::notify::NotifierStats::default());
-        let notifier = crate::alerting::notify::Notifier::new(
+        let (ctx, settings, path, st, stop) = (
             notify_context.clone(),
             n.clone(),
-            &store_path,
+            store_path.clone(),
             stats.clone(),
-        )
-        .with_context(|| format!("starting notifier {}", n.id))?;
-        output_tasks.push(tokio::spawn(notifier.run(stop_outputs.clone())));
+            stop_outputs.clone(),
+        );
+        output_tasks.push(
+            restarting(
+                format!("notifier:{}", n.id),
+                &stop_outputs,
+                Box::new(move || {
+                    let notifier = crate::alerting::notify::Notifier::new(
+                        ctx.clone(),
+                        settings.clone(),
+                        &path,
+                        st.clone(),
+                    )?;
+                    Ok(notifier.run(stop.clone()).boxed())
+                }),
+            )
+            .with_context(|| format!("starting notifier {}", n.id))?,
+        );
         notifiers.insert(n.id.clone(), stats);
     }
     for (name, o) in &config.outputs.influxdb {
@@ -294,21 +424,39 @@ pub async fn start_with_clock(
             continue;
         }
         let status = Arc::new(OutputStatus::default());
-        let out = InfluxOutput::new(
-            name,
+        let dest = InfluxOutput::destination(name);
+        // Delivery goes on from the destination's cursor in the store.
+        let (name_, settings, site, devs, path, st, committed, stop) = (
+            name.clone(),
             o.clone(),
-            &config.site,
-            &config.devices,
+            config.site.clone(),
+            config.devices.clone(),
             store_path.clone(),
             status.clone(),
-        )
-        .with_context(|| format!("starting output influxdb.{name}"))?;
-        outputs.insert(InfluxOutput::destination(name), status);
-        output_tasks.push(tokio::spawn(out.run(
             committed_rx.clone(),
             stop_outputs.clone(),
-            OUTPUT_DRAIN_GRACE,
-        )));
+        );
+        output_tasks.push(
+            restarting(
+                format!("output:{dest}"),
+                &stop_outputs,
+                Box::new(move || {
+                    let out = InfluxOutput::new(
+                        &name_,
+                        settings.clone(),
+                        &site,
+                        &devs,
+                        path.clone(),
+                        st.clone(),
+                    )?;
+                    Ok(out
+                        .run(committed.clone(), stop.clone(), OUTPUT_DRAIN_GRACE)
+                        .boxed())
+                }),
+            )
+            .with_context(|| format!("starting output influxdb.{name}"))?,
+        );
+        outputs.insert(dest, status);
     }
     let mut mqtt_readings = BTreeMap::new();
     for (name, o) in config
@@ -319,35 +467,41 @@ pub async fn start_with_clock(
     {
         let status = Arc::new(OutputStatus::default());
         let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let out = crate::outputs::mqtt_readings::MqttReadingsOutput::new(
-            name,
-            o,
-            &config.site.id,
-            &store_path,
+        let dest = crate::outputs::mqtt_readings::destination(name);
+        let (name_, settings, site, path, st, conn, committed, stop) = (
+            name.clone(),
+            o.clone(),
+            config.site.id.clone(),
+            store_path.clone(),
             status.clone(),
             connected.clone(),
-        )
-        .with_context(|| format!("starting output mqtt_readings.{name}"))?;
-        let dest = crate::outputs::mqtt_readings::destination(name);
-        outputs.insert(dest.clone(), status);
-        mqtt_readings.insert(dest, connected);
-        output_tasks.push(tokio::spawn(out.run(
             committed_rx.clone(),
             stop_outputs.clone(),
-            OUTPUT_DRAIN_GRACE,
-        )));
+        );
+        output_tasks.push(
+            restarting(
+                format!("output:{dest}"),
+                &stop_outputs,
+                Box::new(move || {
+                    let out = crate::outputs::mqtt_readings::MqttReadingsOutput::new(
+                        &name_,
+                        &settings,
+                        &site,
+                        &path,
+                        st.clone(),
+                        conn.clone(),
+                    )?;
+                    Ok(out
+                        .run(committed.clone(), stop.clone(), OUTPUT_DRAIN_GRACE)
+                        .boxed())
+                }),
+            )
+            .with_context(|| format!("starting output mqtt_readings.{name}"))?,
+        );
+        outputs.insert(dest.clone(), status);
+        mqtt_readings.insert(dest, connected);
     }
 
-    let tasks = Arc::new(TaskHealth::default());
-    let pollers = pollers
-        .into_iter()
-        .map(|h| supervise("source", &tasks, h))
-        .collect();
-    let processor = supervise("processing", &tasks, processor);
-    let output_tasks = output_tasks
-        .into_iter()
-        .map(|h| supervise("output", &tasks, h))
-        .collect();
     let metrics = Arc::new(register_metrics(&Stages {
         devices: &devices,
         processing: &processing,
@@ -443,61 +597,19 @@ fn register_metrics(s: &Stages) -> Registry {
     crate::clock::register_metrics(&mut reg, s.clock);
     reg.register(
         "task_panics",
-        "Pipeline tasks that panicked (the gateway then exits non-zero to be restarted)",
+        "Pipeline tasks that panicked (restarted in the process, or the gateway exits non-zero to be restarted)",
         Live::counter(s.tasks.clone(), |t| {
             t.panics.load(std::sync::atomic::Ordering::Relaxed)
         }),
     );
+    reg.register(
+        "task_restarts",
+        "Pipeline tasks built again and restarted in the process after a panic",
+        Live::counter(s.tasks.clone(), |t| {
+            t.restarts.load(std::sync::atomic::Ordering::Relaxed)
+        }),
+    );
     reg
-}
-
-/// Tasks of a pipeline that died: a panic is logged, counted and named here.
-#[derive(Debug, Default)]
-pub struct TaskHealth {
-    pub panics: std::sync::atomic::AtomicU64,
-    /// Kinds of the tasks that died (`source`, `processing`, `output`), with the panic message.
-    pub dead: Mutex<Vec<String>>,
-    /// Woken when a task dies.
-    pub died: tokio::sync::Notify,
-}
-
-impl TaskHealth {
-    /// The tasks that died, for `/readyz` and the exit message.
-    pub fn dead(&self) -> Vec<String> {
-        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Watches a spawned task: when it panics, the panic is logged and counted in `health`, which
-/// wakes whoever waits for a death (`run`, which then exits non-zero).
-pub fn supervise(
-    kind: &'static str,
-    health: &Arc<TaskHealth>,
-    task: JoinHandle<()>,
-) -> JoinHandle<()> {
-    let health = health.clone();
-    tokio::spawn(async move {
-        if let Err(e) = task.await {
-            if e.is_panic() {
-                let p = e.into_panic();
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".into());
-                health
-                    .panics
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(task = kind, "a pipeline task panicked: {msg}");
-                health
-                    .dead
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("{kind}: {msg}"));
-                health.died.notify_one();
-            }
-        }
-    })
 }
 
 impl RunningGateway {
@@ -540,34 +652,5 @@ impl RunningGateway {
             writer,
             last_committed_id,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_task_is_logged_counted_named_and_wakes_the_service() {
-        let health = Arc::new(TaskHealth::default());
-        let fine = supervise("output", &health, tokio::spawn(async {}));
-        fine.await.unwrap();
-        assert!(health.dead().is_empty());
-        let waiter = {
-            let h = health.clone();
-            tokio::spawn(async move { h.died.notified().await })
-        };
-        let task = supervise(
-            "processing",
-            &health,
-            tokio::spawn(async { panic!("attempt to add with overflow") }),
-        );
-        task.await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(health.panics.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(health.dead(), ["processing: attempt to add with overflow"]);
     }
 }

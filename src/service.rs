@@ -76,6 +76,8 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tasks.died.notified() => {
                 let dead = tasks.dead().join("; ");
+                // A task that cannot be restarted alone, or panics in a loop (see
+                // `pipeline::supervise`); others were restarted in the process.
                 tracing::error!("a pipeline task died ({dead}): stopping, for the service manager to restart the gateway");
                 notify(&[NotifyState::Stopping]);
                 if let Some(h) = &http {

@@ -47,7 +47,8 @@
 //! | `mqtt_output_published_total`, `mqtt_output_acknowledged_total` | | MQTT out (acknowledged = PUBACK) |
 //! | `notifier_sent_total`, `notifier_suppressed_total`, `notifier_failures_total` | `notifier` | alert notifications |
 //! | `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` | | the gateway process (Linux) |
-//! | `task_panics_total` | | pipeline tasks that panicked (the gateway then exits non-zero) |
+//! | `task_panics_total` | | pipeline tasks that panicked (restarted in the process, or the gateway exits non-zero) |
+//! | `task_restarts_total` | | pipeline tasks built again and restarted in the process after a panic |
 //! | `clock_trusted` | | 1 while the wall clock is trusted to date readings |
 //! | `clock_steps_total`, `clock_redated_readings_total`, `clock_rejected_readings_total` | | wall clock steps; held readings dated again; readings stored as bad for their time |
 //! | `clock_held_readings` | | readings held until the clock is trusted |

@@ -14,6 +14,10 @@
 //! - a **sink is down** when an InfluxDB destination has failed its writes (unreachable, 5xx,
 //!   refusing the gateway) or an MQTT output or readings destination has not been connected for
 //!   `sink_grace`. Readings wait in the store meanwhile.
+//!
+//! A pipeline task that panicked is 503 (check `tasks`, naming it) until it runs again: restarted
+//! in the process after its pause, or, when it cannot be restarted alone or panics in a loop,
+//! until the gateway has exited for the service manager to restart it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -368,16 +372,32 @@ pub async fn readyz(
             )
         },
     });
-    let dead = gw.tasks.dead();
-    if !dead.is_empty() {
-        let dead = dead.join("; ");
+    // Tasks that panicked: restarting (503 until they run again) or dead for good.
+    let down = gw.tasks.down();
+    if !down.is_empty() {
+        let (zh, en): (Vec<String>, Vec<String>) = down
+            .iter()
+            .map(|d| {
+                let (task, panic) = (&d.task, &d.panic);
+                match d.restart {
+                    Some(n) => (
+                        format!("{task} 崩溃（{panic}），正在第 {n} 次重启"),
+                        format!("{task} panicked ({panic}), restart {n} is due"),
+                    ),
+                    None => (
+                        format!("{task} 已终止（{panic}），不再重启：网关将退出，由服务管理器重新启动"),
+                        format!("{task} died ({panic}), not restarted: the gateway exits for the service manager to restart it"),
+                    ),
+                }
+            })
+            .unzip();
         checks.push(Check {
             name: "tasks",
             ok: false,
-            detail: format!("pipeline tasks died: {dead}"),
+            detail: format!("pipeline tasks down: {}", en.join("; ")),
             message: say.pick(
-                format!("处理任务已终止：{dead}"),
-                format!("pipeline tasks died: {dead}"),
+                format!("处理任务中断：{}", zh.join("；")),
+                format!("pipeline tasks down: {}", en.join("; ")),
             ),
         });
     }

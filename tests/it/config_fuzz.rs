@@ -326,9 +326,10 @@ fn check_then_run(rt: &tokio::runtime::Runtime, text: &str) -> Result<Outcome, S
             s.shutdown().await;
         }
         // Shutdown waited for every task, so every death is recorded by now.
-        let dead = tasks.dead();
-        if !dead.is_empty() {
-            return Err(format!("tasks died: {}", dead.join("; ")));
+        // Restarted or not, a panic is a failure of the check.
+        let panicked = tasks.panicked();
+        if !panicked.is_empty() {
+            return Err(format!("tasks panicked: {}", panicked.join("; ")));
         }
         match stopped {
             Err(_) => Err("shutdown took more than 20 s".into()),

@@ -39,3 +39,4 @@ mod reload;
 mod report_formats;
 mod report_park;
 mod store_faults;
+mod supervision;
