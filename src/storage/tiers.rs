@@ -348,7 +348,7 @@ impl Store {
         let rolled = self.meta_i64("rollup_through")?;
         // Late raw readings of the range (normally none: everything dropped was rolled up).
         let mut late: Vec<SeriesReading> = Vec::new();
-        self.raw_series_range(sid, from, to, &mut |r| {
+        self.raw_series_range(sid, from, to, None, &mut |r| {
             if r.id > rolled {
                 late.push(r);
             }
@@ -632,7 +632,7 @@ impl Store {
                 if whole_minutes {
                     // Readings not rolled up yet (only the newest batches are decoded), and
                     // the rolled-up ones of the minutes the range's ends cut.
-                    self.raw_series_range_after(sid, from, to, rolled, &mut |r| add(r))?;
+                    self.raw_series_range(sid, from, to, Some(rolled), &mut |r| add(r))?;
                     let first_whole = from.div_euclid(MINUTE_MS) * MINUTE_MS;
                     let first_whole = if first_whole < from {
                         first_whole + MINUTE_MS
@@ -646,12 +646,14 @@ impl Store {
                     }
                     for (a, b) in edges {
                         if a <= b {
-                            self.raw_series_range(sid, a, b, &mut |r| r.id > rolled || add(r))?;
+                            self.raw_series_range(sid, a, b, None, &mut |r| {
+                                r.id > rolled || add(r)
+                            })?;
                         }
                     }
                 } else {
                     let raw_from = cut.map_or(from, |c| from.max(c.saturating_add(1)));
-                    self.raw_series_range(sid, raw_from, to, &mut |r| add(r))?;
+                    self.raw_series_range(sid, raw_from, to, None, &mut |r| add(r))?;
                 }
                 if !extra.is_empty() {
                     let mut all: std::collections::BTreeMap<i64, Agg> = buckets.drain(..).collect();
