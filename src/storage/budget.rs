@@ -130,18 +130,9 @@ impl Store {
     /// The next tier once no delivered raw reading is left: the oldest minute aggregates
     /// (never counters' interval boundaries). Sets `undelivered_over` when nothing could go.
     fn drop_minutes_for(&self, used: u64, budget: u64, report: &mut BudgetReport) -> Result<()> {
-        let rows: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM minute_aggregates", [], |r| r.get(0))
-            .map_err(ctx("count minutes"))?;
         // About 60 bytes a minute row.
         let excess = used.saturating_sub(budget / 10 * 9);
-        let n = (excess / 60).max(1).min(rows.max(0) as u64);
-        let dropped = if n > 0 {
-            self.drop_oldest_minutes(n)?
-        } else {
-            0
-        };
+        let dropped = self.drop_oldest_minutes((excess / 60).max(1))?;
         report.minutes_dropped = dropped;
         report.undelivered_over = dropped == 0;
         Ok(())

@@ -515,8 +515,8 @@ impl Store {
         Ok(doomed.len() as u64)
     }
 
-    /// SQLite steps (virtual machine instructions) the minute prunes on this connection ran so
-    /// far: what a prune costs, in proportion to the rows it visits.
+    /// SQLite steps (virtual machine instructions) the minute prunes (retention and disk budget)
+    /// on this connection ran so far: what a prune costs, in proportion to the rows it visits.
     pub fn minute_prune_steps(&self) -> u64 {
         self.minute_prune_steps
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -544,28 +544,59 @@ impl Store {
     /// intervals and accounts). Returns how many were deleted.
     pub(super) fn drop_oldest_minutes(&self, rows: u64) -> Result<u64> {
         let done = self.meta_i64("minutes_pruned_before")?;
-        let end: Option<i64> = self
+        let series = self.series_kinds()?;
+        // Interval by interval from the oldest kept minute until `rows` are counted, series by
+        // series through the primary key: the rows counted and one seek per series and interval
+        // are visited, not the whole table.
+        let mut next = self
             .conn
-            .query_row(
-                "SELECT minute FROM minute_aggregates WHERE minute >= ?1 ORDER BY minute
-                 LIMIT 1 OFFSET ?2",
-                params![done, rows.min(i64::MAX as u64) as i64],
-                |r| r.get(0),
+            .prepare_cached(
+                "SELECT minute FROM minute_aggregates WHERE series_id = ?1 AND minute >= ?2
+                 ORDER BY minute LIMIT 1",
             )
-            .optional()
-            .map_err(ctx("find oldest minutes"))?;
-        let last: Option<i64> = self
+            .map_err(ctx("prepare oldest minute"))?;
+        let mut count = self
             .conn
-            .query_row("SELECT max(minute) FROM minute_aggregates", [], |r| {
-                r.get(0)
-            })
-            .map_err(ctx("find newest minute"))?;
-        let Some(end) = end.or(last.map(|m| m + 1)) else {
-            return Ok(0);
-        };
-        // Whole intervals, so the boundary rows of each are known.
-        let end = (end.div_euclid(15) + 1) * 15;
-        self.prune_minutes(end * MINUTE_MS)
+            .prepare_cached(
+                "SELECT count(*) FROM minute_aggregates
+                 WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3",
+            )
+            .map_err(ctx("prepare minute count"))?;
+        let mut end = None;
+        let mut counted = 0u64;
+        let mut at = done;
+        while counted < rows {
+            let mut oldest: Option<i64> = None;
+            for &(sid, _) in &series {
+                let m: Option<i64> = next
+                    .query_row(params![sid, at], |r| r.get(0))
+                    .optional()
+                    .map_err(ctx("find oldest minute"))?;
+                oldest = match (oldest, m) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let Some(oldest) = oldest else { break };
+            // Whole intervals, so the boundary rows of each are known.
+            let from = oldest.div_euclid(15) * 15;
+            at = from + 15;
+            for &(sid, _) in &series {
+                let n: i64 = count
+                    .query_row(params![sid, from, at], |r| r.get(0))
+                    .map_err(ctx("count minutes"))?;
+                counted += n.max(0) as u64;
+            }
+            end = Some(at);
+        }
+        let steps = next.reset_status(rusqlite::StatementStatus::VmStep).max(0)
+            + count.reset_status(rusqlite::StatementStatus::VmStep).max(0);
+        self.minute_prune_steps
+            .fetch_add(steps as u64, std::sync::atomic::Ordering::Relaxed);
+        match end {
+            Some(end) => self.prune_minutes(end * MINUTE_MS),
+            None => Ok(0),
+        }
     }
 
     /// Readings or aggregates of one series in `[from, to]` (see [`Step`]), oldest first, at
@@ -1051,6 +1082,14 @@ mod tests {
         let before = s.minute_prune_steps();
         assert_eq!(s.prune_minutes(T0 + 3 * INTERVAL_MS).unwrap(), 0);
         assert_eq!(s.minute_prune_steps(), before);
+        // The disk budget's drop of the oldest minutes (one interval's worth) costs about as much.
+        let before = s.minute_prune_steps();
+        assert_eq!(s.drop_oldest_minutes(rows).unwrap(), 6 * 15 + 6 * 13);
+        let dropped = s.minute_prune_steps() - before;
+        assert!(
+            dropped < 2 * steps,
+            "{dropped} steps to drop, {steps} to prune"
+        );
     }
 
     #[test]
