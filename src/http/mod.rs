@@ -17,7 +17,6 @@
 //! The configuration check requires a token whenever the address is not a loopback address.
 
 pub mod api;
-pub mod curve;
 pub mod history;
 pub mod metrics;
 pub mod ready;
@@ -462,7 +461,6 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/outputs"),
     ("get", "/api/v1/alerts/active"),
     ("get", "/api/v1/alerts/history"),
-    ("get", "/api/v1/curve"),
     ("get", "/api/v1/accounts/{period}"),
     ("get", "/api/v1/history"),
     ("post", "/api/v1/value-added"),
@@ -488,7 +486,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/outputs", get(api::outputs))
         .route("/api/v1/alerts/active", get(api::active_alerts))
         .route("/api/v1/alerts/history", get(api::alert_history))
-        .route("/api/v1/curve", get(curve::curve))
         .route("/api/v1/accounts/{period}", get(api::accounts))
         .route("/api/v1/history", get(history::history))
         .route("/api/v1/value-added", post(api::post_value_added))

@@ -546,68 +546,34 @@ impl Store {
     }
 
     /// Readings of series `sid` in `[from, to]` in id order (not time order), until `f` returns
-    /// false.
+    /// false. With `after_id`, only readings with a greater id, and only the batches that hold
+    /// such ids are decoded (by id range, not by time).
     pub(super) fn raw_series_range(
         &self,
         sid: i64,
         from: TimestampMs,
         to: TimestampMs,
+        after_id: Option<i64>,
         f: &mut dyn FnMut(SeriesReading) -> bool,
     ) -> Result<()> {
+        // Two statements, so that each keeps its own plan (the time indexes, or the id range).
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT first_id, data FROM reading_batches WHERE max_ts >= ?1 AND min_ts <= ?2
-                 ORDER BY first_id",
-            )
-            .map_err(ctx("prepare history query"))?;
-        let mut rows = stmt.query([from, to]).map_err(ctx("query history"))?;
-        while let Some(row) = rows.next().map_err(ctx("read history"))? {
-            let first: i64 = row.get(0).map_err(ctx("read history"))?;
-            self.batches_decoded
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let data = row.get_ref(1).map_err(ctx("read history"))?;
-            let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
-            for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
-                let r = r.map_err(decode_err)?;
-                if r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
-                    continue;
-                }
-                let go = f(SeriesReading {
-                    id: first + k as i64,
-                    ts_ms: r.ts_ms,
-                    value: r.value,
-                    quality: r.quality,
-                });
-                if !go {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Readings of series `sid` in `[from, to]` with an id above `after_id`, in id order: only
-    /// the batches that hold such ids are decoded.
-    pub(super) fn raw_series_range_after(
-        &self,
-        sid: i64,
-        from: TimestampMs,
-        to: TimestampMs,
-        after_id: i64,
-        f: &mut dyn FnMut(SeriesReading) -> bool,
-    ) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+            .prepare_cached(if after_id.is_some() {
                 "SELECT first_id, data FROM reading_batches
                  WHERE first_id > ?3 - ?4 AND first_id + n - 1 > ?3 AND max_ts >= ?1 AND min_ts <= ?2
-                 ORDER BY first_id",
-            )
+                 ORDER BY first_id"
+            } else {
+                "SELECT first_id, data FROM reading_batches WHERE max_ts >= ?1 AND min_ts <= ?2
+                 ORDER BY first_id"
+            })
             .map_err(ctx("prepare history query"))?;
-        let mut rows = stmt
-            .query(params![from, to, after_id, BATCH_MAX as i64])
-            .map_err(ctx("query history"))?;
+        let mut rows = match after_id {
+            Some(after) => stmt.query(params![from, to, after, BATCH_MAX as i64]),
+            None => stmt.query(params![from, to]),
+        }
+        .map_err(ctx("query history"))?;
+        let floor = after_id.unwrap_or(i64::MIN);
         while let Some(row) = rows.next().map_err(ctx("read history"))? {
             let first: i64 = row.get(0).map_err(ctx("read history"))?;
             self.batches_decoded
@@ -617,7 +583,7 @@ impl Store {
             for (k, r) in codec::Decoder::new(blob).map_err(decode_err)?.enumerate() {
                 let r = r.map_err(decode_err)?;
                 let id = first + k as i64;
-                if id <= after_id || r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
+                if id <= floor || r.series_id != sid || r.ts_ms < from || r.ts_ms > to {
                     continue;
                 }
                 let go = f(SeriesReading {

@@ -130,18 +130,9 @@ impl Store {
     /// The next tier once no delivered raw reading is left: the oldest minute aggregates
     /// (never counters' interval boundaries). Sets `undelivered_over` when nothing could go.
     fn drop_minutes_for(&self, used: u64, budget: u64, report: &mut BudgetReport) -> Result<()> {
-        let rows: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM minute_aggregates", [], |r| r.get(0))
-            .map_err(ctx("count minutes"))?;
         // About 60 bytes a minute row.
         let excess = used.saturating_sub(budget / 10 * 9);
-        let n = (excess / 60).max(1).min(rows.max(0) as u64);
-        let dropped = if n > 0 {
-            self.drop_oldest_minutes(n)?
-        } else {
-            0
-        };
+        let dropped = self.drop_oldest_minutes((excess / 60).max(1))?;
         report.minutes_dropped = dropped;
         report.undelivered_over = dropped == 0;
         Ok(())
@@ -152,6 +143,7 @@ impl Store {
 mod tests {
     use crate::readings::{Quantity, Reading};
     use crate::storage::config::Synchronous;
+    use crate::storage::tiers::{HistoryPoint, Step};
     use crate::storage::Store;
 
     #[test]
@@ -180,18 +172,13 @@ mod tests {
             }
         }
         // Synthetic history: an hour of one-second polls of 5 meters × 15 values.
-        let mut t = 1_767_225_600_000i64;
+        const T0: i64 = 1_767_225_600_000;
+        let value = |m: usize, q: usize| 230.0 + m as f64 + q as f64 * 0.5;
+        let mut t = T0;
         for _ in 0..3600 {
             let rs: Vec<_> = (0..5)
                 .flat_map(|m| {
-                    (0..15).map(move |q| {
-                        Reading::new(
-                            format!("m{m}"),
-                            quantity(q),
-                            230.0 + f64::from(m) + f64::from(q as u32) * 0.5,
-                            t,
-                        )
-                    })
+                    (0..15).map(move |q| Reading::new(format!("m{m}"), quantity(q), value(m, q), t))
                 })
                 .collect();
             s.insert_readings(&rs).unwrap();
@@ -199,14 +186,32 @@ mod tests {
         }
         let total = s.count_readings().unwrap();
         assert_eq!(total, 3600 * 75);
-        // Two thirds delivered.
+        // Two thirds delivered to InfluxDB, one third to the MQTT output so far.
         let delivered = (total * 2 / 3) as i64;
+        let lagging = (total / 3) as i64;
         s.advance_cursor("influxdb.local", delivered).unwrap();
-        let dests = vec!["influxdb.local".to_string()];
+        s.advance_cursor("mqtt.local", lagging).unwrap();
+        let dests = vec!["influxdb.local".to_string(), "mqtt.local".to_string()];
         // (The minute tier holds the hour too: it is part of what the store uses.)
         s.roll_up(i64::MAX).unwrap();
         let used = s.used_bytes().unwrap();
         let budget = used / 2;
+        // Only what both outputs have delivered may go: the oldest third, not one reading more.
+        let r0 = s.enforce_budget(budget, &dests).unwrap();
+        assert_eq!(r0.dropped, lagging as u64, "{r0:?}");
+        assert_eq!(s.min_reading_id().unwrap(), lagging + 1);
+        assert!(s.used_bytes().unwrap() > budget);
+        // The raw readings dropped are still history: the minute tier answers for them.
+        assert!(s.raw_dropped_through().unwrap() >= Some(T0 + 1_200_000 - 1000));
+        let first_minute = s
+            .history("m1", quantity(3), T0, T0 + 59_999, Step::Auto)
+            .unwrap();
+        assert_eq!(first_minute.kind, "aggregate");
+        let HistoryPoint::Aggregate { count, mean, .. } = first_minute.points[0] else {
+            panic!("{first_minute:?}")
+        };
+        assert_eq!((count, mean), (60, Some(value(1, 3))));
+        s.advance_cursor("mqtt.local", delivered).unwrap();
         let r = s.enforce_budget(budget, &dests).unwrap();
         assert!(r.dropped > 0, "{r:?}");
         assert!(
@@ -216,9 +221,9 @@ mod tests {
         );
         // The oldest went: what is left is one contiguous run up to the newest.
         let first_left = s.min_reading_id().unwrap();
-        assert_eq!(first_left as u64, r.dropped + 1);
+        assert_eq!(first_left as u64, r0.dropped + r.dropped + 1);
         assert_eq!(s.max_reading_id().unwrap() as u64, total);
-        assert_eq!(s.budget_dropped_total().unwrap(), r.dropped);
+        assert_eq!(s.budget_dropped_total().unwrap(), r0.dropped + r.dropped);
         // A budget below the undelivered part: everything delivered goes, nothing undelivered.
         let r2 = s.enforce_budget(1, &dests).unwrap();
         assert!(r2.undelivered_over || s.min_reading_id().unwrap() == delivered + 1);
@@ -252,6 +257,16 @@ mod tests {
         assert_eq!(left, 8 * 5, "only the counters' boundaries");
         assert_eq!(s.min_reading_id().unwrap(), delivered + 1);
         assert_eq!(s.count_readings().unwrap(), total - delivered as u64);
+        // The undelivered readings are as they were read: the first poll not delivered.
+        let next = s.readings_after(delivered, 75).unwrap();
+        let at = T0 + delivered / 75 * 1000;
+        assert_eq!(next.len(), 75);
+        for (k, r) in next.iter().enumerate() {
+            let (m, q) = (k / 15, k % 15);
+            assert_eq!(r.reading.device, format!("m{m}"));
+            assert_eq!(r.reading.quantity, quantity(q));
+            assert_eq!((r.reading.ts_ms, r.reading.value), (at, Some(value(m, q))));
+        }
         assert_eq!(s.alert_events().unwrap().len(), 1);
         assert_eq!(acc.count("energy_intervals").unwrap(), 1);
         assert_eq!(

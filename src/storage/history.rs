@@ -185,20 +185,25 @@ impl HistoryQuery {
     }
 }
 
-impl Store {
-    /// The mean of a series' usable readings (good or estimated) per step of `step_ms` in
-    /// `[from, to]`, from whichever tier holds them (the live page's curves): (step start,
-    /// mean), oldest first. A step without a usable reading is absent, never 0.
-    pub fn step_means(
-        &self,
-        device: &str,
-        quantity: Quantity,
-        from: TimestampMs,
-        to: TimestampMs,
-        step_ms: i64,
-    ) -> super::Result<Vec<(TimestampMs, f64)>> {
-        let h = self.history(device, quantity, from, to, Step::Every(step_ms))?;
-        Ok(h.points
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readings::Reading;
+
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
+
+    /// The mean of each step that has one (the live page's curves): (step start, mean).
+    fn means(s: &Store, device: &str, from: i64, to: i64, step_ms: i64) -> Vec<(i64, f64)> {
+        let h = s
+            .history(
+                device,
+                Quantity::ActivePower,
+                from,
+                to,
+                Step::Every(step_ms),
+            )
+            .unwrap();
+        h.points
             .into_iter()
             .filter_map(|p| match p {
                 HistoryPoint::Aggregate {
@@ -208,16 +213,8 @@ impl Store {
                 } => Some((ts_ms, m)),
                 _ => None,
             })
-            .collect())
+            .collect()
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::readings::Reading;
-
-    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
 
     #[test]
     fn step_means_are_exact_before_and_after_the_raw_readings_are_gone() {
@@ -261,15 +258,11 @@ mod tests {
         };
         let to = T0 + 1_800_000 - 1;
         for step_s in [60, 300, 900] {
-            let got = s
-                .step_means("m", Quantity::ActivePower, T0, to, step_s * 1000)
-                .unwrap();
+            let got = means(&s, "m", T0, to, step_s * 1000);
             assert!(close(&got, &expected(step_s)), "{step_s}: {got:?}");
         }
         assert_eq!(
-            s.step_means("m", Quantity::ActivePower, T0, to, 60_000)
-                .unwrap()
-                .len(),
+            means(&s, "m", T0, to, 60_000).len(),
             29,
             "the empty minute is absent"
         );
@@ -277,15 +270,10 @@ mod tests {
         s.prune(T0 + 1_800_000 + 10, &[]).unwrap();
         assert_eq!(s.count_readings().unwrap(), 0);
         for step_s in [60, 300, 900] {
-            let got = s
-                .step_means("m", Quantity::ActivePower, T0, to, step_s * 1000)
-                .unwrap();
+            let got = means(&s, "m", T0, to, step_s * 1000);
             assert!(close(&got, &expected(step_s)), "{step_s}: {got:?}");
         }
         // Unknown series: nothing.
-        assert!(s
-            .step_means("x", Quantity::ActivePower, T0, to, 60_000)
-            .unwrap()
-            .is_empty());
+        assert!(means(&s, "x", T0, to, 60_000).is_empty());
     }
 }

@@ -81,6 +81,8 @@ pub struct Store {
     next_id: Option<i64>,
     /// Batches decoded by history reads on this connection (see [`Store::batches_decoded`]).
     batches_decoded: std::sync::atomic::AtomicU64,
+    /// SQLite steps of minute prunes on this connection (see [`Store::minute_prune_steps`]).
+    minute_prune_steps: std::sync::atomic::AtomicU64,
 }
 
 /// A row of the outbox as outputs read it: the series by id (see [`Store::series`]).
@@ -176,6 +178,7 @@ impl Store {
             series: HashMap::new(),
             next_id: None,
             batches_decoded: std::sync::atomic::AtomicU64::new(0),
+            minute_prune_steps: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

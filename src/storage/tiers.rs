@@ -23,7 +23,7 @@
 //! of each kept minute; [`Store::history`] returns readings or aggregates for a range from
 //! whichever tier holds them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
@@ -348,7 +348,7 @@ impl Store {
         let rolled = self.meta_i64("rollup_through")?;
         // Late raw readings of the range (normally none: everything dropped was rolled up).
         let mut late: Vec<SeriesReading> = Vec::new();
-        self.raw_series_range(sid, from, to, &mut |r| {
+        self.raw_series_range(sid, from, to, None, &mut |r| {
             if r.id > rolled {
                 late.push(r);
             }
@@ -440,51 +440,58 @@ impl Store {
         // Whole intervals from the late minute on, so each one's boundary rows are known.
         let from = late.map_or(done, |m| done.min(m.div_euclid(15) * 15));
         let cut = cut.max(done);
-        let counters = self.counter_series()?;
+        let series = self.series_kinds()?;
         let tx = self
             .conn
             .unchecked_transaction()
             .map_err(ctx("begin minute prune"))?;
         let mut doomed: Vec<(i64, i64)> = Vec::new();
+        let mut steps = 0u64;
         {
+            // Series by series through the primary key: only the rows of the range are visited,
+            // never the rest of the table (a year of minutes).
             let mut stmt = self
                 .conn
-                .prepare(
-                    "SELECT series_id, minute, n FROM minute_aggregates
-                     WHERE minute >= ?1 AND minute < ?2 ORDER BY series_id, minute",
+                .prepare_cached(
+                    "SELECT minute, n FROM minute_aggregates
+                     WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute",
                 )
                 .map_err(ctx("prepare minute prune"))?;
-            let mut rows = stmt
-                .query(params![from, cut])
-                .map_err(ctx("query minute prune"))?;
-            // Per (series, interval): usable rows in order; the first and last are kept.
-            let mut group: Vec<(i64, i64, bool)> = Vec::new();
-            let flush = |group: &mut Vec<(i64, i64, bool)>, doomed: &mut Vec<(i64, i64)>| {
-                let keep = counters.contains(&group.first().map_or(0, |g| g.0));
-                let usable: Vec<usize> = (0..group.len()).filter(|&i| group[i].2).collect();
+            // Per interval: usable rows in order; for counters the first and last are kept.
+            let mut group: Vec<(i64, bool)> = Vec::new();
+            let flush = |sid: i64,
+                         keep: bool,
+                         group: &mut Vec<(i64, bool)>,
+                         doomed: &mut Vec<(i64, i64)>| {
+                let usable: Vec<usize> = (0..group.len()).filter(|&i| group[i].1).collect();
                 for (i, g) in group.iter().enumerate() {
                     let edge = usable.first() == Some(&i) || usable.last() == Some(&i);
                     if !(keep && edge) {
-                        doomed.push((g.0, g.1));
+                        doomed.push((sid, g.0));
                     }
                 }
                 group.clear();
             };
-            while let Some(r) = rows.next().map_err(ctx("read minute prune"))? {
-                let (sid, m, n): (i64, i64, i64) = (
-                    r.get(0).map_err(ctx("read minute prune"))?,
-                    r.get(1).map_err(ctx("read minute prune"))?,
-                    r.get(2).map_err(ctx("read minute prune"))?,
-                );
-                if group
-                    .first()
-                    .is_some_and(|g| g.0 != sid || g.1.div_euclid(15) != m.div_euclid(15))
-                {
-                    flush(&mut group, &mut doomed);
+            for &(sid, counter) in &series {
+                let mut rows = stmt
+                    .query(params![sid, from, cut])
+                    .map_err(ctx("query minute prune"))?;
+                while let Some(r) = rows.next().map_err(ctx("read minute prune"))? {
+                    let (m, n): (i64, i64) = (
+                        r.get(0).map_err(ctx("read minute prune"))?,
+                        r.get(1).map_err(ctx("read minute prune"))?,
+                    );
+                    if group
+                        .first()
+                        .is_some_and(|g| g.0.div_euclid(15) != m.div_euclid(15))
+                    {
+                        flush(sid, counter, &mut group, &mut doomed);
+                    }
+                    group.push((m, n > 0));
                 }
-                group.push((sid, m, n > 0));
+                flush(sid, counter, &mut group, &mut doomed);
             }
-            flush(&mut group, &mut doomed);
+            steps += stmt.reset_status(rusqlite::StatementStatus::VmStep).max(0) as u64;
         }
         {
             let mut del = self
@@ -496,30 +503,38 @@ impl Store {
             for (sid, m) in &doomed {
                 del.execute(params![sid, m]).map_err(ctx("delete minute"))?;
             }
+            steps += del.reset_status(rusqlite::StatementStatus::VmStep).max(0) as u64;
         }
         self.raise_meta_i64("minutes_pruned_before", cut)?;
         self.conn
             .execute("DELETE FROM meta WHERE key = 'minutes_late_from'", [])
             .map_err(ctx("write meta"))?;
         tx.commit().map_err(ctx("commit minute prune"))?;
+        self.minute_prune_steps
+            .fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
         Ok(doomed.len() as u64)
     }
 
-    /// Series of cumulative quantities (counters).
-    fn counter_series(&self) -> Result<HashSet<i64>> {
+    /// SQLite steps (virtual machine instructions) the minute prunes (retention and disk budget)
+    /// on this connection ran so far: what a prune costs, in proportion to the rows it visits.
+    pub fn minute_prune_steps(&self) -> u64 {
+        self.minute_prune_steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every series' id and whether it is a cumulative quantity (a counter).
+    fn series_kinds(&self) -> Result<Vec<(i64, bool)>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, quantity FROM series")
+            .prepare_cached("SELECT id, quantity FROM series ORDER BY id")
             .map_err(ctx("prepare series query"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
             .map_err(ctx("query series"))?;
-        let mut out = HashSet::new();
+        let mut out = Vec::new();
         for row in rows {
             let (id, q) = row.map_err(ctx("read series"))?;
-            if q.parse::<Quantity>().is_ok_and(|q| q.is_cumulative()) {
-                out.insert(id);
-            }
+            out.push((id, q.parse::<Quantity>().is_ok_and(|q| q.is_cumulative())));
         }
         Ok(out)
     }
@@ -529,28 +544,59 @@ impl Store {
     /// intervals and accounts). Returns how many were deleted.
     pub(super) fn drop_oldest_minutes(&self, rows: u64) -> Result<u64> {
         let done = self.meta_i64("minutes_pruned_before")?;
-        let end: Option<i64> = self
+        let series = self.series_kinds()?;
+        // Interval by interval from the oldest kept minute until `rows` are counted, series by
+        // series through the primary key: the rows counted and one seek per series and interval
+        // are visited, not the whole table.
+        let mut next = self
             .conn
-            .query_row(
-                "SELECT minute FROM minute_aggregates WHERE minute >= ?1 ORDER BY minute
-                 LIMIT 1 OFFSET ?2",
-                params![done, rows.min(i64::MAX as u64) as i64],
-                |r| r.get(0),
+            .prepare_cached(
+                "SELECT minute FROM minute_aggregates WHERE series_id = ?1 AND minute >= ?2
+                 ORDER BY minute LIMIT 1",
             )
-            .optional()
-            .map_err(ctx("find oldest minutes"))?;
-        let last: Option<i64> = self
+            .map_err(ctx("prepare oldest minute"))?;
+        let mut count = self
             .conn
-            .query_row("SELECT max(minute) FROM minute_aggregates", [], |r| {
-                r.get(0)
-            })
-            .map_err(ctx("find newest minute"))?;
-        let Some(end) = end.or(last.map(|m| m + 1)) else {
-            return Ok(0);
-        };
-        // Whole intervals, so the boundary rows of each are known.
-        let end = (end.div_euclid(15) + 1) * 15;
-        self.prune_minutes(end * MINUTE_MS)
+            .prepare_cached(
+                "SELECT count(*) FROM minute_aggregates
+                 WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3",
+            )
+            .map_err(ctx("prepare minute count"))?;
+        let mut end = None;
+        let mut counted = 0u64;
+        let mut at = done;
+        while counted < rows {
+            let mut oldest: Option<i64> = None;
+            for &(sid, _) in &series {
+                let m: Option<i64> = next
+                    .query_row(params![sid, at], |r| r.get(0))
+                    .optional()
+                    .map_err(ctx("find oldest minute"))?;
+                oldest = match (oldest, m) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let Some(oldest) = oldest else { break };
+            // Whole intervals, so the boundary rows of each are known.
+            let from = oldest.div_euclid(15) * 15;
+            at = from + 15;
+            for &(sid, _) in &series {
+                let n: i64 = count
+                    .query_row(params![sid, from, at], |r| r.get(0))
+                    .map_err(ctx("count minutes"))?;
+                counted += n.max(0) as u64;
+            }
+            end = Some(at);
+        }
+        let steps = next.reset_status(rusqlite::StatementStatus::VmStep).max(0)
+            + count.reset_status(rusqlite::StatementStatus::VmStep).max(0);
+        self.minute_prune_steps
+            .fetch_add(steps as u64, std::sync::atomic::Ordering::Relaxed);
+        match end {
+            Some(end) => self.prune_minutes(end * MINUTE_MS),
+            None => Ok(0),
+        }
     }
 
     /// Readings or aggregates of one series in `[from, to]` (see [`Step`]), oldest first, at
@@ -632,7 +678,7 @@ impl Store {
                 if whole_minutes {
                     // Readings not rolled up yet (only the newest batches are decoded), and
                     // the rolled-up ones of the minutes the range's ends cut.
-                    self.raw_series_range_after(sid, from, to, rolled, &mut |r| add(r))?;
+                    self.raw_series_range(sid, from, to, Some(rolled), &mut |r| add(r))?;
                     let first_whole = from.div_euclid(MINUTE_MS) * MINUTE_MS;
                     let first_whole = if first_whole < from {
                         first_whole + MINUTE_MS
@@ -646,12 +692,14 @@ impl Store {
                     }
                     for (a, b) in edges {
                         if a <= b {
-                            self.raw_series_range(sid, a, b, &mut |r| r.id > rolled || add(r))?;
+                            self.raw_series_range(sid, a, b, None, &mut |r| {
+                                r.id > rolled || add(r)
+                            })?;
                         }
                     }
                 } else {
                     let raw_from = cut.map_or(from, |c| from.max(c.saturating_add(1)));
-                    self.raw_series_range(sid, raw_from, to, &mut |r| add(r))?;
+                    self.raw_series_range(sid, raw_from, to, None, &mut |r| add(r))?;
                 }
                 if !extra.is_empty() {
                     let mut all: std::collections::BTreeMap<i64, Agg> = buckets.drain(..).collect();
@@ -981,6 +1029,66 @@ mod tests {
         assert_eq!(
             samples(&s, i64::MIN, T0 - 1),
             vec![(T0 - 10 * MINUTE_MS, 999.0, false)]
+        );
+    }
+
+    /// Adds minute rows (60 usable readings each) for every series over `[from, from + n)`.
+    fn add_minutes(s: &Store, from: i64, n: i64) {
+        s.conn
+            .execute(
+                "WITH RECURSIVE m(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM m WHERE x < ?1 + ?2 - 1)
+                 INSERT OR REPLACE INTO minute_aggregates
+                 SELECT s.id, m.x, 60, 0, 0, 1.0, 2.0, 90.0, m.x * 60000, 1.0, m.x * 60000 + 59000, 2.0, 0
+                 FROM series s, m",
+                params![from, n],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_minute_prune_visits_the_rows_of_its_range_not_the_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        // Twelve series, six of them counters, with two days of minute rows each.
+        let mut rs = Vec::new();
+        for d in 0..6 {
+            let dev = format!("d{d}");
+            rs.push(Reading::new(&dev, Quantity::ActivePower, 1.0, T0));
+            rs.push(Reading::new(&dev, Quantity::EnergyImport, 1.0, T0));
+        }
+        s.insert_readings(&rs).unwrap();
+        let m0 = minute_of(T0);
+        add_minutes(&s, m0, 2 * 1440);
+        let table = minute_rows(&s).len();
+        assert_eq!(table, 12 * 2 * 1440);
+        s.prune_minutes(T0 + INTERVAL_MS).unwrap();
+        // One interval: 15 rows of each series, the counters' first and last kept.
+        let prune = |s: &Store, k: i64| {
+            let before = s.minute_prune_steps();
+            let n = s.prune_minutes(T0 + k * INTERVAL_MS).unwrap();
+            assert_eq!(n, 6 * 15 + 6 * 13);
+            s.minute_prune_steps() - before
+        };
+        let steps = prune(&s, 2);
+        // A handful of steps per row visited or deleted, not a pass over the 34 560 rows.
+        let rows = 12 * 15;
+        assert!(steps < 40 * rows, "{steps} steps for {rows} rows");
+        // Three times the rows: the next interval costs the same.
+        add_minutes(&s, m0 + 2 * 1440, 4 * 1440);
+        assert_eq!(minute_rows(&s).len(), 3 * table - 2 * (6 * 15 + 6 * 13));
+        let more = prune(&s, 3);
+        assert!(more <= steps + steps / 10, "{more} steps after {steps}");
+        // Nothing to prune: no row is visited.
+        let before = s.minute_prune_steps();
+        assert_eq!(s.prune_minutes(T0 + 3 * INTERVAL_MS).unwrap(), 0);
+        assert_eq!(s.minute_prune_steps(), before);
+        // The disk budget's drop of the oldest minutes (one interval's worth) costs about as much.
+        let before = s.minute_prune_steps();
+        assert_eq!(s.drop_oldest_minutes(rows).unwrap(), 6 * 15 + 6 * 13);
+        let dropped = s.minute_prune_steps() - before;
+        assert!(
+            dropped < 2 * steps,
+            "{dropped} steps to drop, {steps} to prune"
         );
     }
 

@@ -66,36 +66,6 @@ fn history_returns_readings_and_aggregates_over_http_and_the_cli() {
         assert!(min <= mean && mean <= max, "{p}");
     }
 
-    // The live page's curves are these means (read through the same tiers).
-    let rfc = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
-    let curve = gw.get_json(
-        &format!(
-            "/api/v1/curve?devices=main&since={}&until={}&step=60",
-            rfc(from),
-            rfc(to)
-        ),
-        200,
-    );
-    let means: Vec<(i64, f64)> = agg["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["mean"].is_f64())
-        .map(|p| (p["ts_ms"].as_i64().unwrap(), p["mean"].as_f64().unwrap()))
-        .collect();
-    let curve_points: Vec<(i64, f64)> = curve["series"][0]["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap()))
-        .collect();
-    assert!(!means.is_empty());
-    assert_eq!(curve_points, means, "{curve}");
-
     // CSV.
     let r = gw.get(&format!(
         "/api/v1/history?device=main&quantity=energy_import&from={from}&format=csv"

@@ -4,7 +4,9 @@
 //! The layout test drives Chromium over the DevTools protocol (`tests/peers/chromium_cdp.py`):
 //! phone (390×844) and desktop (1400×1000) viewports, Chinese and English, a meter cut off
 //! behind a socat proxy so that it goes stale. A third test checks that the page asks for the
-//! token when the API needs one.
+//! token when the API needs one. A fourth stores days of history whose raw readings are gone
+//! before the gateway starts and checks that the seven-day curve (`?range=week`) draws every
+//! half hour of it: the page reads `/api/v1/history`, which answers from the minute aggregates.
 //!
 //! `EGW_UPDATE_SCREENSHOT=1` also writes the screenshots to docs/ (live-page*.png).
 
@@ -17,6 +19,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use energy_gateway::config::Synchronous;
+use energy_gateway::readings::{Quantity, Reading};
+use energy_gateway::storage::Store;
 use http_support::{wait_for, write_config, ConfigSpec, Factory, Gateway, TOKEN};
 
 /// Chromium for the live page: a desktop-sized window, and virtual time that runs the page's
@@ -28,6 +33,19 @@ fn run_chromium(url: &str, extra: &[String], limit: Duration) -> Output {
     ];
     flags.extend_from_slice(extra);
     common::run_chromium(url, &flags, limit)
+}
+
+/// The DOM Chromium ends with on `url` (after the page's timers ran).
+fn dump_dom(url: &str) -> String {
+    let out = run_chromium(url, &["--dump-dom".to_string()], Duration::from_secs(60));
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
 }
 
 /// The text of the first element with `id` in a serialized DOM (no nested elements).
@@ -99,14 +117,7 @@ fn live_page_shows_live_data_in_headless_chromium() {
     let api_power = st["site_power_kw"].as_f64().unwrap();
 
     let url = format!("http://{addr}/");
-    let out = run_chromium(&url, &["--dump-dom".to_string()], Duration::from_secs(60));
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && dom.contains("</html>"),
-        "chromium failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom = dump_dom(&url);
 
     // Live values, rendered by the script from the API.
     let power = text_of(&dom, "site-power");
@@ -174,6 +185,101 @@ fn live_page_shows_live_data_in_headless_chromium() {
     assert!(st.success());
 }
 
+/// The site's midnight today (ms), from the status answer's site time.
+fn site_midnight_ms(gw: &Gateway) -> i64 {
+    let t = gw.get_json("/api/v1/status", 200)["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let midnight = format!("{}T00:00:00{}", &t[..10], &t[t.len() - 6..]);
+    chrono::DateTime::parse_from_rfc3339(&midnight)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// Steps with a mean in a `/api/v1/history` answer of aggregates.
+fn means(history: &serde_json::Value) -> usize {
+    history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["mean"].is_f64())
+        .count()
+}
+
+#[test]
+fn live_page_draws_the_week_from_the_minute_aggregates_once_raw_readings_are_gone() {
+    let factory = Factory::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = write_config(dir.path(), &factory, &ConfigSpec::new(addr.clone()));
+    // Before the gateway starts: the main meter's power every 10 s from 5½ to 2 days ago,
+    // then the raw readings older than a day dropped (rolled up into minutes first).
+    let now = chrono::Utc::now().timestamp_millis();
+    let (from, to) = (now - 132 * 3_600_000, now - 48 * 3_600_000);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let mut store = Store::open(&data.join("store.sqlite"), Synchronous::Normal).unwrap();
+        let readings: Vec<Reading> = (from..to)
+            .step_by(10_000)
+            .map(|ts| {
+                Reading::new(
+                    "main",
+                    Quantity::ActivePower,
+                    200.0 + (ts / 1_800_000 % 7) as f64,
+                    ts,
+                )
+            })
+            .collect();
+        for chunk in readings.chunks(2000) {
+            store.insert_readings(chunk).unwrap();
+        }
+        assert_eq!(store.prune(now - 86_400_000, &[]).unwrap(), readings.len());
+        assert!(store.raw_dropped_through().unwrap() >= Some(to - 10_000));
+    }
+    let mut gw = Gateway::spawn(&config, &addr, None);
+    gw.wait_running(2, Duration::from_secs(30));
+    // The page's week: from midnight six days ago, in steps of 30 minutes.
+    let week = site_midnight_ms(&gw) - 6 * 86_400_000;
+    let path = format!("/api/v1/history?device=main&quantity=active_power&from={week}&step=30m");
+    let half_hour = 1_800_000;
+    let seeded = ((to - 10_000).div_euclid(half_hour) - from.div_euclid(half_hour) + 1) as usize;
+    let history = wait_for("today's readings", Duration::from_secs(30), || {
+        let h = gw.get_json(&path, 200);
+        (means(&h) > seeded).then_some(h)
+    });
+    assert_eq!(history["kind"], "aggregate");
+    assert!(history["raw_dropped_through"].is_string(), "{history}");
+
+    let dom = dump_dom(&format!("http://{addr}/?range=week"));
+    let tag = |id: &str| {
+        let at = dom.find(&format!("id=\"{id}\"")).unwrap();
+        dom[at..at + dom[at..].find('>').unwrap()].to_string()
+    };
+    assert!(tag("range-week").contains("class=\"on\""), "{dom}");
+    assert!(!tag("range-day").contains("class=\"on\""), "{dom}");
+    // The load curve has a point for every half hour the history has a mean: those of the
+    // seeded days (only minute aggregates hold them now) and today's (one more if a half hour
+    // began meanwhile).
+    let load = &dom[dom.find("id=\"load-chart\"").unwrap()..];
+    let load = &load[..load.find("</section>").unwrap()];
+    let drawn: usize = load
+        .split("data-points=\"")
+        .nth(1)
+        .and_then(|r| r[..r.find('"')?].parse().ok())
+        .unwrap_or_else(|| panic!("no load curve: {load}"));
+    let expected = means(&history);
+    assert!(
+        drawn == expected || drawn == expected + 1,
+        "{drawn} points drawn, the history has {expected} means"
+    );
+    // The page reads the history API: the old endpoint is gone.
+    assert_eq!(gw.get("/api/v1/curve?devices=main&since=0").status, 404);
+    gw.stop();
+}
+
 #[test]
 fn live_page_asks_for_the_token_when_the_api_needs_one() {
     let factory = Factory::start();
@@ -186,17 +292,7 @@ fn live_page_asks_for_the_token_when_the_api_needs_one() {
     let mut gw = Gateway::spawn(&config, &addr, Some(TOKEN));
     gw.wait_running(2, Duration::from_secs(30));
 
-    let out = run_chromium(
-        &format!("http://{addr}/"),
-        &["--dump-dom".to_string()],
-        Duration::from_secs(60),
-    );
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("</html>"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom = dump_dom(&format!("http://{addr}/"));
     // The static page loads without the token; the API refuses, so the page asks for it.
     assert!(
         dom.contains("<div id=\"login\">"),
@@ -328,24 +424,16 @@ contracted_kw = 400.0
         let v = gw.get_json("/api/v1/status", 200);
         (v["accounts"]["today"]["carriers"].as_array().map(Vec::len) == Some(2)).then_some(())
     });
-    let midnight = gw.get_json("/api/v1/status", 200)["time"]
-        .as_str()
-        .map(|t| format!("{}T00:00:00{}", &t[..10], &t[t.len() - 6..]))
-        .unwrap();
-    let url = format!(
-        "/api/v1/curve?devices=main,press&since={}&step=60",
-        midnight.replace('+', "%2B")
-    );
-    let curve = wait_for("stored history", Duration::from_secs(30), || {
-        let c = gw.get_json(&url, 200);
-        (!c["sum"].as_array().unwrap().is_empty()).then_some(c)
-    });
-    assert_eq!(curve["series"][1]["device"], "press");
-    // Missing is missing: no bucket of the sum without every device's mean.
-    assert!(
-        curve["sum"].as_array().unwrap().len()
-            <= curve["series"][0]["points"].as_array().unwrap().len()
-    );
+    let midnight = site_midnight_ms(&gw);
+    for device in ["main", "press"] {
+        let url = format!(
+            "/api/v1/history?device={device}&quantity=active_power&from={midnight}&step=60s"
+        );
+        wait_for("stored history", Duration::from_secs(30), || {
+            let h = gw.get_json(&url, 200);
+            (means(&h) > 0).then_some(())
+        });
+    }
 
     // Cut the press off; the gateway marks it offline and keeps its last values.
     // socat forks per connection: end its whole process group.

@@ -1,6 +1,7 @@
 // Live page of energy-gateway: polls the JSON API (docs/openapi.yaml) every two seconds.
 // No framework, no build step, nothing from outside the gateway. Chinese by default
-// (`[site] language`), English with the toggle or `?lang=en`. `?check-layout` records on
+// (`[site] language`), English with the toggle or `?lang=en`; the load curve of seven days with
+// its toggle or `?range=week`. `?check-layout` records on
 // <body> the elements that stick out of the window (the layout tests read it).
 'use strict';
 
@@ -15,7 +16,7 @@ let token = localStorage.getItem(TOKEN_KEY) || '';
 // The reader's choice (URL, then the toggle's), else the site's language.
 const chosen = params.get('lang') || localStorage.getItem(LANG_KEY) || '';
 let lang = chosen || 'zh';
-let range = 'day';
+let range = params.get('range') === 'week' ? 'week' : 'day';
 let status = null;
 let devicesAnswer = null;
 const last = { slow: 0, mid: 0 };
@@ -162,7 +163,6 @@ function siteMidnight() {
   const offset = s.slice(s.search(/(Z|[+-]\d\d:\d\d)$/));
   return s.slice(0, 10) + 'T00:00:00' + offset;
 }
-function iso(ms) { return new Date(ms).toISOString(); }
 
 // --- charts ------------------------------------------------------------------------------------
 
@@ -221,6 +221,33 @@ function dayTicks(from, to, stepMs) {
   return out;
 }
 
+/// Per-step means of the devices' active power since `from` (ms), from the history API
+/// (`/api/v1/history`: raw readings or minute aggregates, whichever tier holds the range):
+/// `{ series: [{ device, points: [[step start ms, mean]] }], sum }`. A step without a usable
+/// reading is absent; `sum` adds the devices' means only where every device has one, so a
+/// meter that was offline leaves a gap instead of a dip.
+async function curves(devices, from, stepS) {
+  const answers = [];
+  for (let i = 0; i < devices.length; i += 4) {
+    answers.push(...await Promise.all(devices.slice(i, i + 4).map((id) => api(
+      `/api/v1/history?device=${encodeURIComponent(id)}&quantity=active_power&from=${from}&step=${stepS}s`))));
+  }
+  const series = answers.map((h, k) => ({
+    device: devices[k],
+    points: h.points.filter((p) => p.mean !== null).map((p) => [p.ts_ms, p.mean]),
+  }));
+  const sum = [];
+  if (series.length) {
+    const others = series.slice(1).map((s) => new Map(s.points));
+    for (const [ms, v] of series[0].points) {
+      let total = v;
+      for (const m of others) total = m.has(ms) ? total + m.get(ms) : NaN;
+      if (!Number.isNaN(total)) sum.push([ms, total]);
+    }
+  }
+  return { series, sum };
+}
+
 async function loadCurves() {
   const meters = status.site.main_meters;
   const midnight = Date.parse(siteMidnight());
@@ -229,14 +256,14 @@ async function loadCurves() {
     const week = range === 'week';
     const from = week ? midnight - 6 * 86400000 : midnight;
     const step = week ? 1800 : 300;
-    const c = await api(`/api/v1/curve?devices=${encodeURIComponent(meters.join(','))}&since=${encodeURIComponent(iso(from))}&step=${step}`);
+    const c = await curves(meters, from, step);
     cache.load = { c, from, to: week ? midnight + 86400000 : midnight + 86400000, step: step * 1000, week };
   }
   const powered = (devicesAnswer ? devicesAnswer.devices : [])
     .filter((d) => d.enabled && d.latest.some((r) => r.quantity === 'active_power'))
     .map((d) => d.id);
   if (powered.length) {
-    const c = await api(`/api/v1/curve?devices=${encodeURIComponent(powered.join(','))}&since=${encodeURIComponent(iso(midnight))}&step=900`);
+    const c = await curves(powered, midnight, 900);
     cache.devices = { c, from: midnight, to: midnight + 86400000, now };
   }
 }
@@ -263,7 +290,7 @@ function renderCurves() {
     fig.dataset.device = s.device;
     const h = document.createElement('h3');
     const lastPt = s.points[s.points.length - 1];
-    h.textContent = (s.name || s.device) + (lastPt ? ' · ' + num(lastPt[1]) + ' kW' : '');
+    h.textContent = deviceName(s.device) + (lastPt ? ' · ' + num(lastPt[1]) + ' kW' : '');
     const chart = document.createElement('div');
     fig.append(h, chart);
     minis.append(fig);
@@ -281,7 +308,7 @@ async function loadDemand() {
   if (!meters.length) { cache.demand = null; return; }
   const now = siteNow();
   const slot = now - (now % DEMAND_MS);
-  const c = await api(`/api/v1/curve?devices=${encodeURIComponent(meters.join(','))}&since=${encodeURIComponent(iso(slot))}&step=60`);
+  const c = await curves(meters, slot, 60);
   cache.demand = { c, slot, now };
 }
 
@@ -570,14 +597,18 @@ $('lang-toggle').addEventListener('click', () => {
   localStorage.setItem(LANG_KEY, lang);
   render();
 });
+function showRange() {
+  $('range-day').classList.toggle('on', range === 'day');
+  $('range-week').classList.toggle('on', range === 'week');
+}
 for (const [id, r] of [['range-day', 'day'], ['range-week', 'week']]) {
   $(id).addEventListener('click', () => {
     range = r;
-    $('range-day').classList.toggle('on', r === 'day');
-    $('range-week').classList.toggle('on', r === 'week');
+    showRange();
     last.slow = 0;
   });
 }
+showRange();
 window.addEventListener('resize', () => { if (status) renderCurves(); });
 
 applyLanguage();
