@@ -19,6 +19,7 @@ pub mod accounting;
 pub mod acquisition;
 pub mod alerting;
 pub mod backoff;
+pub mod carrier;
 pub mod clock;
 pub mod config;
 pub mod demo;

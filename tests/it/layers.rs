@@ -13,6 +13,7 @@ const FLOORS: &[(&str, u8)] = &[
     // 1: shared basics, depending on nothing of ours.
     ("readings", 1),
     ("backoff", 1),
+    ("carrier", 1),
     ("log_limit", 1),
     ("telemetry", 1),
     ("units", 1),
