@@ -148,3 +148,35 @@ pub fn alert_transitions(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<Al
         .map_err(ctx(op))?;
     rows.collect::<rusqlite::Result<_>>().map_err(ctx(op))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::config::Synchronous;
+    use crate::storage::{AlertEvent, Store};
+
+    #[test]
+    fn alert_transitions_of_a_range_without_creating_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        assert!(alert_transitions(&path, 0, i64::MAX).unwrap().is_empty());
+        assert!(!path.exists(), "reading created the store");
+        let mut s = Store::open(&path, Synchronous::Normal).unwrap();
+        for (ts, state) in [(10, "firing"), (20, "resolved"), (30, "firing")] {
+            s.insert_alert_event(&AlertEvent {
+                ts_ms: ts,
+                rule: "r".into(),
+                device: "m".into(),
+                quantity: None,
+                state,
+                severity: "warning",
+                value: None,
+                message: String::new(),
+            })
+            .unwrap();
+        }
+        let got = alert_transitions(&path, 10, 30).unwrap();
+        let got: Vec<_> = got.iter().map(|t| (t.ts_ms, t.state.as_str())).collect();
+        assert_eq!(got, [(10, "firing"), (20, "resolved")]);
+    }
+}
