@@ -8,10 +8,10 @@
 //! [`reporting`] renders them. [`pipeline`] wires the stages, [`service`] runs the daemon
 //! (reload, systemd, shutdown), [`config`] loads and checks what to run, [`demo`] runs it all on
 //! a simulated factory. Shared basics sit at the bottom: [`readings`] (the quantity
-//! vocabulary), [`settings`] (what every component's settings share), [`backoff`],
-//! [`log_limit`]. The components are given their settings by the wiring, never the whole
-//! configuration. The import rule is in the README ("Where things live") and checked by
-//! `tests/it/layers.rs`.
+//! vocabulary), [`carrier`] (the energy carriers), [`settings`] (what every component's
+//! settings share), [`backoff`], [`log_limit`]. The components are given their settings by the
+//! wiring, never the whole configuration. The import rule is in the README ("Where things live")
+//! and checked by `tests/it/layers.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,7 @@ pub mod accounting;
 pub mod acquisition;
 pub mod alerting;
 pub mod backoff;
+pub mod carrier;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -313,7 +313,7 @@ pub struct Tags {
     pub site: String,
     pub park: Option<String>,
     pub line: Option<String>,
-    pub carrier: Option<String>,
+    pub carrier: Option<crate::carrier::Carrier>,
     pub model: Option<String>,
 }
 

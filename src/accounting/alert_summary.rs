@@ -1,11 +1,11 @@
-//! The alerts summary of a report: the transitions of the store's `alert_events` table (written
-//! by the alerting rules) that fall in the report's period, per rule and device.
+//! The alerts summary of a report: the alert transitions of the store (written by the alerting
+//! rules, read through [`crate::storage::feeds::alert_transitions`]) that fall in the report's
+//! period, per rule and device.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::accounting::calendar::rfc3339;
@@ -46,42 +46,11 @@ pub fn summary(store: &Path, tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Res
         resolved: 0,
         rules: Vec::new(),
     };
-    if !store.exists() {
-        return Ok(out);
-    }
-    let conn = Connection::open_with_flags(store, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open the store {}", store.display()))?;
-    let has: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_events'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .context("reading the store's tables")?
-        > 0;
-    if !has {
-        return Ok(out);
-    }
-    let mut stmt = conn
-        .prepare(
-            "SELECT ts_ms, rule, device, state, severity FROM alert_events
-             WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms, id",
-        )
-        .context("querying alert_events")?;
-    let rows = stmt
-        .query_map([from_ms, to_ms], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })
-        .context("querying alert_events")?;
+    let transitions = crate::storage::feeds::alert_transitions(store, from_ms, to_ms)
+        .with_context(|| format!("reading the alerts of the store {}", store.display()))?;
     let mut by: BTreeMap<(String, String), AlertRuleSummary> = BTreeMap::new();
-    for row in rows {
-        let (ts, rule, device, state, severity) = row.context("reading alert_events")?;
+    for t in transitions {
+        let (ts, rule, device, state, severity) = (t.ts_ms, t.rule, t.device, t.state, t.severity);
         let e = by
             .entry((rule.clone(), device.clone()))
             .or_insert_with(|| AlertRuleSummary {

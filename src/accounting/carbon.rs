@@ -9,6 +9,7 @@
 //! counts zero and the rest × the national factor excluding market-traded non-fossil electricity.
 //! Unbundled green certificates are not netted against scope 2 (no rule for it is sourced).
 
+use crate::carrier::Carrier;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -285,7 +286,7 @@ pub fn carbon(plan: &Plan, ledger: &Ledger, report_year: i32) -> Carbon {
         {
             q -= ledger.series_totals[x];
         }
-        let t = if m.carrier == "electricity" {
+        let t = if m.carrier == Carrier::Electricity {
             if m.role == MeterRole::Generation {
                 0.0
             } else {
@@ -293,7 +294,7 @@ pub fn carbon(plan: &Plan, ledger: &Ledger, report_year: i32) -> Carbon {
             }
         } else {
             plan.emissions
-                .get(&m.carrier)
+                .get(m.carrier.as_str())
                 .map(|e| q * e.tco2_per_unit)
                 .unwrap_or(0.0)
         };

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::factors::Tables;
 use super::tariff::{TouCalendar, TouConfig};
 use crate::acquisition::config::DeviceConfig;
+use crate::carrier::Carrier;
 use crate::readings::{valid_id, Quantity};
 use crate::settings::SiteConfig;
 use crate::storage::config::StorageConfig;
@@ -454,7 +455,7 @@ pub fn default_counter(carrier: &str) -> Option<Quantity> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedMeter {
     pub device: String,
-    pub carrier: String,
+    pub carrier: Carrier,
     pub role: MeterRole,
     pub counter: Quantity,
     pub export_counter: Option<Quantity>,
@@ -472,10 +473,10 @@ pub fn resolve_meters(cfg: &AccountingContext, tables: &Tables) -> Vec<ResolvedM
     let acc = &cfg.accounting;
     let mut out = Vec::new();
     for d in &cfg.devices {
-        let Some(carrier) = d.carrier.as_deref() else {
+        let Some(carrier) = d.carrier else {
             continue;
         };
-        if carrier == "production" {
+        if carrier == Carrier::Production {
             continue;
         }
         let explicit = acc.meters.iter().find(|m| m.device == d.id);
@@ -486,12 +487,12 @@ pub fn resolve_meters(cfg: &AccountingContext, tables: &Tables) -> Vec<ResolvedM
             } else {
                 MeterRole::Purchase
             });
-        if role == MeterRole::Ignore || tables.default_energy_row(carrier).is_none() {
+        if role == MeterRole::Ignore || tables.default_energy_row(carrier.as_str()).is_none() {
             continue;
         }
         let Some(counter) = explicit
             .and_then(|m| m.counter)
-            .or_else(|| default_counter(carrier))
+            .or_else(|| default_counter(carrier.as_str()))
         else {
             continue;
         };
@@ -500,14 +501,14 @@ pub fn resolve_meters(cfg: &AccountingContext, tables: &Tables) -> Vec<ResolvedM
         }
         let export_counter = explicit.and_then(|m| m.export_counter).or_else(|| {
             (role == MeterRole::Purchase
-                && carrier == "electricity"
+                && carrier == Carrier::Electricity
                 && has_point(d, Quantity::EnergyExport)
                 && counter != Quantity::EnergyExport)
                 .then_some(Quantity::EnergyExport)
         });
         out.push(ResolvedMeter {
             device: d.id.clone(),
-            carrier: carrier.to_string(),
+            carrier,
             role,
             counter,
             export_counter,
@@ -546,8 +547,8 @@ pub fn validate(
                         at.clone(),
                         format!(
                             "parent \"{parent}\" measures {} but this device measures {}; a parent and its children measure the same carrier",
-                            p.carrier.as_deref().unwrap_or("no carrier"),
-                            d.carrier.as_deref().unwrap_or("no carrier")
+                            p.carrier.map_or("no carrier", Carrier::as_str),
+                            d.carrier.map_or("no carrier", Carrier::as_str)
                         ),
                     );
                 }
@@ -777,8 +778,8 @@ pub fn validate(
             }
             continue;
         };
-        let carrier = d.carrier.as_deref();
-        let production = carrier == Some("production");
+        let carrier = d.carrier.map(Carrier::as_str);
+        let production = d.carrier == Some(Carrier::Production);
         if production && m.role.is_some() {
             push(
                 format!("{at}.role"),

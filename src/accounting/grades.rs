@@ -6,6 +6,7 @@
 //! Unit energy = product energy (kgce) ÷ output, classified against the shipped limit row:
 //! at or below grade 1 → `grade_1`, … at or below grade 3 → `grade_3`, above → `over_limit`.
 
+use crate::carrier::Carrier;
 use serde::Serialize;
 
 use super::calendar::Month;
@@ -126,10 +127,14 @@ pub fn products(
         }
         let f = plan
             .factors
-            .get(&m.carrier)
+            .get(m.carrier.as_str())
             .map(|f| f.kgce_per_unit)
             .unwrap_or(0.0);
-        let kwh = if m.carrier == "electricity" { q } else { 0.0 };
+        let kwh = if m.carrier == Carrier::Electricity {
+            q
+        } else {
+            0.0
+        };
         (q * f / 1000.0, kwh)
     };
     let all_direct = plan.cfg.products.iter().flat_map(|p| p.meters.iter());

@@ -3,6 +3,7 @@
 //! feedstock (原料用能), non-fossil energy, and assessment energy = gross − feedstock − non-fossil
 //! (发改环资〔2024〕113号).
 
+use crate::carrier::Carrier;
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
@@ -130,7 +131,7 @@ impl Plan {
         };
         for m in &meters {
             let unit = factors
-                .get(&m.carrier)
+                .get(m.carrier.as_str())
                 .map(|f| f.unit.clone())
                 .unwrap_or_else(|| m.counter.unit().to_string());
             if m.counter.unit() != unit {
@@ -142,9 +143,9 @@ impl Plan {
                     m.carrier
                 ));
             }
-            add(&m.device, m.counter, &m.carrier, &unit);
+            add(&m.device, m.counter, m.carrier.as_str(), &unit);
             if let Some(x) = m.export_counter {
-                add(&m.device, x, &m.carrier, &unit);
+                add(&m.device, x, m.carrier.as_str(), &unit);
             }
         }
         for p in &acc.products {
@@ -734,7 +735,7 @@ pub fn ledger(plan: &Plan, data: &impl SeriesData, inputs: &Inputs, months: &[Mo
     let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     for m in &plan.meters {
         let t = total_of(&m.device, m.counter);
-        let a = acc.entry(m.carrier.clone()).or_default();
+        let a = acc.entry(m.carrier.to_string()).or_default();
         match m.role {
             MeterRole::Purchase => {
                 a.present = true;
@@ -1000,7 +1001,7 @@ pub fn purchased_electricity_intervals(
 fn purchase_series(plan: &Plan) -> Vec<usize> {
     plan.meters
         .iter()
-        .filter(|m| m.role == MeterRole::Purchase && m.carrier == "electricity")
+        .filter(|m| m.role == MeterRole::Purchase && m.carrier == Carrier::Electricity)
         .filter_map(|m| plan.series_index(&m.device, m.counter))
         .collect()
 }

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use prometheus_client::metrics::histogram::Histogram;
-use rusqlite::{params, Connection};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +45,7 @@ use super::chunks::ChunkCache;
 use super::config::AccountingContext;
 use super::report::Report;
 use super::today::Today;
+use crate::storage::accounts::AccountsStore;
 
 /// `[accounting.service]`: the cadence of the accounting service of `run`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -220,7 +220,7 @@ pub fn intensity_update(r: &Report) -> IntensityUpdate {
 
 /// Where the service stands between cycles.
 struct Tracker {
-    conn: Connection,
+    store: AccountsStore,
     /// Last reading id looked at.
     reading_id: i64,
     /// Latest replacement record looked at.
@@ -239,13 +239,11 @@ struct Tracker {
 impl Tracker {
     fn open(cfg: &AccountingContext) -> Result<Tracker> {
         let path = cfg.store_path();
-        // Creates the accounting tables when missing.
-        drop(super::store::AccountingStore::open(&path)?);
-        let conn = Connection::open(&path)
+        // Creates the store and its tables when missing.
+        let store = AccountsStore::open(&path)
             .with_context(|| format!("opening the store {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
         let mut t = Tracker {
-            conn,
+            store,
             reading_id: 0,
             replacement_ms: 0,
             closed_end: None,
@@ -253,28 +251,21 @@ impl Tracker {
             long_due: Vec::new(),
             cache: ChunkCache::default(),
         };
-        t.reading_id = crate::storage::batches::last_reading_id(&t.conn)?;
-        t.replacement_ms = t.conn.query_row(
-            "SELECT coalesce(max(recorded_ms), 0) FROM acc_counter_replacements",
-            [],
-            |r| r.get(0),
-        )?;
+        t.reading_id = t.store.last_reading_id()?;
+        t.replacement_ms = t.store.last_replacement_recorded_ms()?;
         Ok(t)
     }
 
     /// The earliest instant touched by readings committed and replacements recorded since the
     /// last look.
     fn changes_since_last_look(&mut self) -> Result<Option<i64>> {
-        let (min_ts, max_id) =
-            crate::storage::batches::committed_after(&self.conn, self.reading_id)?;
+        let (min_ts, max_id) = self.store.committed_after(self.reading_id)?;
         if let Some(id) = max_id {
             self.reading_id = id;
         }
-        let (rep_ts, rep_ms): (Option<i64>, Option<i64>) = self.conn.query_row(
-            "SELECT min(ts_ms), max(recorded_ms) FROM acc_counter_replacements WHERE recorded_ms > ?1",
-            params![self.replacement_ms],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (rep_ts, rep_ms) = self
+            .store
+            .replacements_recorded_after(self.replacement_ms)?;
         if let Some(ms) = rep_ms {
             self.replacement_ms = ms;
         }
@@ -285,9 +276,7 @@ impl Tracker {
     }
 
     fn revision(&self) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .query_row("SELECT max(rev) FROM accounts", [], |r| r.get(0))?)
+        Ok(self.store.accounts_revision()?)
     }
 }
 

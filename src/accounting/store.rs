@@ -1,21 +1,21 @@
-//! The accounting tables in the gateway's SQLite store, on a connection of their own (the store
-//! runs in WAL mode, so this can read and write while the gateway runs).
-//!
-//! Inputs: `acc_value_added`, `acc_production`, `acc_consumption` (imports),
-//! `acc_counter_replacements` (operator records). Outputs, for dashboards and the InfluxDB output
-//! (measurements `energy_interval` and `energy_account`): `energy_intervals`, `accounts` and
-//! `counter_events`. Output rows carry `rev`: the revision of the run that last changed them, so a
-//! consumer that remembers the highest `rev` it has sent sees every new or changed row.
+//! What the accounts read and write in the gateway's store, in accounting's terms (months,
+//! counter samples, replacements, events): the counters' readings through
+//! [`crate::storage::Store`], the accounting tables through [`crate::storage::accounts`] (which
+//! owns their SQL; see there for the tables).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::calendar::Month;
 use super::counters::{CounterEvent, Replacement, Sample};
 use crate::readings::{Quantity, TimestampMs};
+pub use crate::storage::accounts::{AccountRow, IntervalRow};
+use crate::storage::accounts::{
+    AccountsStore, AccountsTable, ConsumptionRecord, CounterEventRow, ProductionRecord,
+    ReplacementRecord, ValueAddedRecord,
+};
 
 /// A usable reading of a counter as a sample (bad readings and absent values are not).
 fn sample(r: &crate::storage::batches::SeriesReading) -> Option<Sample> {
@@ -27,32 +27,6 @@ fn sample(r: &crate::storage::batches::SeriesReading) -> Option<Sample> {
         value,
         estimated: r.quality.code() == 2,
     })
-}
-
-/// One interval row to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntervalRow<'a> {
-    pub device: &'a str,
-    pub quantity: Quantity,
-    pub carrier: &'a str,
-    pub unit: &'a str,
-    /// "15m", "1h" or "1d".
-    pub resolution: &'static str,
-    pub start_ms: TimestampMs,
-    pub value: f64,
-    pub quality: &'static str,
-}
-
-/// One account field to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccountRow {
-    pub period: String,
-    pub kind: &'static str,
-    pub start_ms: TimestampMs,
-    pub end_ms: TimestampMs,
-    pub field: String,
-    pub value: f64,
-    pub unit: String,
 }
 
 /// Manually imported consumption of a carrier in a month.
@@ -72,7 +46,7 @@ pub struct ValueAdded {
 }
 
 pub struct AccountingStore {
-    conn: Connection,
+    accounts: AccountsStore,
     readings: crate::storage::Store,
 }
 
@@ -85,10 +59,9 @@ impl AccountingStore {
         let readings =
             crate::storage::Store::open(path, crate::storage::config::Synchronous::Normal)
                 .with_context(|| format!("opening the store {}", path.display()))?;
-        let conn = Connection::open(path)
+        let accounts = AccountsStore::open(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(AccountingStore { conn, readings })
+        Ok(AccountingStore { accounts, readings })
     }
 
     /// Batches of readings decoded by this store's reads so far (see
@@ -228,64 +201,50 @@ impl AccountingStore {
         r: &Replacement,
         note: Option<&str>,
     ) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO acc_counter_replacements(device, quantity, ts_ms, old_final, new_initial, note, recorded_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(device, quantity, ts_ms) DO UPDATE SET old_final = excluded.old_final,
-               new_initial = excluded.new_initial, note = excluded.note, recorded_ms = excluded.recorded_ms",
-            params![device, quantity.as_str(), r.ts_ms, r.old_final, r.new_initial, note, crate::readings::now_ms()],
-        )?;
-        Ok(())
+        let r = ReplacementRecord {
+            ts_ms: r.ts_ms,
+            old_final: r.old_final,
+            new_initial: r.new_initial,
+        };
+        Ok(self
+            .accounts
+            .record_replacement(device, quantity, &r, note)?)
     }
 
     /// The recorded replacements of a counter, oldest first.
     pub fn replacements(&self, device: &str, quantity: Quantity) -> Result<Vec<Replacement>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts_ms, old_final, new_initial FROM acc_counter_replacements
-             WHERE device = ?1 AND quantity = ?2 ORDER BY ts_ms",
-        )?;
-        let rows = stmt.query_map(params![device, quantity.as_str()], |r| {
-            Ok(Replacement {
-                ts_ms: r.get(0)?,
-                old_final: r.get(1)?,
-                new_initial: r.get(2)?,
+        Ok(self
+            .accounts
+            .replacements(device, quantity)?
+            .into_iter()
+            .map(|r| Replacement {
+                ts_ms: r.ts_ms,
+                old_final: r.old_final,
+                new_initial: r.new_initial,
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect())
     }
 
     pub fn put_value_added(&mut self, rows: &[(Month, ValueAdded)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let now = crate::readings::now_ms();
-        for (m, v) in rows {
-            tx.execute(
-                "INSERT INTO acc_value_added(month, current_10k_cny, comparable_10k_cny, imported_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(month) DO UPDATE SET current_10k_cny = excluded.current_10k_cny,
-                   comparable_10k_cny = excluded.comparable_10k_cny, imported_ms = excluded.imported_ms",
-                params![m.to_string(), v.current, v.comparable, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(m, v)| ValueAddedRecord {
+                month: m.to_string(),
+                current: v.current,
+                comparable: v.comparable,
+            })
+            .collect();
+        Ok(self.accounts.put_value_added(&rows)?)
     }
 
     pub fn value_added(&self) -> Result<BTreeMap<Month, ValueAdded>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT month, current_10k_cny, comparable_10k_cny FROM acc_value_added")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                ValueAdded {
-                    current: r.get(1)?,
-                    comparable: r.get(2)?,
-                },
-            ))
-        })?;
         let mut out = BTreeMap::new();
-        for row in rows {
-            let (m, v) = row?;
-            if let Ok(m) = m.parse::<Month>() {
+        for r in self.accounts.value_added()? {
+            if let Ok(m) = r.month.parse::<Month>() {
+                let v = ValueAdded {
+                    current: r.current,
+                    comparable: r.comparable,
+                };
                 out.insert(m, v);
             }
         }
@@ -293,97 +252,54 @@ impl AccountingStore {
     }
 
     pub fn put_production(&mut self, rows: &[(Month, String, f64)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let now = crate::readings::now_ms();
-        for (m, p, q) in rows {
-            tx.execute(
-                "INSERT INTO acc_production(month, product, quantity, imported_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(month, product) DO UPDATE SET quantity = excluded.quantity, imported_ms = excluded.imported_ms",
-                params![m.to_string(), p, q, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(m, p, q)| ProductionRecord {
+                month: m.to_string(),
+                product: p.clone(),
+                quantity: *q,
+            })
+            .collect();
+        Ok(self.accounts.put_production(&rows)?)
     }
 
     /// Imported production: (month, product) → quantity.
     pub fn production(&self) -> Result<BTreeMap<(Month, String), f64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT month, product, quantity FROM acc_production")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
-        })?;
         let mut out = BTreeMap::new();
-        for row in rows {
-            let (m, p, q) = row?;
-            if let Ok(m) = m.parse::<Month>() {
-                out.insert((m, p), q);
+        for r in self.accounts.production()? {
+            if let Ok(m) = r.month.parse::<Month>() {
+                out.insert((m, r.product), r.quantity);
             }
         }
         Ok(out)
     }
 
     pub fn put_consumption(&mut self, rows: &[ManualConsumption]) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let now = crate::readings::now_ms();
-        for r in rows {
-            tx.execute(
-                "INSERT INTO acc_consumption(month, carrier, use, quantity, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(month, carrier, use) DO UPDATE SET quantity = excluded.quantity, imported_ms = excluded.imported_ms",
-                params![
-                    r.month.to_string(),
-                    r.carrier,
-                    if r.feedstock { "feedstock" } else { "energy" },
-                    r.quantity,
-                    now
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| ConsumptionRecord {
+                month: r.month.to_string(),
+                carrier: r.carrier.clone(),
+                feedstock: r.feedstock,
+                quantity: r.quantity,
+            })
+            .collect();
+        Ok(self.accounts.put_consumption(&rows)?)
     }
 
     pub fn consumption(&self) -> Result<Vec<ManualConsumption>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT month, carrier, use, quantity FROM acc_consumption ORDER BY month, carrier, use")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (m, carrier, u, quantity) = row?;
-            if let Ok(month) = m.parse::<Month>() {
+        for r in self.accounts.consumption()? {
+            if let Ok(month) = r.month.parse::<Month>() {
                 out.push(ManualConsumption {
                     month,
-                    carrier,
-                    feedstock: u == "feedstock",
-                    quantity,
+                    carrier: r.carrier,
+                    feedstock: r.feedstock,
+                    quantity: r.quantity,
                 });
             }
         }
         Ok(out)
-    }
-
-    fn next_rev(tx: &rusqlite::Transaction) -> Result<i64> {
-        let r: i64 = tx.query_row(
-            "SELECT max(coalesce((SELECT max(rev) FROM energy_intervals), 0),
-                        coalesce((SELECT max(rev) FROM accounts), 0),
-                        coalesce((SELECT max(rev) FROM counter_events), 0)) + 1",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(r)
     }
 
     /// Writes intervals, accounts and events in one transaction. Rows whose values did not
@@ -394,82 +310,28 @@ impl AccountingStore {
         accounts: &[AccountRow],
         events: &[(String, Quantity, CounterEvent)],
     ) -> Result<i64> {
-        // Immediate: the gateway's writer commits all the time; a deferred transaction that
-        // read first could not upgrade to a write (SQLITE_BUSY without waiting).
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let rev = Self::next_rev(&tx)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO energy_intervals(device, quantity, carrier, unit, resolution, start_ms, value, quality, rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(device, quantity, resolution, start_ms) DO UPDATE SET value = excluded.value,
-                   quality = excluded.quality, carrier = excluded.carrier, unit = excluded.unit, rev = excluded.rev
-                 WHERE value IS NOT excluded.value OR quality IS NOT excluded.quality
-                   OR carrier IS NOT excluded.carrier OR unit IS NOT excluded.unit",
-            )?;
-            for r in intervals {
-                stmt.execute(params![
-                    r.device,
-                    r.quantity.as_str(),
-                    r.carrier,
-                    r.unit,
-                    r.resolution,
-                    r.start_ms,
-                    r.value,
-                    r.quality,
-                    rev
-                ])?;
-            }
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO accounts(period, kind, start_ms, end_ms, field, value, unit, rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(period, field) DO UPDATE SET value = excluded.value, unit = excluded.unit,
-                   kind = excluded.kind, start_ms = excluded.start_ms, end_ms = excluded.end_ms, rev = excluded.rev
-                 WHERE value IS NOT excluded.value OR unit IS NOT excluded.unit",
-            )?;
-            for a in accounts {
-                stmt.execute(params![
-                    a.period, a.kind, a.start_ms, a.end_ms, a.field, a.value, a.unit, rev
-                ])?;
-            }
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO counter_events(device, quantity, ts_ms, kind, from_value, to_value, counted, detail, rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(device, quantity, ts_ms, kind) DO UPDATE SET from_value = excluded.from_value,
-                   to_value = excluded.to_value, counted = excluded.counted, detail = excluded.detail, rev = excluded.rev
-                 WHERE counted IS NOT excluded.counted OR detail IS NOT excluded.detail",
-            )?;
-            for (d, q, e) in events {
-                stmt.execute(params![
-                    d,
-                    q.as_str(),
-                    e.ts_ms,
-                    e.kind.as_str(),
-                    e.from_value,
-                    e.to_value,
-                    e.counted,
-                    e.detail,
-                    rev
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(rev)
+        let events: Vec<_> = events
+            .iter()
+            .map(|(device, quantity, e)| CounterEventRow {
+                device,
+                quantity: *quantity,
+                ts_ms: e.ts_ms,
+                kind: e.kind.as_str(),
+                from_value: e.from_value,
+                to_value: e.to_value,
+                counted: e.counted,
+                detail: &e.detail,
+            })
+            .collect();
+        Ok(self.accounts.write_outputs(intervals, accounts, &events)?)
     }
 
     /// Number of rows in an accounting output table (for tests and diagnostics).
     pub fn count(&self, table: &str) -> Result<i64> {
-        let table = match table {
-            "energy_intervals" | "accounts" | "counter_events" | "acc_counter_replacements" => {
-                table
-            }
-            other => anyhow::bail!("not an accounting table: {other}"),
+        let Some(t) = AccountsTable::from_name(table) else {
+            anyhow::bail!("not an accounting table: {table}")
         };
-        Ok(self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        Ok(self.accounts.count(t)?)
     }
 
     /// The value and quality of one interval row.
@@ -481,25 +343,12 @@ impl AccountingStore {
         start_ms: TimestampMs,
     ) -> Result<Option<(f64, String)>> {
         Ok(self
-            .conn
-            .query_row(
-                "SELECT value, quality FROM energy_intervals
-                 WHERE device = ?1 AND quantity = ?2 AND resolution = ?3 AND start_ms = ?4",
-                params![device, quantity.as_str(), resolution, start_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+            .accounts
+            .interval(device, quantity, resolution, start_ms)?)
     }
 
     /// The value and revision of one account field.
     pub fn account(&self, period: &str, field: &str) -> Result<Option<(f64, i64)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT value, rev FROM accounts WHERE period = ?1 AND field = ?2",
-                params![period, field],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        Ok(self.accounts.account(period, field)?)
     }
 }

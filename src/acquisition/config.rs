@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 use super::opcua::config::OpcUaConfig;
+use crate::carrier::Carrier;
 use crate::readings::{valid_id, Quantity, ID_RULE};
 use crate::secret::Secret;
 use crate::units::{byte_size, duration, opt_duration};
@@ -34,7 +35,7 @@ pub struct DeviceConfig {
     pub name: Option<String>,
     /// Energy carrier measured (tag `carrier`).
     #[serde(default)]
-    pub carrier: Option<String>,
+    pub carrier: Option<Carrier>,
     /// Production line or workshop (tag `line`).
     #[serde(default)]
     pub line: Option<String>,

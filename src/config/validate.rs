@@ -11,24 +11,6 @@ use crate::storage::config::MAX_BATCH;
 /// panicking; `check` refuses them first).
 const MAX_CHANNEL_CAPACITY: usize = 1_000_000;
 
-/// Energy carriers a device may be tagged with.
-pub const CARRIERS: &[&str] = &[
-    "electricity",
-    "natural_gas",
-    "steam",
-    "heat",
-    "water",
-    "compressed_air",
-    "coal",
-    "coke",
-    "diesel",
-    "gasoline",
-    "lpg",
-    "fuel_oil",
-    "production",
-    "other",
-];
-
 /// Where the decoded elements came from in the file, when some failed to decode.
 #[derive(Debug, Default)]
 pub struct Origin {
@@ -199,17 +181,6 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
         // Duplicate ids are found while decoding, where every element's id is still known.
         if !valid_id(&d.id) {
             push(format!("{at}.id"), ID_RULE.into());
-        }
-        if let Some(c) = &d.carrier {
-            if !CARRIERS.contains(&c.as_str()) {
-                push(
-                    format!("{at}.carrier"),
-                    format!(
-                        "unknown carrier \"{c}\"; expected one of: {}",
-                        CARRIERS.join(", ")
-                    ),
-                );
-            }
         }
         let fed_by_mqtt = cfg.mqtt.as_ref().is_some_and(|m| {
             m.subscriptions

@@ -1,6 +1,8 @@
 //! Report languages: `zh` shows every label in Chinese then English (the default, for
 //! regulators), `en` in English only.
 
+use crate::carrier::Carrier;
+
 /// A label in Chinese and English.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L(pub &'static str, pub &'static str);
@@ -51,21 +53,10 @@ impl Lang {
 pub const YES: L = L("是", "yes");
 pub const NO: L = L("否", "no");
 
-/// English names of the carriers of the shipped factor tables (GB/T 2589-2020 rows).
-const CARRIERS_EN: &[(&str, &str)] = &[
-    ("electricity", "Electricity"),
-    ("natural_gas", "Natural gas"),
-    ("water", "Water"),
-    ("steam", "Steam"),
-    ("heat", "Heat"),
-    ("diesel", "Diesel"),
-    ("gasoline", "Gasoline"),
-    ("lpg", "LPG"),
-    ("coal", "Coal"),
-    ("coke", "Coke"),
+/// English names of the carriers the shipped factor tables know besides the devices' carriers
+/// ([`Carrier::en_name`]; GB/T 2589-2020 rows).
+const TABLE_CARRIERS_EN: &[(&str, &str)] = &[
     ("crude_oil", "Crude oil"),
-    ("fuel_oil", "Fuel oil"),
-    ("compressed_air", "Compressed air"),
     ("blast_furnace_gas", "Blast furnace gas"),
     ("softened_water", "Softened water"),
     ("deaerated_water", "Deaerated water"),
@@ -77,11 +68,14 @@ impl Lang {
     pub fn carrier_name(self, carrier: &str, table_name: &str) -> String {
         match self {
             Lang::Zh => table_name.to_string(),
-            Lang::En => CARRIERS_EN
-                .iter()
-                .find(|(id, _)| *id == carrier)
-                .map(|(_, en)| en.to_string())
-                .unwrap_or_else(|| carrier.replace('_', " ")),
+            Lang::En => match carrier.parse::<Carrier>() {
+                Ok(c) => c.en_name().to_string(),
+                Err(_) => TABLE_CARRIERS_EN
+                    .iter()
+                    .find(|(id, _)| *id == carrier)
+                    .map(|(_, en)| en.to_string())
+                    .unwrap_or_else(|| carrier.replace('_', " ")),
+            },
         }
     }
 }

@@ -115,7 +115,7 @@ fn slots(plan: &Plan, data: &crate::accounting::ledger::RangeData) -> Slots {
         let mut add = |item: &'static str, q| {
             if let Some(i) = plan.series_index(&m.device, q) {
                 let e = parts
-                    .entry((m.carrier.clone(), item))
+                    .entry((m.carrier.to_string(), item))
                     .or_insert_with(|| (unit(q), Vec::new()));
                 e.1.push(i);
             }

@@ -152,7 +152,7 @@ mod tests {
         let p = dir.path().join("s.sqlite");
         let mut s = Store::open(&p, Synchronous::Normal).unwrap();
         // Accounting tables with an interval and an account, and an alert: they must survive.
-        let acc = crate::accounting::store::AccountingStore::open(&p).unwrap();
+        let acc = crate::storage::accounts::AccountsStore::open(&p).unwrap();
         s.conn
             .execute_batch(
                 "INSERT INTO energy_intervals(device, quantity, carrier, unit, resolution, start_ms, value, quality, rev)
@@ -268,7 +268,11 @@ mod tests {
             assert_eq!((r.reading.ts_ms, r.reading.value), (at, Some(value(m, q))));
         }
         assert_eq!(s.alert_events().unwrap().len(), 1);
-        assert_eq!(acc.count("energy_intervals").unwrap(), 1);
+        assert_eq!(
+            acc.count(crate::storage::accounts::AccountsTable::EnergyIntervals)
+                .unwrap(),
+            1
+        );
         assert_eq!(
             acc.account("2026-01", "comprehensive_energy_tce").unwrap(),
             Some((3.2, 1))

@@ -95,3 +95,88 @@ impl FeedStore {
         })
     }
 }
+
+/// One alert transition as the reports read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertTransition {
+    pub ts_ms: i64,
+    pub rule: String,
+    pub device: String,
+    pub state: String,
+    pub severity: String,
+}
+
+/// The alert transitions in `[from_ms, to_ms)` of the store at `path`, in time order, read
+/// without creating or changing anything: a store that does not exist, or has no alert history
+/// (accounting only, never run), has none.
+pub fn alert_transitions(path: &Path, from_ms: i64, to_ms: i64) -> Result<Vec<AlertTransition>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| super::StoreError::Open {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let has: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_events'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(ctx("read the store's tables"))?;
+    if has == 0 {
+        return Ok(Vec::new());
+    }
+    let op = "read alert events";
+    let mut stmt = conn
+        .prepare(
+            "SELECT ts_ms, rule, device, state, severity FROM alert_events
+             WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms, id",
+        )
+        .map_err(ctx(op))?;
+    let rows = stmt
+        .query_map([from_ms, to_ms], |r| {
+            Ok(AlertTransition {
+                ts_ms: r.get(0)?,
+                rule: r.get(1)?,
+                device: r.get(2)?,
+                state: r.get(3)?,
+                severity: r.get(4)?,
+            })
+        })
+        .map_err(ctx(op))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(ctx(op))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::config::Synchronous;
+    use crate::storage::{AlertEvent, Store};
+
+    #[test]
+    fn alert_transitions_of_a_range_without_creating_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        assert!(alert_transitions(&path, 0, i64::MAX).unwrap().is_empty());
+        assert!(!path.exists(), "reading created the store");
+        let mut s = Store::open(&path, Synchronous::Normal).unwrap();
+        for (ts, state) in [(10, "firing"), (20, "resolved"), (30, "firing")] {
+            s.insert_alert_event(&AlertEvent {
+                ts_ms: ts,
+                rule: "r".into(),
+                device: "m".into(),
+                quantity: None,
+                state,
+                severity: "warning",
+                value: None,
+                message: String::new(),
+            })
+            .unwrap();
+        }
+        let got = alert_transitions(&path, 10, 30).unwrap();
+        let got: Vec<_> = got.iter().map(|t| (t.ts_ms, t.state.as_str())).collect();
+        assert_eq!(got, [(10, "firing"), (20, "resolved")]);
+    }
+}

@@ -3,6 +3,7 @@
 //! table is the durable outbox: a reading is committed here before anything else sees it, and an
 //! output advances its cursor only after its destination confirmed the write.
 
+pub mod accounts;
 pub mod batches;
 pub mod budget;
 pub mod codec;

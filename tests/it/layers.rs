@@ -13,6 +13,7 @@ const FLOORS: &[(&str, u8)] = &[
     // 1: shared basics, depending on nothing of ours.
     ("readings", 1),
     ("backoff", 1),
+    ("carrier", 1),
     ("log_limit", 1),
     ("telemetry", 1),
     ("units", 1),
@@ -208,4 +209,41 @@ fn the_scanner_sees_paths_in_code_not_in_comments() {
     let text = "use crate::storage::Store;\n// crate::http is only named here\n/// [`crate::pipeline`]\nlet x = crate::readings::now_ms(); // crate::demo\n#[cfg(test)]\nmod tests { use crate::config::Config; }\n";
     let got: Vec<String> = used_modules(text).into_iter().collect();
     assert_eq!(got, ["readings", "storage"]);
+}
+
+/// Lines of code (comments skipped) that speak to SQLite: the store (`src/storage/`) is the only
+/// owner of the schema and of the SQL, and the other modules call its typed functions.
+fn sqlite_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| !l.starts_with("//"))
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .filter(|l| l.contains("rusqlite"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn only_storage_speaks_sqlite() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel.starts_with("storage") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in sqlite_lines(&text) {
+            problems.push(format!("{}: {}", rel.display(), line.trim()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "SQLite used outside src/storage (give the store a typed function instead):\n{}",
+        problems.join("\n")
+    );
+    let text = "// rusqlite in a comment\nuse rusqlite::Connection;\nlet x = 1; // rusqlite\n";
+    assert_eq!(sqlite_lines(text), ["use rusqlite::Connection;"]);
 }

@@ -365,11 +365,10 @@ impl InfluxOutput {
         for d in devices {
             let mut tags = site_tags.clone();
             tags.push(("device", d.id.clone()));
-            for (k, v) in [
-                ("carrier", &d.carrier),
-                ("line", &d.line),
-                ("model", &d.model),
-            ] {
+            if let Some(c) = d.carrier {
+                tags.push(("carrier", c.to_string()));
+            }
+            for (k, v) in [("line", &d.line), ("model", &d.model)] {
                 if let Some(v) = v {
                     tags.push((k, v.clone()));
                 }

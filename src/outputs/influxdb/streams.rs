@@ -476,13 +476,21 @@ mod tests {
             .rows_after(Stream::EnergyAccount, Position::default(), 10)
             .unwrap()
             .is_empty());
-        // Rows as accounting writes them (id, period, kind, start, end, field, value, unit, rev).
-        let acc = rusqlite::Connection::open(&path).unwrap();
-        acc.execute_batch(
-                "INSERT INTO accounts VALUES (1,'p','month',0,1,'a',1.0,'u',1),(2,'p','month',0,1,'b',2.0,'u',1),
-                   (3,'p','month',0,1,'c',3.0,'u',2);",
-            )
-            .unwrap();
+        // Rows as accounting writes them: a and b at revision 1 (ids 1, 2), c at 2 (id 3).
+        let mut acc = crate::storage::accounts::AccountsStore::open(&path).unwrap();
+        let row = |field: &str, value: f64| crate::storage::accounts::AccountRow {
+            period: "p".into(),
+            kind: "month",
+            start_ms: 0,
+            end_ms: 1,
+            field: field.into(),
+            value,
+            unit: "u".into(),
+        };
+        let first = [row("a", 1.0), row("b", 2.0)];
+        assert_eq!(acc.write_outputs(&[], &first, &[]).unwrap(), 1);
+        let second = [row("a", 1.0), row("b", 2.0), row("c", 3.0)];
+        assert_eq!(acc.write_outputs(&[], &second, &[]).unwrap(), 2);
         let ids = |after: Position| -> Vec<i64> {
             s.rows_after(Stream::EnergyAccount, after, 2)
                 .unwrap()
@@ -496,8 +504,7 @@ mod tests {
         let c = s.cursor("d", Stream::EnergyAccount).unwrap();
         assert_eq!(ids(c), vec![3]);
         // A changed row gets a new rev and is sent again.
-        acc.execute("UPDATE accounts SET value = 9, rev = 3 WHERE id = 1", [])
-            .unwrap();
+        assert_eq!(acc.write_outputs(&[], &[row("a", 9.0)], &[]).unwrap(), 3);
         s.advance("d", Stream::EnergyAccount, Position { rev: 2, id: 3 })
             .unwrap();
         assert_eq!(ids(s.cursor("d", Stream::EnergyAccount).unwrap()), vec![1]);
