@@ -328,7 +328,13 @@ fn an_opcua_production_counter_is_the_output_of_unit_product_energy() {
     let cfg = gateway_config(dir.path(), &body);
     let period: energy_gateway::accounting::calendar::Period = month.parse().unwrap();
     // As of 2030: the month is closed whatever the real date.
-    let r = energy_gateway::reporting::build_as_of(&cfg.accounting_context(), period, false, 1_893_427_200_000).unwrap();
+    let r = energy_gateway::reporting::build_as_of(
+        &cfg.accounting_context(),
+        period,
+        false,
+        1_893_427_200_000,
+    )
+    .unwrap();
     let piece = &r.products[0];
     assert_eq!(piece.output_origin, "counter");
     assert_eq!(piece.output, Some(output), "{piece:?}");
