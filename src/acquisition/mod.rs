@@ -64,6 +64,20 @@ pub struct DeviceStatus {
     behind: AtomicBool,
     /// Since when the device has not answered (`/readyz`, with `[health] source_grace`).
     down: crate::health::Liveness,
+    /// How a source that has a choice reads the device now (OPC UA), else none.
+    mode: std::sync::Mutex<Option<AcquisitionMode>>,
+}
+
+/// How a source that can be told of changes reads its device (OPC UA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcquisitionMode {
+    /// The server reports changes (a subscription).
+    Subscribe,
+    /// Every value is read each interval, as configured.
+    Poll,
+    /// Read each interval because the server refused a subscription (`mode = "subscribe"`).
+    PollFallback,
 }
 
 /// A copy of a [`DeviceStatus`] at one instant.
@@ -86,6 +100,9 @@ pub struct DeviceStatusSnapshot {
     pub missed_slots: u64,
     /// Falling behind its interval now.
     pub behind: bool,
+    /// How the source reads the device now, for sources that have a choice (OPC UA):
+    /// `subscribe`, `poll`, or `poll_fallback` when the server refused a subscription.
+    pub mode: Option<AcquisitionMode>,
 }
 
 impl DeviceStatus {
@@ -122,6 +139,11 @@ impl DeviceStatus {
     /// Remembers why the device failed (shown in the device API until the next success).
     pub fn record_error(&self, message: impl Into<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.into());
+    }
+
+    /// Records how the source reads the device now (see [`AcquisitionMode`]).
+    pub fn set_mode(&self, mode: AcquisitionMode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
     }
 
     /// Forgets the last error (the source works again).
@@ -176,6 +198,7 @@ impl DeviceStatus {
                 .clone(),
             missed_slots: self.missed_slots.load(Ordering::Relaxed),
             behind: self.is_behind(),
+            mode: *self.mode.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 }

@@ -45,6 +45,8 @@ struct RuleState {
     last_seen: Option<TimestampMs>,
     slot: TimestampMs,
     slot_kwh: f64,
+    /// A two-sided threshold was last violated below its lower limit (its clear names that).
+    under: bool,
 }
 
 impl Default for RuleState {
@@ -56,9 +58,14 @@ impl Default for RuleState {
             last_seen: None,
             slot: i64::MIN,
             slot_kwh: 0.0,
+            under: false,
         }
     }
 }
+
+/// Words in the stored message of a band's clear when it had been violated below its lower
+/// limit ([`words::describe`] names that limit then).
+pub const BACK_ABOVE_LOWER: &str = "back above the lower limit";
 
 /// What one evaluation found.
 struct Verdict {
@@ -273,13 +280,26 @@ impl AlertEngine {
                     None => v,
                 };
                 let mean = if c.window.is_some() { "mean " } else { "" };
+                let over = c.above.is_some_and(|a| x > a);
+                let under = c.below.is_some_and(|b| x < b);
+                if over || under {
+                    st.under = under;
+                }
+                let cleared =
+                    !c.above.is_some_and(|a| x > a - h) && !c.below.is_some_and(|b| x < b + h);
+                // A band's clear says which side it came back from (the notifications name it).
+                let side = match c.below {
+                    Some(b) if cleared && st.under && c.above.is_some() => {
+                        format!(", {BACK_ABOVE_LOWER} {b}")
+                    }
+                    _ => String::new(),
+                };
                 Some(Verdict {
-                    violated: c.above.is_some_and(|a| x > a) || c.below.is_some_and(|b| x < b),
-                    cleared: !c.above.is_some_and(|a| x > a - h)
-                        && !c.below.is_some_and(|b| x < b + h),
+                    violated: over || under,
+                    cleared,
                     value: x,
                     what: format!(
-                        "{mean}{} of {} is {x} {unit} ({})",
+                        "{mean}{} of {} is {x} {unit} ({}{side})",
                         r.quantity,
                         r.device,
                         bounds(c)
@@ -539,6 +559,21 @@ mod tests {
             run(&mut e, &[(0, 50.0), (1, 44.0), (2, 50.0)]),
             vec![(1, "firing"), (2, "resolved")]
         );
+        // The clear says which side it came back from: below, then above.
+        let clear = |e: &mut AlertEngine, out: f64, t: i64| {
+            let q = Quantity::ActivePower;
+            let mut ev = e.observe(&Reading::new("m", q, out, t * 1000));
+            ev.extend(e.observe(&Reading::new("m", q, 50.0, t * 1000 + 1000)));
+            assert_eq!(ev.len(), 2);
+            ev[1].message.clone()
+        };
+        let m = clear(&mut e, 44.0, 3);
+        assert!(
+            m.ends_with("(allowed 45..55, back above the lower limit 45)"),
+            "{m}"
+        );
+        let m = clear(&mut e, 56.0, 5);
+        assert!(m.ends_with("(allowed 45..55)"), "{m}");
         // mean over 10 s: one spike of 80 among 50s does not fire; a sustained rise does
         let r = rule(Condition::Threshold(Threshold {
             window: Some(Duration::from_secs(10)),

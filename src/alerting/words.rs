@@ -109,7 +109,7 @@ pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
     let qname = q.map(|q| quantity_name(q, lang)).unwrap_or_default();
     let s = match &rule.condition {
         Condition::Threshold(t) => {
-            let (limit, word) = threshold_limit(t, a.value, resolved, zh);
+            let (limit, word) = threshold_limit(t, a, resolved, zh);
             let sep = if zh { "，" } else { ", " };
             format!(
                 "{name} {qname} {value}{sep}{word} {}",
@@ -190,14 +190,19 @@ pub fn describe(cfg: &NotifyContext, a: &StoredAlert) -> Option<String> {
 }
 
 /// The limit a threshold alert is measured against and its words: of a band (`below..above`),
-/// the lower limit when the value is under it.
+/// the lower limit when the value is under it, or, when the alert clears, when it had been
+/// under it (the evaluator's message says so: the value is back inside the band then).
 fn threshold_limit(
     t: &Threshold,
-    value: Option<f64>,
+    a: &StoredAlert,
     resolved: bool,
     zh: bool,
 ) -> (Option<f64>, &'static str) {
-    let under = matches!((value, t.below), (Some(v), Some(b)) if v < b);
+    let under = if resolved {
+        a.message.contains(super::BACK_ABOVE_LOWER)
+    } else {
+        matches!((a.value, t.below), (Some(v), Some(b)) if v < b)
+    };
     match (t.above.filter(|_| !under), t.below, resolved, zh) {
         (Some(a), _, false, true) => (Some(a), "超过上限"),
         (Some(a), _, false, false) => (Some(a), "above the limit"),
@@ -291,13 +296,41 @@ mod tests {
             message: "clock: meter_clock_offset of main is -125 s (limit below -60)".into(),
             ..alert("firing")
         };
-        assert_eq!(
-            describe(&ctx("zh"), &a).unwrap(),
-            "总表 电表时钟偏差 -125 s，低于下限 -60 s"
+        // What an alert says in Chinese and in English.
+        let says = |a: &StoredAlert, zh: &str, en: &str| {
+            assert_eq!(describe(&ctx("zh"), a).unwrap(), zh);
+            assert_eq!(describe(&ctx("en"), a).unwrap(), en);
+        };
+        says(
+            &a,
+            "总表 电表时钟偏差 -125 s，低于下限 -60 s",
+            "总表 meter clock offset -125 s, below the limit -60 s",
         );
-        assert_eq!(
-            describe(&ctx("en"), &a).unwrap(),
-            "总表 meter clock offset -125 s, below the limit -60 s"
+        // Back inside the band from below: the clear names the lower limit, not the upper.
+        let cleared = StoredAlert {
+            state: "resolved".into(),
+            value: Some(-20.0),
+            message: format!(
+                "clock: meter_clock_offset of main is -20 s (allowed -60..60, {} -60)",
+                crate::alerting::BACK_ABOVE_LOWER
+            ),
+            ..a.clone()
+        };
+        says(
+            &cleared,
+            "总表 电表时钟偏差 -20 s，已恢复，下限 -60 s",
+            "总表 meter clock offset -20 s, back within the limit -60 s",
+        );
+        // From above: the upper one.
+        let cleared = StoredAlert {
+            message: "clock: meter_clock_offset of main is 20 s (allowed -60..60)".into(),
+            value: Some(20.0),
+            ..cleared
+        };
+        says(
+            &cleared,
+            "总表 电表时钟偏差 20 s，已恢复，上限 60 s",
+            "总表 meter clock offset 20 s, back within the limit 60 s",
         );
     }
 }

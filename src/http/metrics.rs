@@ -32,7 +32,7 @@
 //! | `store_commit_errors_total` | | |
 //! | `outbox_rows`, `outbox_bytes`, `outbox_full` | | undelivered part of the store |
 //! | `outbox_full_events_total`, `outbox_evicted_total` | | |
-//! | `store_budget_dropped_total`, `store_used_bytes`, `store_disk_budget_bytes` | | disk budget |
+//! | `store_budget_dropped_total`, `store_budget_undelivered_over_total`, `store_used_bytes`, `store_disk_budget_bytes` | | disk budget |
 //! | `store_commit_lag_seconds` | | time from the last committed readings reaching the store writer to their commit (over 10 s: not keeping up) |
 //! | `output_outbox_depth` | `destination` | readings the destination has not confirmed (`influxdb.NAME`, `mqtt_readings.NAME`) |
 //! | `output_outbox_age_seconds` | `destination` | age of the oldest of them |

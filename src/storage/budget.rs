@@ -1,9 +1,15 @@
 //! The disk budget of the history (`[storage] max_disk`). The store never holds more than the
 //! budget in use: past it, the writer drops the oldest readings every output has delivered
 //! (down to 90 % of the budget, so it does not run every minute), logs it and counts it
-//! (`budget_dropped_total`, in /metrics). Undelivered readings are never dropped here; they have
-//! their own bound (`[storage.outbox]`). Alert history, accounting intervals and accounts are
-//! not readings and stay. Freed pages are reused by new readings, so the file stops growing.
+//! (`budget_dropped_total`, in /metrics). Once no delivered raw reading is left, the oldest
+//! minute aggregates go, but only those of whole intervals before the oldest raw reading still
+//! held (those are undelivered): a minute is rolled up once, so a minute row dropped while its
+//! readings wait for an output would never come back, and that period's history would be gone
+//! once they are delivered and pruned. Undelivered readings are never dropped here; they have
+//! their own bound (`[storage.outbox]`). When only undelivered readings (and the minutes they
+//! cover) are left over the budget, the writer says so and counts it. Alert history, accounting
+//! intervals and accounts are not readings and stay. Freed pages are reused by new readings, so
+//! the file stops growing.
 
 use std::path::Path;
 
@@ -23,8 +29,12 @@ pub struct BudgetReport {
     pub dropped: u64,
     /// Minute aggregates dropped now (once no delivered raw reading was left).
     pub minutes_dropped: u64,
-    /// True when the budget is passed and nothing delivered is left to drop.
+    /// True when the budget is passed and nothing may go because what is left is undelivered
+    /// readings and the minutes they cover (with counters' boundaries, intervals and accounts).
     pub undelivered_over: bool,
+    /// True when the budget is passed and nothing at all may go now (`undelivered_over`, or
+    /// only counters' interval boundaries, alert history, intervals and accounts are left).
+    pub stuck: bool,
 }
 
 impl Store {
@@ -128,13 +138,24 @@ impl Store {
     }
 
     /// The next tier once no delivered raw reading is left: the oldest minute aggregates
-    /// (never counters' interval boundaries). Sets `undelivered_over` when nothing could go.
+    /// (never counters' interval boundaries), in whole intervals before the interval of the
+    /// oldest raw reading still held (every one left is undelivered, and its minute must stay
+    /// until it is delivered). Sets `undelivered_over` when nothing could go while undelivered
+    /// readings are held.
     fn drop_minutes_for(&self, used: u64, budget: u64, report: &mut BudgetReport) -> Result<()> {
         // About 60 bytes a minute row.
         let excess = used.saturating_sub(budget / 10 * 9);
-        let dropped = self.drop_oldest_minutes((excess / 60).max(1))?;
+        let oldest_raw: Option<i64> = self
+            .conn
+            .query_row("SELECT min(min_ts) FROM reading_batches", [], |r| r.get(0))
+            .map_err(ctx("find the oldest raw reading"))?;
+        let before = oldest_raw.map_or(i64::MAX, |ts| {
+            super::tiers::minute_of(ts).div_euclid(15) * 15
+        });
+        let dropped = self.drop_oldest_minutes((excess / 60).max(1), before)?;
         report.minutes_dropped = dropped;
-        report.undelivered_over = dropped == 0;
+        report.stuck = dropped == 0;
+        report.undelivered_over = dropped == 0 && oldest_raw.is_some();
         Ok(())
     }
 }
@@ -248,13 +269,18 @@ mod tests {
             r3 = s.enforce_budget(1, &dests).unwrap();
         }
         assert!(r3.undelivered_over, "{r3:?}");
-        // First and last minute of each of the 4 intervals of the hour.
-        assert_eq!(boundary_rows(&s), 8);
+        // The undelivered readings start at minute 40: the interval from minute 30 on keeps all
+        // its minutes; before it, the first and last minute of each of the 2 intervals.
+        assert_eq!(boundary_rows(&s), 2 * 2 + 30);
         let left: i64 = s
             .conn
             .query_row("SELECT count(*) FROM minute_aggregates", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(left, 8 * 5, "only the counters' boundaries");
+        assert_eq!(
+            left,
+            2 * 2 * 5 + 30 * 75,
+            "the counters' boundaries and the minutes of undelivered readings"
+        );
         assert_eq!(s.min_reading_id().unwrap(), delivered + 1);
         assert_eq!(s.count_readings().unwrap(), total - delivered as u64);
         // The undelivered readings are as they were read: the first poll not delivered.
@@ -278,5 +304,71 @@ mod tests {
             Some((3.2, 1))
         );
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn the_budget_keeps_the_minutes_of_undelivered_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite"), Synchronous::Normal).unwrap();
+        let q = Quantity::ALL[0];
+        assert!(!q.is_cumulative());
+        // Two hours of one-second readings of one meter; nothing delivered yet.
+        const T0: i64 = 1_767_225_600_000;
+        const HOUR: i64 = 3_600_000;
+        for k in 0..7200 {
+            let r = Reading::new("m0", q, 100.0 + (k / 60) as f64, T0 + k * 1000);
+            s.insert_readings(std::slice::from_ref(&r)).unwrap();
+        }
+        let dests = vec!["influxdb.local".to_string()];
+        s.roll_up(i64::MAX).unwrap();
+        let minutes = |s: &Store, from: i64, to: i64| -> i64 {
+            s.conn
+                .query_row(
+                    "SELECT count(*) FROM minute_aggregates WHERE minute >= ?1 AND minute < ?2",
+                    [from / 60_000, to / 60_000],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(minutes(&s, T0, T0 + 2 * HOUR), 120);
+        // Over the budget with nothing delivered: nothing goes, not even the minutes of the
+        // readings waiting for the output (rolled up once, they would never be rebuilt).
+        let r = s.enforce_budget(1, &dests).unwrap();
+        assert_eq!((r.dropped, r.minutes_dropped), (0, 0), "{r:?}");
+        assert!(r.undelivered_over && r.stuck, "{r:?}");
+        assert_eq!(minutes(&s, T0, T0 + 2 * HOUR), 120);
+        // The first hour delivered: its raw readings go, then its minutes, never the second's.
+        s.advance_cursor("influxdb.local", 3600).unwrap();
+        let mut r = s.enforce_budget(1, &dests).unwrap();
+        assert_eq!(r.dropped, 3600, "{r:?}");
+        for _ in 0..10 {
+            if r.undelivered_over {
+                break;
+            }
+            r = s.enforce_budget(1, &dests).unwrap();
+        }
+        assert!(r.undelivered_over, "{r:?}");
+        assert_eq!(minutes(&s, T0, T0 + HOUR), 0);
+        assert_eq!(minutes(&s, T0 + HOUR, T0 + 2 * HOUR), 60);
+        // Once delivered and dropped from the raw tier, the second hour is still history.
+        s.advance_cursor("influxdb.local", 7200).unwrap();
+        let r = s.enforce_budget(1, &dests).unwrap();
+        assert_eq!(r.dropped, 3600, "{r:?}");
+        assert_eq!(s.count_readings().unwrap(), 0);
+        let h = s
+            .history("m0", q, T0 + HOUR, T0 + 2 * HOUR - 1, Step::Auto)
+            .unwrap();
+        assert_eq!(h.kind, "aggregate");
+        assert_eq!(h.points.len(), 60, "{h:?}");
+        for (k, p) in h.points.iter().enumerate() {
+            let HistoryPoint::Aggregate { count, mean, .. } = *p else {
+                panic!("{p:?}")
+            };
+            assert_eq!((count, mean), (60, Some(160.0 + k as f64)));
+        }
+        // Nothing undelivered left: the minutes may go now, and a budget that cannot be met
+        // is not put on the outputs.
+        let r = s.enforce_budget(1, &dests).unwrap();
+        assert!(r.minutes_dropped > 0 && !r.undelivered_over, "{r:?}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::storage::writer::OutboxStatus;
 use crate::telemetry::metrics::{flag, register_live, CounterDef, GaugeDef, Registry};
 
-const COUNTERS: [CounterDef<OutboxStatus>; 4] = [
+const COUNTERS: [CounterDef<OutboxStatus>; 5] = [
     (
         "store_commit_errors",
         "Failed store commits (each retried)",
@@ -20,6 +20,11 @@ const COUNTERS: [CounterDef<OutboxStatus>; 4] = [
         "store_budget_dropped",
         "Delivered readings dropped to keep the store within storage.max_disk",
         |s| s.budget_dropped.load(Relaxed),
+    ),
+    (
+        "store_budget_undelivered_over",
+        "Budget checks that found the store over storage.max_disk with only undelivered readings and the minutes they cover left to drop",
+        |s| s.budget_undelivered_over.load(Relaxed),
     ),
     (
         "outbox_evicted",

@@ -11,7 +11,8 @@
 //!    interval stay (and the 15-minute intervals and accounts, in accounting's tables). The
 //!    readings that bracket every interval boundary are therefore kept as they were read, so the
 //!    intervals and accounts of old periods can be recomputed and audited. Only the disk budget
-//!    could drop them, and it does not: it drops raw readings first, then minute rows.
+//!    could drop them, and it does not: it drops raw readings first, then minute rows (never
+//!    those of readings an output has not delivered yet).
 //!
 //! Raw readings are rolled up into minute rows before any of them is deleted (pruning, budget,
 //! eviction) and every `rollup_every` (an hour: each series then gets its rows of the hour in one
@@ -541,8 +542,10 @@ impl Store {
 
     /// For the disk budget, after every delivered raw reading is gone: deletes about `rows` of
     /// the oldest minute rows that are not interval boundaries of counters (those stay, like the
-    /// intervals and accounts). Returns how many were deleted.
-    pub(super) fn drop_oldest_minutes(&self, rows: u64) -> Result<u64> {
+    /// intervals and accounts), in whole intervals before the minute `before` (the interval of
+    /// the oldest raw reading still held: those readings are undelivered, and once rolled up
+    /// their minutes are not rebuilt, so they must stay). Returns how many were deleted.
+    pub(super) fn drop_oldest_minutes(&self, rows: u64, before: i64) -> Result<u64> {
         let done = self.meta_i64("minutes_pruned_before")?;
         let series = self.series_kinds()?;
         // Interval by interval from the oldest kept minute until `rows` are counted, series by
@@ -580,6 +583,9 @@ impl Store {
             let Some(oldest) = oldest else { break };
             // Whole intervals, so the boundary rows of each are known.
             let from = oldest.div_euclid(15) * 15;
+            if from.saturating_add(15) > before {
+                break;
+            }
             at = from + 15;
             for &(sid, _) in &series {
                 let n: i64 = count
@@ -1084,7 +1090,10 @@ mod tests {
         assert_eq!(s.minute_prune_steps(), before);
         // The disk budget's drop of the oldest minutes (one interval's worth) costs about as much.
         let before = s.minute_prune_steps();
-        assert_eq!(s.drop_oldest_minutes(rows).unwrap(), 6 * 15 + 6 * 13);
+        assert_eq!(
+            s.drop_oldest_minutes(rows, i64::MAX).unwrap(),
+            6 * 15 + 6 * 13
+        );
         let dropped = s.minute_prune_steps() - before;
         assert!(
             dropped < 2 * steps,

@@ -142,6 +142,9 @@ pub struct OutboxStatus {
     /// Delivered readings dropped to keep the store within its disk budget, since the store was
     /// created.
     pub budget_dropped: AtomicU64,
+    /// Budget checks that found the store over its disk budget with nothing that may go but
+    /// undelivered readings and the minutes they cover.
+    pub budget_undelivered_over: AtomicU64,
     /// Bytes of the store file in use, at the last budget check.
     pub used_bytes: AtomicU64,
     /// The disk budget in bytes (0 = none).
@@ -459,10 +462,21 @@ fn keep_budget(store: &Store, opts: &WriterOptions, status: &OutboxStatus) {
                     "store at its disk budget (storage.max_disk) with no delivered raw reading left: dropped the oldest minute aggregates (counters' interval boundaries, intervals and accounts stay)"
                 );
             } else if r.undelivered_over {
+                let total = status
+                    .budget_undelivered_over
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
                 tracing::error!(
                     used_bytes = r.used_bytes,
                     budget_bytes = r.budget_bytes,
-                    "store over its disk budget (storage.max_disk) with nothing delivered left to drop: the outputs are behind; bound the undelivered part with [storage.outbox]"
+                    checks_total = total,
+                    "store over its disk budget (storage.max_disk) with nothing delivered left to drop: undelivered readings and the minutes they cover stay; the outputs are behind; bound the undelivered part with [storage.outbox]"
+                );
+            } else if r.stuck {
+                tracing::error!(
+                    used_bytes = r.used_bytes,
+                    budget_bytes = r.budget_bytes,
+                    "store over its disk budget (storage.max_disk) with only counters' interval boundaries, alert history, intervals and accounts left: raise storage.max_disk"
                 );
             }
         }

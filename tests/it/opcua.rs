@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use energy_gateway::acquisition::AcquisitionMode;
 use energy_gateway::config::{self, Synchronous};
 use energy_gateway::pipeline;
 use energy_gateway::readings::{Quality, Quantity, Reading};
@@ -206,6 +207,7 @@ fn subscription_stores_source_timestamps_and_survives_a_server_restart() {
         of(&rows(dir.path()), Quantity::ProductionCount).len() >= 10
     });
     assert!(status.is_online());
+    assert_eq!(status.snapshot().mode, Some(AcquisitionMode::Subscribe));
     let all = rows(dir.path());
     assert_source_timestamps(&of(&all, Quantity::ProductionCount), server.base_ms);
     // Power: scaled (W → kW) and stamped like the counter.
@@ -277,6 +279,8 @@ fn a_server_without_subscriptions_is_polled_instead() {
     rt.block_on(gw.shutdown()).unwrap();
     assert!(s.online, "{s:?}");
     assert_eq!(s.last_error, None);
+    // The device API says the source polls because the server refused the subscription.
+    assert_eq!(s.mode, Some(AcquisitionMode::PollFallback), "{s:?}");
     let all = rows(dir.path());
     assert_source_timestamps(&of(&all, Quantity::ProductionCount), server.base_ms);
 }

@@ -14,7 +14,8 @@
 //! Values carry the server's source timestamps. The session reconnects by itself with backoff
 //! (reactivating the session, or creating a new one and moving the subscription to it); if even
 //! the endpoint cannot be had, the task starts over with backoff. The device's online state and
-//! last error are in the registry (/readyz, /metrics, /api/v1/devices).
+//! last error, and the mode it reads in (`poll_fallback` when a subscription was refused), are in
+//! the registry (/readyz, /metrics, /api/v1/devices).
 
 pub mod client;
 pub mod config;
@@ -35,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeviceRegistry, DeviceStatus, LogLimiter, SourceBatch};
+use super::{AcquisitionMode, DeviceRegistry, DeviceStatus, LogLimiter, SourceBatch};
 use crate::backoff::Backoff;
 use crate::readings::{now_ms, Reading};
 pub use config::{NodeConfig, OpcUaConfig, OpcUaMode};
@@ -243,6 +244,9 @@ impl OpcUaSource {
         let mut connected = false;
         // Poll mode, or the fallback when the server will not take a subscription.
         let mut poll = self.cfg.mode == OpcUaMode::Poll;
+        if poll {
+            self.status.set_mode(AcquisitionMode::Poll);
+        }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -267,11 +271,15 @@ impl OpcUaSource {
                                 let _ = session.delete_subscriptions(&[old]).await;
                             }
                             match self.subscribe(&session, &nodes, rtx.clone()).await {
-                                Ok(id) => subscription = Some(id),
+                                Ok(id) => {
+                                    subscription = Some(id);
+                                    self.status.set_mode(AcquisitionMode::Subscribe);
+                                }
                                 Err(Refused::Unsupported(e)) => {
                                     // Small PLCs offer few or no subscriptions: read instead.
                                     tracing::warn!(device = %self.device, endpoint = %self.cfg.endpoint, "opcua: {e}; reading every node each interval instead (polling)");
                                     poll = true;
+                                    self.status.set_mode(AcquisitionMode::PollFallback);
                                 }
                                 Err(Refused::Failed(e)) => break End::Failed(e),
                             }
