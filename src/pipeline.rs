@@ -57,7 +57,7 @@ pub struct RunningGateway {
     pub active_alerts: ActiveAlerts,
     pub committed: watch::Receiver<i64>,
     /// Requests per full poll cycle, by device.
-    pub requests_per_cycle: BTreeMap<String, usize>,
+    pub requests_per_cycle: BTreeMap<crate::readings::DeviceId, usize>,
     /// MQTT source counters (when `[mqtt]` has subscriptions).
     pub mqtt_in: Option<Arc<MqttStats>>,
     /// MQTT output counters (when `[mqtt]` is configured and publishing).
@@ -219,7 +219,7 @@ pub async fn start_with_clock(
             .devices
             .iter()
             .filter(|d| d.enabled)
-            .filter_map(|d| d.opcua.as_ref().map(|o| (d.id.as_str(), o))),
+            .filter_map(|d| d.opcua.as_ref().map(|o| (&d.id, o))),
         &config.storage.data_dir,
         &config.site.id,
         &src_tx,

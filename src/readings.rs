@@ -26,6 +26,128 @@ pub fn valid_id(s: &str) -> bool {
 /// What [`valid_id`] requires, as `check` says it.
 pub const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'";
 
+/// A device id that passed [`valid_id`]: made only by [`DeviceId::new`] (or by reading a
+/// configuration, which refuses a bad id with [`ID_RULE`]), so code holding one never checks it
+/// again. Cloning is cheap (a shared string).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(std::sync::Arc<str>);
+
+/// A string that is not a valid device id; displays as [`ID_RULE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidId;
+
+impl fmt::Display for InvalidId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(ID_RULE)
+    }
+}
+
+impl std::error::Error for InvalidId {}
+
+impl DeviceId {
+    /// `s` as a device id, or [`InvalidId`] when it breaks [`valid_id`]'s rule.
+    pub fn new(s: impl AsRef<str>) -> Result<Self, InvalidId> {
+        let s = s.as_ref();
+        if valid_id(s) {
+            Ok(DeviceId(s.into()))
+        } else {
+            Err(InvalidId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = InvalidId;
+    fn try_from(s: String) -> Result<Self, InvalidId> {
+        DeviceId::new(s)
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(id: DeviceId) -> String {
+        id.0.as_ref().to_owned()
+    }
+}
+
+impl From<&DeviceId> for String {
+    fn from(id: &DeviceId) -> String {
+        id.as_str().to_owned()
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        DeviceId::new(s)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for DeviceId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for DeviceId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for DeviceId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for DeviceId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DeviceId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for DeviceId {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<DeviceId> for String {
+    fn eq(&self, other: &DeviceId) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<DeviceId> for str {
+    fn eq(&self, other: &DeviceId) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<DeviceId> for &str {
+    fn eq(&self, other: &DeviceId) -> bool {
+        **self == *other.0
+    }
+}
+
 /// Current wall-clock time in milliseconds since the Unix epoch.
 pub fn now_ms() -> TimestampMs {
     chrono::Utc::now().timestamp_millis()
@@ -372,5 +494,29 @@ mod tests {
                 q
             );
         }
+    }
+
+    #[test]
+    fn device_ids_are_checked_once_and_work_as_str() {
+        use std::collections::{BTreeMap, HashSet};
+        for bad in ["", "m 1", "m1\\", "m/1", "\u{e9}", &"x".repeat(65)] {
+            assert_eq!(DeviceId::new(bad), Err(InvalidId), "{bad:?}");
+        }
+        assert_eq!(InvalidId.to_string(), ID_RULE);
+        let id = DeviceId::new("meter-1.a_B").unwrap();
+        assert_eq!(id.to_string(), "meter-1.a_B");
+        assert_eq!(id, "meter-1.a_B");
+        assert_eq!(DeviceId::new("x".repeat(64)).unwrap().len(), 64);
+        let set: HashSet<DeviceId> = [id.clone()].into();
+        assert!(set.contains("meter-1.a_B"));
+        let map: BTreeMap<DeviceId, u8> = [(id.clone(), 1)].into();
+        assert_eq!(map.get("meter-1.a_B"), Some(&1));
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"meter-1.a_B\"");
+        assert_eq!(
+            serde_json::from_str::<DeviceId>("\"meter-1.a_B\"").unwrap(),
+            id
+        );
+        let e = serde_json::from_str::<DeviceId>("\"m 1\"").unwrap_err();
+        assert!(e.to_string().starts_with(ID_RULE), "{e}");
     }
 }

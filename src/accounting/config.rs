@@ -507,7 +507,7 @@ pub fn resolve_meters(cfg: &AccountingContext, tables: &Tables) -> Vec<ResolvedM
                 .then_some(Quantity::EnergyExport)
         });
         out.push(ResolvedMeter {
-            device: d.id.clone(),
+            device: d.id.to_string(),
             carrier,
             role,
             counter,

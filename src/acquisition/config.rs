@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::meter_bus::config::{LineProtocol, MeterBusDeviceConfig};
 use super::opcua::config::OpcUaConfig;
 use crate::carrier::Carrier;
-use crate::readings::{valid_id, Quantity, ID_RULE};
+use crate::readings::{valid_id, DeviceId, Quantity, ID_RULE};
 use crate::secret::Secret;
 use crate::units::{byte_size, duration, opt_duration};
 
@@ -30,7 +30,7 @@ pub fn min_interval_message() -> String {
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// Unique id; tag `device` on every point.
-    pub id: String,
+    pub id: DeviceId,
     #[serde(default)]
     pub name: Option<String>,
     /// Energy carrier measured (tag `carrier`).

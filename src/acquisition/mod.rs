@@ -204,7 +204,7 @@ impl DeviceStatus {
 }
 
 /// Status of every configured device, by id.
-pub type DeviceRegistry = BTreeMap<String, Arc<DeviceStatus>>;
+pub type DeviceRegistry = BTreeMap<crate::readings::DeviceId, Arc<DeviceStatus>>;
 
 /// Logs one line per device every `every`: the self-observation counters of acquisition.
 pub async fn log_device_status(

@@ -239,7 +239,7 @@ fn decode(tree: Value) -> Result<Config, Vec<ConfigProblem>> {
     let http = optional(&mut root, "http", &mut problems);
     let health = optional(&mut root, "health", &mut problems);
     for d in &devices {
-        undecoded_devices.remove(&d.id);
+        undecoded_devices.remove(d.id.as_str());
     }
 
     let cfg = Config {

@@ -182,7 +182,7 @@ impl Config {
             device_names: self
                 .devices
                 .iter()
-                .filter_map(|d| Some((d.id.clone(), d.name.clone()?)))
+                .filter_map(|d| Some((d.id.to_string(), d.name.clone()?)))
                 .collect(),
         }
     }

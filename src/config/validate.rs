@@ -178,10 +178,8 @@ pub fn validate(cfg: &Config, origin: &Origin) -> Vec<ConfigProblem> {
     // [[devices]]
     for (i, d) in cfg.devices.iter().enumerate() {
         let at = format!("devices[{}]", origin.devices.get(i).copied().unwrap_or(i));
-        // Duplicate ids are found while decoding, where every element's id is still known.
-        if !valid_id(&d.id) {
-            push(format!("{at}.id"), ID_RULE.into());
-        }
+        // A bad id is refused while decoding (`DeviceId`), and so are duplicates, where every
+        // element's id is still known.
         let fed_by_mqtt = cfg.mqtt.as_ref().is_some_and(|m| {
             m.subscriptions
                 .iter()
@@ -527,6 +525,24 @@ type = "f32"
     #[test]
     fn base_is_valid() {
         assert_eq!(problems(BASE), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_device_id_is_refused_with_the_rule() {
+        let bad = BASE.replace("id = \"main\"", "id = \"main meter\"");
+        let p = problems(&bad);
+        assert!(
+            p.iter()
+                .any(|m| m
+                    == "devices[0].id: must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"),
+            "{p:?}"
+        );
+        let p = problems(&BASE.replace("id = \"main\"", "id = 7"));
+        assert!(
+            p.iter()
+                .any(|m| m == "devices[0].id: invalid type: integer `7`, expected a string"),
+            "{p:?}"
+        );
     }
 
     #[test]

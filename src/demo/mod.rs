@@ -155,7 +155,7 @@ pub async fn run(
             out,
             "  {:<11} {:>8}  {:>14}  {:>5}  {:>8}  {:>6.2} ms",
             id,
-            counts.get(id).copied().unwrap_or(0),
+            counts.get(id.as_str()).copied().unwrap_or(0),
             rpc.get(id).copied().unwrap_or(0),
             s.requests,
             s.failures,

@@ -63,7 +63,7 @@ pub struct GatewayView {
     pub processing: Arc<ProcessingStats>,
     pub active_alerts: ActiveAlerts,
     pub committed: watch::Receiver<i64>,
-    pub requests_per_cycle: BTreeMap<String, usize>,
+    pub requests_per_cycle: BTreeMap<crate::readings::DeviceId, usize>,
     /// The accounts the accounting service keeps.
     pub accounts: Arc<crate::accounting::service::Accounts>,
     /// MQTT source counters (when `[mqtt]` has subscriptions).

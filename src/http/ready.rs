@@ -121,9 +121,11 @@ fn judge_sources(gw: &GatewayView, grace: Duration) -> SourceVerdict {
         .filter(|(id, s)| {
             !s.is_online()
                 && s.down_for().is_some()
-                && !links_down.iter().any(|(_, ds)| ds.contains(id))
+                && !links_down
+                    .iter()
+                    .any(|(_, ds)| ds.iter().any(|d| d == id.as_str()))
         })
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| id.to_string())
         .collect();
     SourceVerdict {
         links_down,

@@ -57,10 +57,10 @@ pub fn register_live<T: Send + Sync + 'static>(
 }
 
 /// Registers `counters` and `gauges` with a series per entry of `states`, labelled `label`.
-pub fn register_live_families<T: Send + Sync + 'static>(
+pub fn register_live_families<K: AsRef<str>, T: Send + Sync + 'static>(
     reg: &mut Registry,
     label: &'static str,
-    states: &std::collections::BTreeMap<String, Arc<T>>,
+    states: &std::collections::BTreeMap<K, Arc<T>>,
     counters: &[CounterDef<T>],
     gauges: &[GaugeDef<T>],
 ) {
@@ -109,9 +109,9 @@ impl<T> Live<T> {
     }
 
     /// A counter per `label` value (a device, a destination…).
-    pub fn counters<'a>(
+    pub fn counters<'a, K: AsRef<str> + 'a>(
         label: &'static str,
-        rows: impl IntoIterator<Item = (&'a String, &'a Arc<T>)>,
+        rows: impl IntoIterator<Item = (&'a K, &'a Arc<T>)>,
         read: fn(&T) -> u64,
     ) -> Self
     where
@@ -124,9 +124,9 @@ impl<T> Live<T> {
     }
 
     /// A gauge per `label` value.
-    pub fn gauges<'a>(
+    pub fn gauges<'a, K: AsRef<str> + 'a>(
         label: &'static str,
-        rows: impl IntoIterator<Item = (&'a String, &'a Arc<T>)>,
+        rows: impl IntoIterator<Item = (&'a K, &'a Arc<T>)>,
         read: fn(&T) -> Option<f64>,
     ) -> Self
     where
@@ -139,12 +139,12 @@ impl<T> Live<T> {
     }
 }
 
-fn labelled<'a, T: 'a>(
+fn labelled<'a, K: AsRef<str> + 'a, T: 'a>(
     label: &'static str,
-    rows: impl IntoIterator<Item = (&'a String, &'a Arc<T>)>,
+    rows: impl IntoIterator<Item = (&'a K, &'a Arc<T>)>,
 ) -> Vec<(Labels, Arc<T>)> {
     rows.into_iter()
-        .map(|(v, s)| (vec![(label, v.clone())], s.clone()))
+        .map(|(v, s)| (vec![(label, v.as_ref().to_owned())], s.clone()))
         .collect()
 }
 

@@ -354,7 +354,7 @@ fn a_shared_dlt645_line_with_a_silent_meter_and_a_noisy_one() {
     let snap: BTreeMap<String, _> = gw
         .devices
         .iter()
-        .map(|(k, v)| (k.clone(), v.snapshot()))
+        .map(|(k, v)| (k.to_string(), v.snapshot()))
         .collect();
     rt.block_on(gw.shutdown()).unwrap();
 

@@ -222,7 +222,7 @@ fn every_template_on_one_shared_rtu_line() {
     let snapshots: BTreeMap<String, _> = gw
         .devices
         .iter()
-        .map(|(k, v)| (k.clone(), v.snapshot()))
+        .map(|(k, v)| (k.to_string(), v.snapshot()))
         .collect();
     rt.block_on(gw.shutdown()).unwrap();
     server.abort();
@@ -278,7 +278,7 @@ fn a_silent_slave_on_a_shared_rtu_line_does_not_shift_the_others() {
     let snap: BTreeMap<String, _> = gw
         .devices
         .iter()
-        .map(|(k, v)| (k.clone(), v.snapshot()))
+        .map(|(k, v)| (k.to_string(), v.snapshot()))
         .collect();
     rt.block_on(gw.shutdown()).unwrap();
     server.abort();

@@ -39,7 +39,7 @@ pub enum Target {
 /// One meter on a line with its points and timing.
 #[derive(Debug, Clone)]
 pub struct BusDevice {
-    pub id: String,
+    pub id: crate::readings::DeviceId,
     pub target: Target,
     pub points: Vec<BusPoint>,
     pub interval: Duration,
@@ -469,7 +469,7 @@ impl BusPoller {
     }
 
     /// Requests one pass over every point takes, by device (the clock takes two).
-    pub fn requests_per_cycle(&self) -> Vec<(String, usize)> {
+    pub fn requests_per_cycle(&self) -> Vec<(crate::readings::DeviceId, usize)> {
         self.devices
             .iter()
             .map(|s| {

@@ -191,7 +191,7 @@ pub async fn probe(p: BusProbe) -> Result<BusProbeResult, String> {
     let mut poller = BusPoller::new(
         line,
         vec![BusDevice {
-            id: "probe".into(),
+            id: crate::readings::DeviceId::new("probe").map_err(|e| e.to_string())?,
             target,
             points: points.clone(),
             interval: Duration::from_secs(1),

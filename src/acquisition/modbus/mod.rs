@@ -32,7 +32,7 @@ pub struct Started {
     pub devices: DeviceRegistry,
     pub tasks: Vec<JoinHandle<()>>,
     /// Requests one full poll cycle takes, by device.
-    pub requests_per_cycle: BTreeMap<String, usize>,
+    pub requests_per_cycle: BTreeMap<crate::readings::DeviceId, usize>,
 }
 
 /// Starts one poller per Modbus TCP device and one per bus, for every enabled device of

@@ -26,7 +26,7 @@ use super::link::Link;
 use super::plan::{overlaps, plan_spans_around, Block, Limits, Span};
 use crate::acquisition::config::{DeviceConfig, ModbusConfig, RegisterKind};
 use crate::acquisition::{DeviceStatus, LogLimiter, SourceBatch};
-use crate::readings::{now_ms, Reading};
+use crate::readings::{now_ms, DeviceId, Reading};
 
 /// What one planned span stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +239,7 @@ impl Poller {
     }
 
     /// Requests per full cycle, by device id.
-    pub fn requests_per_cycle(&self) -> Vec<(String, usize)> {
+    pub fn requests_per_cycle(&self) -> Vec<(DeviceId, usize)> {
         self.devices
             .iter()
             .map(|d| (d.t.device.id.clone(), requests_per_cycle(&d.groups)))

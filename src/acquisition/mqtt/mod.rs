@@ -24,7 +24,7 @@ use crate::backoff::Backoff;
 
 use super::config::MqttConfig;
 use super::{LogLimiter, SourceBatch};
-use crate::readings::now_ms;
+use crate::readings::{now_ms, DeviceId};
 use crate::settings::SiteConfig;
 
 /// Most distinct topics tracked in the per-topic error counters.
@@ -72,7 +72,7 @@ pub struct MqttSource {
     site: SiteConfig,
     /// Ids of the configured devices; a subscription with `accept_unknown_devices` admits at
     /// most [`MAX_UNKNOWN_DEVICES`] others.
-    devices: HashSet<String>,
+    devices: HashSet<DeviceId>,
     tx: mpsc::Sender<SourceBatch>,
     stats: Arc<MqttStats>,
     clock: Option<Arc<crate::clock::Clock>>,
@@ -83,7 +83,7 @@ impl MqttSource {
     pub fn new(
         mqtt: MqttConfig,
         site: SiteConfig,
-        devices: HashSet<String>,
+        devices: HashSet<DeviceId>,
         tx: mpsc::Sender<SourceBatch>,
         stats: Arc<MqttStats>,
     ) -> Self {
@@ -261,7 +261,7 @@ impl MqttSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             parsed.readings.retain(|r| {
-                self.devices.contains(&r.device)
+                self.devices.contains(r.device.as_str())
                     || seen.contains(&r.device)
                     || (seen.len() < MAX_UNKNOWN_DEVICES && seen.insert(r.device.clone()))
             });

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone as _};
 
 use crate::acquisition::config::{MqttSubscription, PayloadFormat, TimestampFormat};
-use crate::readings::{Quantity, Reading, TimestampMs};
+use crate::readings::{DeviceId, Quantity, Reading, TimestampMs};
 
 /// Why a message (or one value of it) was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -150,14 +150,14 @@ pub fn parse_judged(
     known: impl Fn(&str) -> bool,
 ) -> Parsed {
     let mut out = Parsed::default();
-    let device = match expand(&sub.device, topic) {
-        Ok(d) if !crate::readings::valid_id(&d) => {
+    let device = match expand(&sub.device, topic).map(|d| (DeviceId::new(&d), d)) {
+        Ok((Err(_), d)) => {
             out.errors
                 .push(PayloadError::BadDeviceId(d.chars().take(80).collect()));
             return out;
         }
-        Ok(d) if known(&d) || sub.accept_unknown_devices => d,
-        Ok(d) => {
+        Ok((Ok(id), _)) if known(&id) || sub.accept_unknown_devices => id,
+        Ok((Ok(_), d)) => {
             out.errors.push(PayloadError::UnknownDevice(d));
             return out;
         }

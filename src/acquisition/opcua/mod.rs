@@ -46,7 +46,7 @@ const MAX_BATCH: usize = 1000;
 
 /// Starts one task per device that has `[devices.opcua]`, and enters the devices in `registry`.
 pub fn spawn<'a>(
-    devices: impl IntoIterator<Item = (&'a str, &'a OpcUaConfig)>,
+    devices: impl IntoIterator<Item = (&'a crate::readings::DeviceId, &'a OpcUaConfig)>,
     data_dir: &Path,
     site: &str,
     tx: &mpsc::Sender<SourceBatch>,
@@ -56,7 +56,7 @@ pub fn spawn<'a>(
     let mut tasks = Vec::new();
     for (id, cfg) in devices {
         let status = Arc::new(DeviceStatus::default());
-        registry.insert(id.to_string(), status.clone());
+        registry.insert(id.clone(), status.clone());
         let source = OpcUaSource {
             device: id.to_string(),
             pki: cfg.pki_dir(data_dir),

@@ -364,7 +364,7 @@ impl InfluxOutput {
         let mut device_tags = HashMap::new();
         for d in devices {
             let mut tags = site_tags.clone();
-            tags.push(("device", d.id.clone()));
+            tags.push(("device", d.id.to_string()));
             if let Some(c) = d.carrier {
                 tags.push(("carrier", c.to_string()));
             }
@@ -373,7 +373,7 @@ impl InfluxOutput {
                     tags.push((k, v.clone()));
                 }
             }
-            device_tags.insert(d.id.clone(), tags);
+            device_tags.insert(d.id.to_string(), tags);
         }
         let backoff = Backoff::with_limits(cfg.backoff_initial, cfg.backoff_max);
         Ok(InfluxOutput {
