@@ -193,7 +193,17 @@ pub async fn start_with_clock(
         mut devices,
         tasks: modbus_pollers,
         mut requests_per_cycle,
-    } = modbus::spawn_pollers(&config.devices, &config.buses, &src_tx, &cancel_sources);
+    } = modbus::spawn_pollers(
+        &config.devices,
+        &config.buses,
+        &src_tx,
+        &cancel_sources,
+        config.health.source_grace,
+        |ids, fut| {
+            let names: Vec<String> = ids.iter().map(|id| format!("source:modbus:{id}")).collect();
+            fault::hang(&names, cancel_sources.clone(), fut)
+        },
+    );
     let mut pollers: Vec<JoinHandle<()>> = modbus_pollers
         .into_iter()
         .map(|h| supervise("source:modbus", &tasks, h))
@@ -266,6 +276,7 @@ pub async fn start_with_clock(
     // keeps a weak one).
     let heartbeat = heartbeat::Heartbeat {
         src: src_tx.downgrade(),
+        devices: devices.clone(),
         outbox: outbox.clone(),
         clock: clock.clone(),
     };

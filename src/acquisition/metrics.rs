@@ -37,7 +37,7 @@ const DEVICE_COUNTERS: [CounterDef<DeviceStatus>; 5] = [
     ),
 ];
 
-const DEVICE_GAUGES: [GaugeDef<DeviceStatus>; 5] = [
+const DEVICE_GAUGES: [GaugeDef<DeviceStatus>; 6] = [
     ("online", "1 when the device's last poll succeeded", |s| {
         flag(s.is_online())
     }),
@@ -48,6 +48,11 @@ const DEVICE_GAUGES: [GaugeDef<DeviceStatus>; 5] = [
         "behind",
         "1 while the device cannot keep to its poll interval",
         |s| flag(s.is_behind()),
+    ),
+    (
+        "stalled",
+        "1 while the device's poller has ended no poll (answered or failed) for longer than its interval or backoff, its timeouts and [health] source_grace: it hangs",
+        |s| flag(s.stalled_for().is_some()),
     ),
     (
         "round_trip_seconds",

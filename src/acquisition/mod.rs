@@ -66,6 +66,9 @@ pub struct DeviceStatus {
     down: crate::health::Liveness,
     /// How a source that has a choice reads the device now (OPC UA), else none.
     mode: std::sync::Mutex<Option<AcquisitionMode>>,
+    /// When the device's poller (shared by the devices of its line) last ended a poll, to see
+    /// a poller that hangs without failing; pollers that keep none are never stalled.
+    pulse: std::sync::OnceLock<Arc<crate::health::Pulse>>,
 }
 
 /// How a source that can be told of changes reads its device (OPC UA).
@@ -120,6 +123,17 @@ impl DeviceStatus {
     /// How long the device has not answered (since its first failure after a success).
     pub fn down_for(&self) -> Option<Duration> {
         self.down.down_for()
+    }
+
+    /// The pulse of the task that polls the device (set once, when the poller starts).
+    pub fn watch(&self, pulse: Arc<crate::health::Pulse>) {
+        let _ = self.pulse.set(pulse);
+    }
+
+    /// How long the device's poller has ended no poll, once that is longer than its interval
+    /// (or backoff), its timeouts and `[health] source_grace`: the poller hangs.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.pulse.get().and_then(|p| p.stalled_for())
     }
 
     /// Returns the number of consecutive failures including this one.

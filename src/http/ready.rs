@@ -15,6 +15,10 @@
 //!   refusing the gateway) or an MQTT output or readings destination has not been connected for
 //!   `sink_grace`. Readings wait in the store meanwhile.
 //!
+//! A **stalled poller** is 503 (check `pollers`, naming its devices): a poller that has ended no
+//! poll, answered or failed, for longer than its interval or backoff, its timeouts and
+//! `source_grace` hangs (a dead meter is not stalled: its polls end, in failures).
+//!
 //! A pipeline task that panicked is 503 (check `tasks`, naming it) until it runs again: restarted
 //! in the process after its pause, or, when it cannot be restarted alone or panics in a loop,
 //! until the gateway has exited for the service manager to restart it.
@@ -223,6 +227,36 @@ pub async fn readyz(
         ok: sources_ok,
         detail,
         message,
+    });
+    // Pollers that hang: no poll ended, answered or failed.
+    let stalled: Vec<String> = gw
+        .devices
+        .iter()
+        .filter_map(|(id, s)| Some(format!("{id} ({})", secs(s.stalled_for()?))))
+        .collect();
+    checks.push(if stalled.is_empty() {
+        Check {
+            name: "pollers",
+            ok: true,
+            detail: "every poller ends its polls".into(),
+            message: say.pick("采集任务均在运行", "every poller ends its polls"),
+        }
+    } else {
+        let en = stalled.join(", ");
+        Check {
+            name: "pollers",
+            ok: false,
+            detail: format!("pollers stalled: no poll (answered or failed) has ended for {en}"),
+            message: say.pick(
+                format!(
+                    "采集任务停滞（既无应答也无失败，任务可能卡死）：设备 {}",
+                    stalled.join("、")
+                ),
+                format!(
+                    "pollers stalled (no poll answered or failed; the task may hang): devices {en}"
+                ),
+            ),
+        }
     });
     if let Some(m) = &gw.mqtt_in {
         let down = m.down.down_for();

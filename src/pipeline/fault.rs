@@ -6,6 +6,11 @@
 //! `EGW_FAULT_PANIC=TASK:after=DURATION[:times=N]`, several separated by `,`: the task named TASK
 //! (as `/readyz` and the log name it, e.g. `output:influxdb.local`, `source:mqtt`, `processing`)
 //! panics DURATION after it started, and again after each restart, N times in all (default 1).
+//!
+//! `EGW_FAULT_HANG=TASK:after=DURATION`, same form: the task stops making progress DURATION
+//! after it started, without failing or ending (it is no longer polled, as if it awaited
+//! something that never comes), until the gateway stops. A poller is named by each of its
+//! devices, `source:modbus:DEVICE`; it hangs for every device of its line.
 
 use futures_util::future::BoxFuture;
 
@@ -15,7 +20,7 @@ pub fn inject(name: &str, fut: BoxFuture<'static, ()>) -> BoxFuture<'static, ()>
     use futures_util::FutureExt as _;
     use std::sync::atomic::Ordering;
 
-    let Some(fault) = faults().iter().find(|f| f.task == name) else {
+    let Some(fault) = faults("EGW_FAULT_PANIC").iter().find(|f| f.task == name) else {
         return fut;
     };
     let left = fault
@@ -44,6 +49,45 @@ pub fn inject(_name: &str, fut: BoxFuture<'static, ()>) -> BoxFuture<'static, ()
     fut
 }
 
+/// `fut`, made to hang as `EGW_FAULT_HANG` asks for any of the task names `names` (debug builds
+/// only): after the delay it is no longer polled, nor dropped, until `stop`.
+#[cfg(debug_assertions)]
+pub fn hang(
+    names: &[String],
+    stop: tokio_util::sync::CancellationToken,
+    fut: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, ()> {
+    use futures_util::FutureExt as _;
+
+    let Some(fault) = faults("EGW_FAULT_HANG")
+        .iter()
+        .find(|f| names.contains(&f.task))
+    else {
+        return fut;
+    };
+    let (after, name) = (fault.after, fault.task.clone());
+    async move {
+        let mut fut = fut;
+        tokio::select! {
+            _ = &mut fut => return,
+            _ = tokio::time::sleep(after) => {}
+        }
+        tracing::warn!(task = %name, "EGW_FAULT_HANG: the task hangs from now on (debug build)");
+        stop.cancelled().await;
+    }
+    .boxed()
+}
+
+/// `fut` as it is: release builds have no fault hook.
+#[cfg(not(debug_assertions))]
+pub fn hang(
+    _names: &[String],
+    _stop: tokio_util::sync::CancellationToken,
+    fut: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, ()> {
+    fut
+}
+
 #[cfg(debug_assertions)]
 #[derive(Debug)]
 struct Fault {
@@ -52,13 +96,21 @@ struct Fault {
     times: std::sync::atomic::AtomicU32,
 }
 
-/// The faults asked for, read once per process.
+/// The faults asked for in the variable `var` (`EGW_FAULT_PANIC` or `EGW_FAULT_HANG`), read
+/// once per process.
 #[cfg(debug_assertions)]
-fn faults() -> &'static [Fault] {
-    static FAULTS: std::sync::OnceLock<Vec<Fault>> = std::sync::OnceLock::new();
-    FAULTS.get_or_init(|| match std::env::var("EGW_FAULT_PANIC") {
+fn faults(var: &'static str) -> &'static [Fault] {
+    use std::sync::OnceLock;
+    static PANIC: OnceLock<Vec<Fault>> = OnceLock::new();
+    static HANG: OnceLock<Vec<Fault>> = OnceLock::new();
+    let cell = if var == "EGW_FAULT_HANG" {
+        &HANG
+    } else {
+        &PANIC
+    };
+    cell.get_or_init(|| match std::env::var(var) {
         Ok(spec) => parse(&spec).unwrap_or_else(|e| {
-            tracing::error!("EGW_FAULT_PANIC ignored: {e}");
+            tracing::error!("{var} ignored: {e}");
             Vec::new()
         }),
         Err(_) => Vec::new(),

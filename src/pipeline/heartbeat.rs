@@ -2,7 +2,9 @@
 //! sources send theirs must come out of the store writer (which answers it once everything
 //! queued before it is committed) within the time given. A hung processing stage or store
 //! writer, or a store that cannot commit, stops the watchdog pings; an HTTP server that still
-//! answers does not keep them going.
+//! answers does not keep them going. So does a stalled poller: one that has ended no poll,
+//! answered or failed, for longer than its interval or backoff, its timeouts and
+//! `[health] source_grace` (it hangs; the probe, which does not pass through it, would not see it).
 //!
 //! Two states are waiting by design, not stuck, and keep the pings going (a restart would not
 //! help and would only loop): a full outbox with `when_full = "stop"` (the outputs must deliver
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::acquisition::SourceBatch;
+use crate::acquisition::{DeviceRegistry, SourceBatch};
 use crate::clock::Clock;
 use crate::storage::writer::OutboxStatus;
 
@@ -23,6 +25,7 @@ use crate::storage::writer::OutboxStatus;
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
     pub(super) src: mpsc::WeakSender<SourceBatch>,
+    pub(super) devices: DeviceRegistry,
     pub(super) outbox: Arc<OutboxStatus>,
     pub(super) clock: Arc<Clock>,
 }
@@ -43,6 +46,20 @@ impl Heartbeat {
     pub async fn beat(&self, within: Duration) -> Beat {
         if self.outbox.commit_failing.load(Ordering::Relaxed) {
             return Beat::Stuck("store commits are failing".into());
+        }
+        let stalled: Vec<String> = self
+            .devices
+            .iter()
+            .filter_map(|(id, st)| {
+                let d = st.stalled_for()?;
+                Some(format!("{id} for {}s", d.as_secs()))
+            })
+            .collect();
+        if !stalled.is_empty() {
+            return Beat::Stuck(format!(
+                "pollers stalled, no poll ended: {}",
+                stalled.join(", ")
+            ));
         }
         let Some(tx) = self.src.upgrade() else {
             return Beat::Waiting("the pipeline is stopping".into());

@@ -96,6 +96,7 @@ fn every_endpoint_without_a_token_on_loopback() {
         [
             "pipeline",
             "sources",
+            "pollers",
             "influxdb",
             "store",
             "outbox",

@@ -6,7 +6,10 @@
 //!   naming the check in the site's language, and 200 again once it is back;
 //! - one dead meter among live ones is a warning; every meter behind one gateway dead is 503;
 //! - the watchdog is not pinged while the store writer cannot commit (HTTP still answers), and
-//!   is pinged again as soon as it can.
+//!   is pinged again as soon as it can;
+//! - a poller that hangs without failing (the fault hook of debug builds, `EGW_FAULT_HANG`) is
+//!   503 naming its device, `energy_gateway_device_stalled` 1, and stops the watchdog pings,
+//!   while the other devices go on being stored.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -244,26 +247,35 @@ fn watchdog_pings(sock: &UnixDatagram, within: Duration) -> usize {
     n
 }
 
+/// A gateway on the simulated meters "main" and "gas" (`extra` appended to its configuration,
+/// `env` added) with a systemd watchdog of 2 s whose notify socket is returned.
+fn spawn_watched(
+    dir: &std::path::Path,
+    factory: &Factory,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Gateway, UnixDatagram) {
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut spec = ConfigSpec::new(addr.clone());
+    spec.extra = extra.to_string();
+    let config = write_config(dir, factory, &spec);
+    let mut all = vec![
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "2000000"),
+    ];
+    all.extend_from_slice(env);
+    (Gateway::spawn_with_env(&config, &addr, None, &all), sock)
+}
+
 #[test]
 fn the_watchdog_is_pinged_only_while_the_pipeline_makes_progress() {
     let factory = Factory::start();
     let dir = tempfile::tempdir().unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let port = common::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let config = write_config(dir.path(), &factory, &ConfigSpec::new(addr.clone()));
-    let gw = Gateway::spawn_with_env(
-        &config,
-        &addr,
-        None,
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "2000000"),
-        ],
-    );
+    let (gw, sock) = spawn_watched(dir.path(), &factory, "", &[]);
     // Pings every second while readings are committed.
     let t0 = Instant::now();
     while watchdog_pings(&sock, Duration::from_millis(500)) == 0 {
@@ -321,5 +333,109 @@ fn the_watchdog_is_pinged_only_while_the_pipeline_makes_progress() {
         "{}",
         gw.log()
     );
+    gw.stop();
+}
+
+/// The value of a sample line of `/metrics` (`name value`).
+fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let text = gw.get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn stored_by_device(dir: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    energy_gateway::storage::Store::open(
+        &dir.join("data/store.sqlite"),
+        energy_gateway::config::Synchronous::Normal,
+    )
+    .unwrap()
+    .count_by_device()
+    .unwrap()
+}
+
+#[test]
+fn a_poller_that_hangs_without_failing_is_503_named_and_stops_the_watchdog() {
+    let factory = Factory::start();
+    let dir = tempfile::tempdir().unwrap();
+    // "main" and "gas" are polled by pollers of their own (two Modbus TCP addresses); the one
+    // of "gas" stops being polled 6 s after it started: no answer, no failure, no panic.
+    let (gw, sock) = spawn_watched(
+        dir.path(),
+        &factory,
+        "\n[health]\nsource_grace = \"2s\"\n",
+        &[("EGW_FAULT_HANG", "source:modbus:gas:after=6s")],
+    );
+    let ok = wait_ready(&gw, 200, "pollers", true, Duration::from_secs(6));
+    assert_eq!(
+        check(&ok, "pollers").unwrap()["message"],
+        "采集任务均在运行"
+    );
+    assert_eq!(
+        metric(&gw, "energy_gateway_device_stalled{device=\"gas\"}"),
+        Some(0.0)
+    );
+    assert!(
+        watchdog_pings(&sock, Duration::from_secs(2)) >= 1,
+        "{}",
+        gw.log()
+    );
+
+    // The hang, then the poll it owes and the grace: 503, the device named, in zh by default.
+    let body = wait_ready(&gw, 503, "pollers", false, Duration::from_secs(30));
+    let log = gw.log();
+    assert!(log.contains("EGW_FAULT_HANG"), "{log}");
+    let zh = check(&body, "pollers").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(zh.starts_with("采集任务停滞"), "{zh}");
+    assert!(zh.contains("gas ("), "{zh}");
+    assert!(!zh.contains("main"), "{zh}");
+    assert!(strings(&body["problems"]).contains(&zh), "{body}");
+    // The device still looks online: no poll of it failed.
+    assert_eq!(check(&body, "sources").unwrap()["ok"], true, "{body}");
+    let en = common::http_get(&gw.addr, "/readyz?lang=en")
+        .unwrap()
+        .json();
+    let en = check(&en, "pollers").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        en.starts_with("pollers stalled") && en.contains("devices gas ("),
+        "{en}"
+    );
+    assert_eq!(
+        metric(&gw, "energy_gateway_device_stalled{device=\"gas\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, "energy_gateway_device_stalled{device=\"main\"}"),
+        Some(0.0)
+    );
+
+    // No watchdog ping while it hangs (a ping already under way may still come).
+    watchdog_pings(&sock, Duration::from_millis(1500));
+    let during = watchdog_pings(&sock, Duration::from_secs(3));
+    assert_eq!(during, 0, "pinged while a poller hangs\n{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("the pipeline makes no progress (pollers stalled, no poll ended: gas for"),
+        "{}",
+        gw.log()
+    );
+
+    // The other meter goes on being stored, the hung one does not.
+    let before = stored_by_device(dir.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stored_by_device(dir.path());
+    assert!(after["main"] > before["main"] + 5, "{before:?} → {after:?}");
+    assert_eq!(
+        after.get("gas"),
+        before.get("gas"),
+        "{before:?} → {after:?}"
+    );
+    // Still stalled, and the gateway stops cleanly.
+    assert_eq!(readyz(&gw).0, 503);
     gw.stop();
 }

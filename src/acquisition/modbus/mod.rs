@@ -18,6 +18,8 @@ pub mod templates;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,12 +38,17 @@ pub struct Started {
 }
 
 /// Starts one poller per Modbus TCP device and one per bus, for every enabled device of
-/// `devices` (the lines in `buses`).
+/// `devices` (the lines in `buses`). Each poller keeps a pulse of the polls it ends, stalled
+/// after `source_grace` more than it normally takes (see [`Poller::watch`]). `wrap` is given
+/// the ids of a poller's devices and its task before it is spawned (the fault hooks of debug
+/// builds).
 pub fn spawn_pollers(
     devices: &[DeviceConfig],
     buses: &[BusConfig],
     tx: &mpsc::Sender<SourceBatch>,
     cancel: &CancellationToken,
+    source_grace: std::time::Duration,
+    wrap: impl Fn(&[String], BoxFuture<'static, ()>) -> BoxFuture<'static, ()>,
 ) -> Started {
     let mut registry = DeviceRegistry::new();
     let mut by_bus: BTreeMap<String, Vec<Target>> = BTreeMap::new();
@@ -78,9 +85,12 @@ pub fn spawn_pollers(
     }
     let mut requests_per_cycle = BTreeMap::new();
     let mut tasks = Vec::new();
-    for p in pollers {
-        requests_per_cycle.extend(p.requests_per_cycle());
-        tasks.push(tokio::spawn(p.run(cancel.clone())));
+    for mut p in pollers {
+        let per_device = p.requests_per_cycle();
+        let ids: Vec<String> = per_device.iter().map(|(id, _)| id.to_string()).collect();
+        requests_per_cycle.extend(per_device);
+        p.watch(source_grace);
+        tasks.push(tokio::spawn(wrap(&ids, p.run(cancel.clone()).boxed())));
     }
     Started {
         devices: registry,

@@ -26,6 +26,7 @@ use super::link::Link;
 use super::plan::{overlaps, plan_spans_around, Block, Limits, Span};
 use crate::acquisition::config::{DeviceConfig, ModbusConfig, RegisterKind};
 use crate::acquisition::{DeviceStatus, LogLimiter, SourceBatch};
+use crate::health::Pulse;
 use crate::readings::{now_ms, DeviceId, Reading};
 
 /// What one planned span stands for.
@@ -205,6 +206,8 @@ pub struct Poller {
     ctx: Option<Context>,
     tx: mpsc::Sender<SourceBatch>,
     last_frame: Option<Instant>,
+    /// When a poll last ended (see [`Poller::watch`]).
+    pulse: Option<Arc<Pulse>>,
 }
 
 impl Poller {
@@ -235,7 +238,44 @@ impl Poller {
             ctx: None,
             tx,
             last_frame: None,
+            pulse: None,
         }
+    }
+
+    /// The longest one poll of a device on this link may take: a connect and every request of
+    /// a cycle, each up to its timeout after the line's gap.
+    pub fn longest_poll(&self) -> Duration {
+        let gap = self.link.inter_frame_gap().saturating_add(self.pause);
+        self.devices
+            .iter()
+            .map(|d| {
+                let steps = u32::try_from(requests_per_cycle(&d.groups))
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1);
+                d.t.modbus.timeout.saturating_add(gap).saturating_mul(steps)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Within how long the next poll ends: when the next is due (the interval, or the backoff
+    /// of a failing device), then the longest poll.
+    fn next_poll_within(&self) -> Duration {
+        let due = self.devices.iter().map(DeviceState::next_time).min();
+        due.map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+            .saturating_add(self.longest_poll())
+    }
+
+    /// Keeps a [`Pulse`] of the polls this poller ends, shared with its devices' status: a
+    /// poller that ends none for `grace` longer than it said ([`Poller::next_poll_within`]) is
+    /// stalled.
+    pub fn watch(&mut self, grace: Duration) {
+        let pulse = Arc::new(Pulse::new(self.next_poll_within(), grace));
+        for d in &self.devices {
+            d.t.status.watch(pulse.clone());
+        }
+        self.pulse = Some(pulse);
     }
 
     /// Requests per full cycle, by device id.
@@ -280,8 +320,22 @@ impl Poller {
                 _ = cancel.cancelled() => break,
                 r = self.poll_device(di) => r,
             };
-            if !readings.is_empty() && self.tx.send(SourceBatch::new(readings)).await.is_err() {
-                break; // pipeline shut down
+            let pulse = self.pulse.clone();
+            let beat = |p: &Self| {
+                if let Some(pulse) = &pulse {
+                    pulse.beat(p.next_poll_within());
+                }
+            };
+            beat(&self);
+            if !readings.is_empty() {
+                // Held back by a busy pipeline is waiting, not hanging.
+                pulse.as_deref().inspect(|p| p.set_waiting(true));
+                let sent = self.tx.send(SourceBatch::new(readings)).await;
+                pulse.as_deref().inspect(|p| p.set_waiting(false));
+                beat(&self);
+                if sent.is_err() {
+                    break; // pipeline shut down
+                }
             }
         }
         tracing::debug!(link = %self.link.describe(), "poller stopped");
