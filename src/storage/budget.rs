@@ -206,7 +206,9 @@ mod tests {
         // (The minute tier holds the hour too: it is part of what the store uses.)
         s.roll_up(i64::MAX).unwrap();
         let used = s.used_bytes().unwrap();
-        let budget = used / 2;
+        // Three quarters: met by dropping some of the delivered readings, not all (the minute
+        // tier is a good part of what the store uses).
+        let budget = used / 4 * 3;
         let r = s.enforce_budget(budget, &dests).unwrap();
         assert!(r.dropped > 0, "{r:?}");
         assert!(
