@@ -18,7 +18,9 @@
 //! runs the same load with `[accounting.service] enabled = false`, for comparison. After the run
 //! the bench times one close of the service (the month computed and stored) on the store the
 //! run filled, and prints its rate in readings per second. `EGW_BENCH_GATEWAY=PATH` runs another
-//! build of the gateway (e.g. a copy kept from before a change) under the same load.
+//! build of the gateway (e.g. a copy kept from before a change) under the same load; the bench
+//! opens the store with its own build (ids, counts), which upgrades the schema, so run an older
+//! gateway with a copy of the bench built with it when the schema changed in between.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

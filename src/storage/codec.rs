@@ -42,43 +42,85 @@ const NEXT_SERIES: u8 = 1 << 5;
 const XOR_REF: u8 = 1 << 6;
 
 /// Reference values: one value (f64 bits) per series, which the readings of version 2 blobs
-/// are encoded against.
+/// are encoded against. Series ids are dense (row ids), so the values are a vector indexed by
+/// id: decoding looks one up per reading.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RefValues {
-    values: HashMap<i64, u64>,
+    /// Series id of `dense[0]`.
+    base: i64,
+    dense: Vec<Option<u64>>,
+    /// Series ids too far from the others for `dense`.
+    sparse: HashMap<i64, u64>,
+    len: usize,
 }
 
 impl RefValues {
     pub fn new(values: HashMap<i64, u64>) -> Self {
-        RefValues { values }
+        let len = values.len();
+        let (lo, hi) = values
+            .keys()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), k| (lo.min(*k), hi.max(*k)));
+        let span = (hi as i128 - lo as i128 + 1).max(0) as u128;
+        if len == 0 || span > (4 * len as u128 + 4096) {
+            return RefValues {
+                base: 0,
+                dense: Vec::new(),
+                sparse: values,
+                len,
+            };
+        }
+        let mut dense = vec![None; span as usize];
+        for (k, v) in values {
+            dense[(k - lo) as usize] = Some(v);
+        }
+        RefValues {
+            base: lo,
+            dense,
+            sparse: HashMap::new(),
+            len,
+        }
     }
 
     /// The value of `series_id` (f64 bits).
     pub fn get(&self, series_id: i64) -> Option<u64> {
-        self.values.get(&series_id).copied()
+        match usize::try_from(series_id.wrapping_sub(self.base)) {
+            Ok(i) if i < self.dense.len() && series_id >= self.base => self.dense[i],
+            _ => self.sparse.get(&series_id).copied(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len == 0
+    }
+
+    fn entries(&self) -> Vec<(i64, u64)> {
+        let mut out: Vec<(i64, u64)> = self
+            .dense
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (self.base + i as i64, v)))
+            .chain(self.sparse.iter().map(|(k, v)| (*k, *v)))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// `version = 1 | n | n × (series id − previous (signed) | kind (1 f32, 2 f64) | value)`,
     /// series in ascending order.
     pub fn encode(&self) -> Vec<u8> {
-        let mut sids: Vec<(&i64, &u64)> = self.values.iter().collect();
-        sids.sort_unstable();
+        let sids = self.entries();
         let mut out = Vec::with_capacity(sids.len() * 6 + 8);
         out.push(1);
         put_varint(&mut out, sids.len() as u64);
         let mut prev = 0i64;
         for (sid, bits) in sids {
             put_signed(&mut out, sid.wrapping_sub(prev));
-            prev = *sid;
-            match f32_bits(*bits) {
+            prev = sid;
+            match f32_bits(bits) {
                 Some(b) => {
                     out.push(KIND_F32);
                     out.extend_from_slice(&b.to_le_bytes());
@@ -118,7 +160,7 @@ impl RefValues {
             };
             values.insert(sid, bits);
         }
-        Ok(RefValues { values })
+        Ok(RefValues::new(values))
     }
 }
 
