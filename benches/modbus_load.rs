@@ -17,7 +17,10 @@
 //! and the service computes and stores the month, quarter and year then. `EGW_BENCH_NO_SERVICE=1`
 //! runs the same load with `[accounting.service] enabled = false`, for comparison. After the run
 //! the bench times one close of the service (the month computed and stored) on the store the
-//! run filled, and prints its rate in readings per second.
+//! run filled, and prints its rate in readings per second. `EGW_BENCH_GATEWAY=PATH` runs another
+//! build of the gateway (e.g. a copy kept from before a change) under the same load; the bench
+//! opens the store with its own build (ids, counts), which upgrades the schema, so run an older
+//! gateway with a copy of the bench built with it when the schema changed in between.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -193,7 +196,12 @@ fn main() {
     let now = chrono::Utc::now().timestamp_millis();
     let boundary = ((now + 20_000) / SLOT_MS + 1) * SLOT_MS;
     let offset_s = (boundary - 20_000 - now) / 1000;
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_energy-gateway"));
+    // EGW_BENCH_GATEWAY: another build of the gateway (a copy kept from before a change), to
+    // compare two builds with the same bench.
+    let mut gw = Command::new(
+        std::env::var_os("EGW_BENCH_GATEWAY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_energy-gateway").into()),
+    );
     gw.args(["run", "--config"]).arg(&cfg_path);
     match libfaketime() {
         Some(lib) => {
@@ -234,7 +242,8 @@ fn main() {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(pid) - c0) as f64 / hz / elapsed * 100.0;
+    let c1 = cpu_ticks(pid);
+    let cpu = (c1 - c0) as f64 / hz / elapsed * 100.0;
     let written = write_bytes(pid).saturating_sub(w0);
     let hwm = status_kb(pid, "VmHWM:");
     // Readings committed during the measured window (ids are dense and ordered by commit).
@@ -297,6 +306,13 @@ fn main() {
         db_bytes as f64 / rows.max(1) as f64,
         ((pages - free) * page_size) as f64 / rows.max(1) as f64,
         wal_max as f64 / 1e6,
+    );
+    // CPU time per reading: comparable across runs on a machine shared with other work, where
+    // a share of a core over wall-clock time is not.
+    println!(
+        "  CPU: {:.2} s of the gateway (utime + stime) over the window = {:.2} µs per reading committed",
+        (c1 - c0) as f64 / hz,
+        (c1 - c0) as f64 / hz * 1e6 / stored_window.max(1) as f64,
     );
     println!(
         "  CPU curve (% of one core per {sample} s): {}",

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify_log;
 pub mod outbox;
 pub mod quarantine;
+mod refs;
 pub mod safety;
 pub mod scan;
 pub mod schema;
@@ -84,6 +85,8 @@ pub struct Store {
     batches_decoded: std::sync::atomic::AtomicU64,
     /// SQLite steps of minute prunes on this connection (see [`Store::minute_prune_steps`]).
     minute_prune_steps: std::sync::atomic::AtomicU64,
+    /// Reference values of the readings' encoding (see `refs`).
+    refs: refs::Refs,
 }
 
 /// A row of the outbox as outputs read it: the series by id (see [`Store::series`]).
@@ -180,6 +183,7 @@ impl Store {
             next_id: None,
             batches_decoded: std::sync::atomic::AtomicU64::new(0),
             minute_prune_steps: std::sync::atomic::AtomicU64::new(0),
+            refs: refs::Refs::default(),
         })
     }
 
@@ -190,6 +194,22 @@ impl Store {
         self.conn
             .execute_batch(&format!("PRAGMA cache_size=-{};", u64::from(mib) * 1024))
             .map_err(ctx("set cache size"))
+    }
+
+    /// Batches committed through this connection are encoded against reference values
+    /// (`refs`): the store writer of `run`. Other writers (imports, tools) write batches that
+    /// stand alone.
+    pub fn keep_value_refs(&mut self) {
+        self.refs.enable_writer();
+    }
+
+    /// A decoder of a batch's blob, with the reference values it names.
+    pub(crate) fn decoder<'a>(&self, blob: &'a [u8]) -> Result<codec::Decoder<'a>> {
+        let reference = match codec::ref_id(blob).map_err(batches::decode_err)? {
+            None => None,
+            Some(id) => Some(self.refs.values(&self.conn, id)?),
+        };
+        codec::Decoder::with_ref(blob, reference).map_err(batches::decode_err)
     }
 
     fn meta_i64(&self, key: &str) -> Result<i64> {
@@ -466,7 +486,7 @@ impl Store {
             .conn
             .query_row(
                 "SELECT count(*) FILTER (WHERE rootpage > 0
-                          AND tbl_name NOT IN ('reading_batches', 'minute_aggregates')),
+                          AND tbl_name NOT IN ('reading_batches', 'minute_aggregates', 'value_refs')),
                         coalesce(sum(length(sql)), 0)
                  FROM sqlite_master",
                 [],

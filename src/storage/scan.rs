@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 
 use super::batches::{ByTime, SeriesReading};
-use super::{codec, ctx, Result, Store};
+use super::{ctx, Result, Store};
 use crate::readings::{Quantity, TimestampMs};
 
 /// The series of a scan: store series id → the caller's index, and which still want readings.
@@ -215,10 +215,7 @@ impl Store {
             self.batches_decoded.fetch_add(1, Ordering::Relaxed);
             let data = row.get_ref(3).map_err(ctx("read history"))?;
             let blob = data.as_blob().map_err(|e| ctx("read history")(e.into()))?;
-            for (k, r) in codec::Decoder::new(blob)
-                .map_err(super::batches::decode_err)?
-                .enumerate()
-            {
+            for (k, r) in self.decoder(blob)?.enumerate() {
                 let r = r.map_err(super::batches::decode_err)?;
                 if r.ts_ms < from || r.ts_ms > to {
                     continue;

@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "the feeds' and accounting's tables, declared here (adopted where they exist)",
         step: Step::Sql(FEEDS_AND_ACCOUNTING),
     },
+    Migration {
+        name: "reference values of the readings' encoding (see storage::refs)",
+        step: Step::Sql(VALUE_REFS),
+    },
 ];
 
 /// The schema version of the newest migration (`PRAGMA user_version` of an up-to-date file).
@@ -120,6 +124,15 @@ CREATE TABLE reading_batches (
 );
 CREATE INDEX reading_batches_min_ts ON reading_batches (min_ts, max_ts);
 CREATE INDEX reading_batches_max_ts ON reading_batches (max_ts, min_ts);
+";
+
+const VALUE_REFS: &str = "
+-- Reference values (storage::refs): one value per series, which batches of version 2
+-- (storage::codec) are encoded against. Written once, deleted when no batch uses them.
+CREATE TABLE value_refs (
+    id   INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 ";
 
 const MINUTES: &str = "

@@ -306,6 +306,7 @@ pub fn spawn_with_status(
             let mut batch_since: Option<Instant> = None;
             let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
             let mut evict_log = crate::log_limit::LogLimiter::new(Duration::from_secs(60));
+            store.keep_value_refs();
             if let Err(e) = store.set_cache_mib(opts.cache_mib) {
                 tracing::warn!("{e}");
             }
