@@ -88,8 +88,10 @@ fn a_broker_or_a_destination_down_beyond_its_grace_is_503_until_it_returns() {
     assert!(check(&body, "mqtt_source").is_some(), "{body}");
 
     // The broker goes away: a warning at once, 503 only after source_grace.
-    broker.stop();
+    // The clock starts before the stop: the gateway may see the broker go while `stop` waits
+    // for the process to end.
     let stopped = Instant::now();
+    broker.stop();
     let warned = wait_for(
         "a warning about the broker",
         Duration::from_secs(10),
@@ -132,8 +134,8 @@ fn a_broker_or_a_destination_down_beyond_its_grace_is_503_until_it_returns() {
     wait_ready(&gw, 200, "mqtt_source", true, Duration::from_secs(30));
 
     // InfluxDB goes away while readings keep coming: 503 after sink_grace, named.
-    influx.stop();
     let stopped = Instant::now();
+    influx.stop();
     let body = wait_ready(&gw, 503, "influxdb", false, Duration::from_secs(40));
     assert!(
         stopped.elapsed() >= Duration::from_secs(4),
