@@ -5,7 +5,8 @@
 //! separate process (this bench re-executed), so the numbers are the gateway's alone, sampled
 //! from /proc: CPU % of one core (overall and a curve per sample period), resident memory,
 //! bytes the gateway wrote to disk (`write_bytes` of /proc/PID/io) per stored reading, bytes
-//! on disk per stored reading, the largest WAL seen, and the share of readings forwarded.
+//! on disk per stored reading, the largest WAL seen, and the share of readings forwarded; and
+//! curves of CPU, RSS and WAL size per sample period (`EGW_BENCH_SAMPLE` seconds).
 //!
 //!   cargo bench --bench modbus_load                    # 500 devices, 30 registers, 60 s
 //!   cargo bench --bench modbus_load -- 100 30 20       # devices, registers, seconds
@@ -13,14 +14,18 @@
 //!
 //! Every device is an electricity meter whose `energy_import` counter the accounts use, so the
 //! accounting service of `run` keeps the books of 500 counters: the gateway's clock is shifted
-//! (libfaketime, when installed) so that a 15-minute interval closes 15 s into the measurement
-//! and the service computes and stores the month, quarter and year then. `EGW_BENCH_NO_SERVICE=1`
+//! (libfaketime, when installed; runs of 20 minutes or more use the real clock) so that a
+//! 15-minute interval closes 15 s into the measurement and the service computes and stores the
+//! month, quarter and year then. The service runs with its default settings (the period in
+//! progress recomputed every 5 minutes; `EGW_BENCH_REPUBLISH=5s` for more). `EGW_BENCH_NO_SERVICE=1`
 //! runs the same load with `[accounting.service] enabled = false`, for comparison. After the run
 //! the bench times one close of the service (the month computed and stored) on the store the
 //! run filled, and prints its rate in readings per second. `EGW_BENCH_GATEWAY=PATH` runs another
 //! build of the gateway (e.g. a copy kept from before a change) under the same load; the bench
 //! opens the store with its own build (ids, counts), which upgrades the schema, so run an older
-//! gateway with a copy of the bench built with it when the schema changed in between.
+//! gateway with a copy of the bench built with it when the schema changed in between. The
+//! gateway runs with `MALLOC_ARENA_MAX=2`, as the systemd unit and the container image set it
+//! (`EGW_BENCH_ARENAS` for another value).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -141,6 +146,9 @@ fn main() {
     let ports: Vec<u16> = line.trim().split(',').map(|p| p.parse().unwrap()).collect();
 
     let service = std::env::var_os("EGW_BENCH_NO_SERVICE").is_none();
+    // How often the service recomputes the period in progress: the default (5 min) unless
+    // EGW_BENCH_REPUBLISH says otherwise.
+    let republish = std::env::var("EGW_BENCH_REPUBLISH").unwrap_or_else(|_| "5m".into());
     // The store lives under target/ (a real disk, as on a gateway; /tmp may be tmpfs, whose
     // writes /proc/PID/io does not count).
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -149,7 +157,7 @@ fn main() {
     influx.create_database("energy");
     let mut cfg = format!(
         "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n\
-         [accounting.service]\nenabled = {service}\ninterval_grace = \"2s\"\nrepublish_every = \"5s\"\n",
+         [accounting.service]\nenabled = {service}\ninterval_grace = \"2s\"\nrepublish_every = \"{republish}\"\n",
         dir.path().display()
     );
     cfg += &format!(
@@ -203,13 +211,23 @@ fn main() {
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_energy-gateway").into()),
     );
     gw.args(["run", "--config"]).arg(&cfg_path);
-    match libfaketime() {
+    // As the systemd unit and the container image run it (EGW_BENCH_ARENAS to change).
+    gw.env(
+        "MALLOC_ARENA_MAX",
+        std::env::var("EGW_BENCH_ARENAS").unwrap_or_else(|_| "2".into()),
+    );
+    // A run of 20 minutes or more sees intervals close on the real clock; shorter ones shift
+    // the gateway's clock (libfaketime, which costs the gateway some CPU of its own).
+    match libfaketime().filter(|_| seconds < 1200) {
         Some(lib) => {
             gw.env("LD_PRELOAD", lib)
                 .env("FAKETIME", format!("{offset_s:+}"))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
-        None => eprintln!("libfaketime not installed: no interval closes during the run"),
+        None if seconds < 1200 => {
+            eprintln!("libfaketime not installed: no interval closes during the run")
+        }
+        None => {}
     }
     let mut gw = gw.spawn().unwrap();
     let pid = gw.id();
@@ -230,15 +248,27 @@ fn main() {
     let mut wal_max = 0;
     let (mut last_t, mut last_c) = (Instant::now(), c0);
     let mut curve = Vec::new();
+    // The largest RSS and WAL within each sample period, for the curves.
+    let (mut rss_period, mut wal_period) = (0, 0);
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
-        rss_max = rss_max.max(status_kb(pid, "VmRSS:"));
-        wal_max = wal_max.max(file_len(&wal_path));
+        let rss = status_kb(pid, "VmRSS:");
+        let wal = file_len(&wal_path);
+        rss_max = rss_max.max(rss);
+        wal_max = wal_max.max(wal);
+        rss_period = rss_period.max(rss);
+        wal_period = wal_period.max(wal);
         if last_t.elapsed() >= Duration::from_secs(sample) {
             let c = cpu_ticks(pid);
             let pct = (c - last_c) as f64 / hz / last_t.elapsed().as_secs_f64() * 100.0;
-            curve.push(format!("{:.0}s {pct:.2}%", t0.elapsed().as_secs_f64()));
+            curve.push(format!(
+                "{:.0}s {pct:.2}% {:.1}MB wal {:.1}MB",
+                t0.elapsed().as_secs_f64(),
+                rss_period as f64 / 1024.0,
+                wal_period as f64 / 1e6
+            ));
             (last_t, last_c) = (Instant::now(), c);
+            (rss_period, wal_period) = (0, 0);
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
@@ -246,6 +276,9 @@ fn main() {
     let cpu = (c1 - c0) as f64 / hz / elapsed * 100.0;
     let written = write_bytes(pid).saturating_sub(w0);
     let hwm = status_kb(pid, "VmHWM:");
+    // What the resident memory is at the end: heap and stacks, or pages of the binary and
+    // libraries.
+    let (anon, file) = (status_kb(pid, "RssAnon:"), status_kb(pid, "RssFile:"));
     // Readings committed during the measured window (ids are dense and ordered by commit).
     let stored_window = max_id(&store_path) - id0;
     let _ = Command::new("kill")
@@ -292,9 +325,11 @@ fn main() {
     let per_s = rows as f64 / (elapsed + 5.0);
     let expected = devices as f64 * f64::from(registers / 2);
     println!(
-        "modbus load: {devices} devices x {registers} registers at 1 s for {elapsed:.0} s forwarding to influxd: gateway CPU {cpu:.2} % of one core, RSS max {:.1} MB (high-water {:.1} MB); {rows} readings stored ({per_s:.0}/s over the whole run, {:.1} % of {expected:.0}/s), {:.1} % forwarded",
+        "modbus load: {devices} devices x {registers} registers at 1 s for {elapsed:.0} s forwarding to influxd: gateway CPU {cpu:.2} % of one core, RSS max {:.1} MB (high-water {:.1} MB; at the end {:.1} MB anonymous, {:.1} MB file pages); {rows} readings stored ({per_s:.0}/s over the whole run, {:.1} % of {expected:.0}/s), {:.1} % forwarded",
         rss_max as f64 / 1024.0,
         hwm as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0,
         per_s / expected * 100.0,
         if rows > 0 { delivered as f64 / rows as f64 * 100.0 } else { 0.0 },
     );
@@ -315,7 +350,7 @@ fn main() {
         (c1 - c0) as f64 / hz * 1e6 / stored_window.max(1) as f64,
     );
     println!(
-        "  CPU curve (% of one core per {sample} s): {}",
+        "  curves per {sample} s (CPU % of one core, largest RSS, largest WAL): {}",
         curve.join(", ")
     );
     drop(influx);

@@ -13,6 +13,61 @@ use serde::{Deserialize, Serialize};
 /// the same reading to a time-series database overwrites the earlier write instead of duplicating it.
 pub type TimestampMs = i64;
 
+/// The latest good value of every series seen, by device and quantity: looked up and updated
+/// for every reading (processing, alerting), so neither allocates nor hashes more than the
+/// device id once.
+#[derive(Debug, Default, Clone)]
+pub struct LatestValues {
+    devices: std::collections::HashMap<Box<str>, Vec<(Quantity, TimestampMs, f64)>, FastHash>,
+}
+
+/// A fast hasher for keys that come from the configuration and the store, not from an attacker
+/// able to pick colliding ids (ids from MQTT topics are checked and bounded before they get here).
+type FastHash = foldhash::fast::RandomState;
+
+impl LatestValues {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The latest (time, value) of a series.
+    pub fn get(&self, device: &str, quantity: Quantity) -> Option<(TimestampMs, f64)> {
+        self.devices
+            .get(device)?
+            .iter()
+            .find(|(q, _, _)| *q == quantity)
+            .map(|&(_, ts, v)| (ts, v))
+    }
+
+    /// Records a series' latest value (the device id is copied the first time only).
+    pub fn insert(&mut self, device: &str, quantity: Quantity, ts_ms: TimestampMs, value: f64) {
+        let series = match self.devices.get_mut(device) {
+            Some(s) => s,
+            None => self.devices.entry(device.into()).or_default(),
+        };
+        match series.iter_mut().find(|(q, _, _)| *q == quantity) {
+            Some(e) => *e = (quantity, ts_ms, value),
+            None => series.push((quantity, ts_ms, value)),
+        }
+    }
+
+    /// Every series: (device, quantity, time, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Quantity, TimestampMs, f64)> + '_ {
+        self.devices
+            .iter()
+            .flat_map(|(d, s)| s.iter().map(move |&(q, ts, v)| (&**d, q, ts, v)))
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.devices.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
 /// Whether `s` is a valid device (or site) id: 1-64 characters of A-Z, a-z, 0-9, '-', '_' or
 /// '.', so that ids from the outside (MQTT topics) cannot collide in outputs (`m1 ` and `m1\`
 /// would be the same InfluxDB series as `m1`) or grow without bound.

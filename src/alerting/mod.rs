@@ -85,7 +85,7 @@ pub struct AlertEngine {
     /// Deadman rules by device.
     by_device: HashMap<String, Vec<usize>>,
     /// Latest good values (imbalance needs the children's).
-    latest: HashMap<(String, Quantity), (TimestampMs, f64)>,
+    latest: crate::readings::LatestValues,
     started_ms: TimestampMs,
 }
 
@@ -117,7 +117,7 @@ impl AlertEngine {
             rules,
             by_series,
             by_device,
-            latest: HashMap::new(),
+            latest: crate::readings::LatestValues::new(),
             started_ms: now_ms,
         }
     }
@@ -153,8 +153,7 @@ impl AlertEngine {
         let Some(v) = r.good_value() else {
             return out;
         };
-        self.latest
-            .insert((r.device.clone(), r.quantity), (r.ts_ms, v));
+        self.latest.insert(&r.device, r.quantity, r.ts_ms, v);
         // A good reading ends a deadman alert on that device.
         if let Some(idx) = self.by_device.get(&r.device).cloned() {
             for i in idx {
@@ -406,8 +405,8 @@ impl AlertEngine {
                 let w = c.window.as_millis() as i64;
                 let mut sum = 0.0;
                 for child in &c.children {
-                    match self.latest.get(&(child.clone(), r.quantity)) {
-                        Some((t, x)) if r.ts_ms - *t <= w => sum += x,
+                    match self.latest.get(child, r.quantity) {
+                        Some((t, x)) if r.ts_ms - t <= w => sum += x,
                         _ => return None, // a child without a recent value: cannot judge
                     }
                 }

@@ -123,14 +123,14 @@ fn latest_of(gw: &GatewayView, device: Option<&str>, quantity: Option<Quantity>)
     let latest = gw.latest.lock().unwrap_or_else(|p| p.into_inner());
     let mut out: Vec<LatestOut> = latest
         .iter()
-        .filter(|((d, q), _)| device.is_none_or(|x| x == d) && quantity.is_none_or(|x| x == *q))
-        .map(|((d, q), (ts, v))| LatestOut {
-            device: d.clone(),
-            quantity: *q,
+        .filter(|(d, q, _, _)| device.is_none_or(|x| x == *d) && quantity.is_none_or(|x| x == *q))
+        .map(|(d, q, ts, v)| LatestOut {
+            device: d.to_string(),
+            quantity: q,
             unit: q.unit(),
-            value: *v,
-            ts_ms: *ts,
-            time: local_rfc3339(&gw.config, *ts),
+            value: v,
+            ts_ms: ts,
+            time: local_rfc3339(&gw.config, ts),
         })
         .collect();
     out.sort_by(|a, b| {

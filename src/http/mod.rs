@@ -113,7 +113,7 @@ impl GatewayView {
         let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = None;
         for m in &self.config.site.main_meters {
-            if let Some((_, v)) = latest.get(&(m.clone(), Quantity::ActivePower)) {
+            if let Some((_, v)) = latest.get(m, Quantity::ActivePower) {
                 *total.get_or_insert(0.0) += v;
             }
         }

@@ -8,7 +8,7 @@
 pub mod metrics;
 pub mod time_gate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 
 use crate::acquisition::SourceBatch;
 use crate::alerting::AlertEngine;
-use crate::readings::{Quantity, TimestampMs};
+use crate::readings::Quantity;
 use crate::storage::writer::{OutboxStatus, StoreCommand};
 use crate::storage::Store;
 
 /// The latest good value of every series seen since start.
-pub type LatestValues = HashMap<(String, Quantity), (TimestampMs, f64)>;
+pub use crate::readings::LatestValues;
 
 /// Counters of the processing stage.
 #[derive(Debug)]
@@ -245,7 +245,7 @@ pub async fn process(
                     r.normalize();
                     match r.good_value() {
                         Some(v) => {
-                            latest.insert((r.device.clone(), r.quantity), (r.ts_ms, v));
+                            latest.insert(&r.device, r.quantity, r.ts_ms, v);
                         }
                         None => {
                             stats.bad_readings.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +299,7 @@ pub fn site_power(main_meters: &[String], latest: &Mutex<LatestValues>) -> Optio
     let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
     let mut total = None;
     for m in main_meters {
-        if let Some((_, v)) = latest.get(&(m.clone(), Quantity::ActivePower)) {
+        if let Some((_, v)) = latest.get(m, Quantity::ActivePower) {
             *total.get_or_insert(0.0) += v;
         }
     }

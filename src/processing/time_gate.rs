@@ -151,15 +151,15 @@ impl TimeGate {
                     rfc3339_utc(Some(r.ts_ms))
                 ))
             } else {
-                match latest.get(&(r.device.clone(), r.quantity)) {
+                match latest.get(&r.device, r.quantity) {
                     Some((prev, _))
-                        if *prev > r.ts_ms
+                        if prev > r.ts_ms
                             && obs.wall_ms.saturating_sub(r.ts_ms).abs() <= LOCAL_WINDOW_MS =>
                     {
                         Some(format!(
                             "dated {}, before the previous reading of the series ({}): the clock stepped back",
                             rfc3339_utc(Some(r.ts_ms)),
-                            rfc3339_utc(Some(*prev))
+                            rfc3339_utc(Some(prev))
                         ))
                     }
                     _ => None,
@@ -235,7 +235,7 @@ mod tests {
     fn a_trusted_clock_passes_readings_and_rejects_absurd_times() {
         let mut gate = TimeGate::new(Clock::with_floor(None, 1_000_000));
         let mut latest = LatestValues::new();
-        latest.insert(("m".into(), Quantity::EnergyImport), (now() + 30_000, 5.0));
+        latest.insert("m", Quantity::EnergyImport, now() + 30_000, 5.0);
         let out = gate.admit(
             SourceBatch::new(vec![
                 Reading::new("m", Quantity::ActivePower, 1.0, now()),

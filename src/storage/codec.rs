@@ -24,7 +24,6 @@
 //! The reference is immutable and kept while a batch refers to it; version 1 blobs (no
 //! reference) stay readable and are still written where no reference is kept.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::readings::{Quality, TimestampMs};
@@ -50,12 +49,12 @@ pub struct RefValues {
     base: i64,
     dense: Vec<Option<u64>>,
     /// Series ids too far from the others for `dense`.
-    sparse: HashMap<i64, u64>,
+    sparse: foldhash::HashMap<i64, u64>,
     len: usize,
 }
 
 impl RefValues {
-    pub fn new(values: HashMap<i64, u64>) -> Self {
+    pub fn new(values: foldhash::HashMap<i64, u64>) -> Self {
         let len = values.len();
         let (lo, hi) = values
             .keys()
@@ -76,7 +75,7 @@ impl RefValues {
         RefValues {
             base: lo,
             dense,
-            sparse: HashMap::new(),
+            sparse: Default::default(),
             len,
         }
     }
@@ -140,7 +139,10 @@ impl RefValues {
             return Err(DecodeError("unknown reference version"));
         }
         let n = d.varint()?;
-        let mut values = HashMap::with_capacity(n.min(1 << 20) as usize);
+        let mut values = foldhash::HashMap::with_capacity_and_hasher(
+            n.min(1 << 20) as usize,
+            Default::default(),
+        );
         let mut sid = 0i64;
         for _ in 0..n {
             sid = sid.wrapping_add(d.signed()?);
@@ -591,7 +593,11 @@ mod tests {
         });
         with_ref(&other, &reference);
         // f64 reference values, exact.
-        let f64s = RefValues::new([(1, 0.1f64.to_bits()), (-3, (-0.0f64).to_bits())].into());
+        let f64s = RefValues::new(
+            [(1, 0.1f64.to_bits()), (-3, (-0.0f64).to_bits())]
+                .into_iter()
+                .collect(),
+        );
         with_ref(
             &[
                 Encoded {
@@ -613,7 +619,7 @@ mod tests {
 
     #[test]
     fn a_blob_without_its_reference_is_an_error() {
-        let values = RefValues::new([(1, 2.0f64.to_bits())].into());
+        let values = RefValues::new([(1, 2.0f64.to_bits())].into_iter().collect());
         let blob = encode_with(
             std::iter::once((1, 1000, Some(2.0), &Quality::Good)),
             Some((3, &values)),

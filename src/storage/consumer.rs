@@ -107,6 +107,11 @@ impl<F: Feed> Consumer<F> {
         self.track.as_ref().map(|t| t.cursor)
     }
 
+    /// The position the next read starts after (None before the cursor was loaded).
+    pub fn next_after(&self) -> Option<F::Pos> {
+        self.track.as_ref().map(Track::next_after)
+    }
+
     /// Sends waiting for confirmation.
     pub fn in_flight(&self) -> usize {
         self.track.as_ref().map_or(0, |t| t.sent.len())

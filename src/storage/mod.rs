@@ -24,7 +24,7 @@ pub mod tiers;
 pub mod wal;
 pub mod writer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -78,7 +78,7 @@ pub struct AlertEvent {
 pub struct Store {
     conn: Connection,
     /// device → quantity → series id
-    series: HashMap<String, HashMap<Quantity, i64>>,
+    series: foldhash::HashMap<String, foldhash::HashMap<Quantity, i64>>,
     /// Id the next inserted reading gets (known once this connection has inserted).
     next_id: Option<i64>,
     /// Batches decoded by history reads on this connection (see [`Store::batches_decoded`]).
@@ -179,7 +179,7 @@ impl Store {
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn,
-            series: HashMap::new(),
+            series: Default::default(),
             next_id: None,
             batches_decoded: std::sync::atomic::AtomicU64::new(0),
             minute_prune_steps: std::sync::atomic::AtomicU64::new(0),

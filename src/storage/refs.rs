@@ -13,7 +13,6 @@
 //! are those from the oldest batch's on; older ones are deleted with the batches
 //! ([`Store::delete_ids`](super::Store)), and the newest one is always kept.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -36,7 +35,7 @@ const OLDEST_LOOKED_AT: i64 = 100;
 /// The writer's side: the latest value of each series and the current reference.
 #[derive(Debug, Default)]
 struct RefWriter {
-    latest: HashMap<i64, u64>,
+    latest: foldhash::HashMap<i64, u64>,
     current: Option<(i64, Arc<RefValues>)>,
     /// Readings encoded against the current reference.
     used: u64,

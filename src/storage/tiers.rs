@@ -24,8 +24,6 @@
 //! of each kept minute; [`Store::history`] returns readings or aggregates for a range from
 //! whichever tier holds them.
 
-use std::collections::HashMap;
-
 use rusqlite::{params, OptionalExtension};
 
 use super::batches::SeriesReading;
@@ -203,7 +201,7 @@ impl Store {
         if through <= done {
             return Ok(0);
         }
-        let mut aggs: HashMap<(i64, i64), Agg> = HashMap::new();
+        let mut aggs: foldhash::HashMap<(i64, i64), Agg> = Default::default();
         let mut rolled = 0u64;
         let mut failed = None;
         self.scan_ids(done, |id, r| {
@@ -231,7 +229,7 @@ impl Store {
     }
 
     /// Merges `aggs` into the minute table and empties it.
-    fn merge_minutes(&self, aggs: &mut HashMap<(i64, i64), Agg>) -> Result<()> {
+    fn merge_minutes(&self, aggs: &mut foldhash::HashMap<(i64, i64), Agg>) -> Result<()> {
         let mut keys: Vec<_> = aggs.keys().copied().collect();
         keys.sort_unstable();
         // Minutes the minute prune has already passed (late readings): the next prune looks

@@ -241,7 +241,10 @@ pub fn push_reading(
     out.push_str(series);
     out.push(' ');
     if let Some(v) = r.value.filter(|v| v.is_finite()) {
-        let _ = write!(out, "value={v:?},");
+        // Shortest round-trip form, always with a decimal point or an exponent (a float field).
+        out.push_str("value=");
+        out.push_str(ryu::Buffer::new().format_finite(v));
+        out.push(',');
     }
     out.push_str("quality=");
     push_string_field(out, r.quality.as_str());
@@ -249,7 +252,9 @@ pub fn push_reading(
         out.push_str(",reason=");
         push_string_field(out, reason);
     }
-    let _ = writeln!(out, " {ts}");
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(ts));
+    out.push('\n');
     Ok(())
 }
 
@@ -309,6 +314,47 @@ mod tests {
             "reading,device=m value=12.0,quality=\"good\" 1700000000123\n\
              reading,device=m quality=\"bad\",reason=\"modbus exception: \\\"2\\\"\" 5\n"
         );
+    }
+
+    #[test]
+    fn values_are_written_exactly_and_as_floats() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            230.5,
+            -1.25e-7,
+            0.1,
+            1e16,
+            1e21,
+            123_456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::from(231.7f32),
+        ] {
+            let mut out = String::new();
+            push_reading(
+                &mut out,
+                "r",
+                &Reading::new("m", Quantity::ActivePower, v, 1),
+                Precision::Ms,
+            )
+            .unwrap();
+            let text = out
+                .strip_prefix("r value=")
+                .and_then(|t| t.split(',').next())
+                .unwrap();
+            assert!(
+                text.contains(['.', 'e']),
+                "{text} would be read as an integer"
+            );
+            assert_eq!(
+                text.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{text}"
+            );
+            assert!(out.ends_with(" 1\n"), "{out}");
+        }
     }
 
     #[test]

@@ -302,7 +302,7 @@ pub struct InfluxOutput {
     /// The other series, each by a cursor of its own (one more connection).
     streams: Vec<Consumer<streams::StreamFeed>>,
     /// series id → series key (None: the series cannot be written)
-    series: HashMap<i64, Option<Arc<str>>>,
+    series: foldhash::HashMap<i64, Option<Arc<str>>>,
     mapping: TagMapping,
     site_tags: Vec<(&'static str, String)>,
     device_tags: HashMap<String, Vec<(&'static str, String)>>,
@@ -387,7 +387,7 @@ impl InfluxOutput {
             auth,
             readings,
             streams,
-            series: HashMap::new(),
+            series: Default::default(),
             site_tags,
             device_tags,
             status,
@@ -812,6 +812,8 @@ impl InfluxOutput {
         let dest = self.dest.clone();
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut partial_since: Option<tokio::time::Instant> = None;
+        // The newest committed id when the partial batch was read.
+        let mut partial_seen_at = 0i64;
         let mut successes_since_split = 0u32;
         // When the other series are next looked at.
         let mut streams_due = tokio::time::Instant::now();
@@ -825,6 +827,24 @@ impl InfluxOutput {
                 break;
             }
             let limit = self.batch_size;
+            // A partial batch was seen: read again only once a full batch has been committed
+            // (reading ids are dense) or the flush is due, so the rows are read and decoded once.
+            if let (false, Some(since), Some(after)) =
+                (draining, partial_since, self.readings.next_after())
+            {
+                let newest = *committed.borrow();
+                let full =
+                    newest != partial_seen_at && newest.saturating_sub(after) >= limit as i64;
+                if !full && tokio::time::Instant::now() < since + self.cfg.flush_interval {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        r = committed.changed() => { if r.is_err() { stop.cancelled().await; } }
+                        _ = tokio::time::sleep_until(since + self.cfg.flush_interval) => {}
+                    }
+                    continue;
+                }
+            }
+            let seen_at = *committed.borrow_and_update();
             let rows = match self.readings.next_up_to(limit).await {
                 Ok(r) => {
                     if let Some(c) = self.readings.cursor() {
@@ -883,12 +903,9 @@ impl InfluxOutput {
                 // A partial batch waits until it fills or until flush_interval has passed since
                 // it was first seen.
                 let since = *partial_since.get_or_insert_with(tokio::time::Instant::now);
-                let due = since + self.cfg.flush_interval;
-                if tokio::time::Instant::now() < due {
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep_until(due) => {}
-                    }
+                if tokio::time::Instant::now() < since + self.cfg.flush_interval {
+                    // Waits above for a full batch or the flush.
+                    partial_seen_at = seen_at;
                     continue;
                 }
             }
