@@ -25,7 +25,8 @@
 //! opens the store with its own build (ids, counts), which upgrades the schema, so run an older
 //! gateway with a copy of the bench built with it when the schema changed in between. The
 //! gateway runs with `MALLOC_ARENA_MAX=2`, as the systemd unit and the container image set it
-//! (`EGW_BENCH_ARENAS` for another value).
+//! (`EGW_BENCH_ARENAS` for another value). `EGW_BENCH_STORAGE="cache_mib = 2"` adds `[storage]`
+//! settings (several separated by `;`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -149,6 +150,10 @@ fn main() {
     // How often the service recomputes the period in progress: the default (5 min) unless
     // EGW_BENCH_REPUBLISH says otherwise.
     let republish = std::env::var("EGW_BENCH_REPUBLISH").unwrap_or_else(|_| "5m".into());
+    // More `[storage]` settings, one `key = value` a line (e.g. `cache_mib = 2`).
+    let storage_extra = std::env::var("EGW_BENCH_STORAGE")
+        .map(|v| v.replace(';', "\n") + "\n")
+        .unwrap_or_default();
     // The store lives under target/ (a real disk, as on a gateway; /tmp may be tmpfs, whose
     // writes /proc/PID/io does not count).
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -156,7 +161,7 @@ fn main() {
     let influx = common::Influxd::start();
     influx.create_database("energy");
     let mut cfg = format!(
-        "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n\
+        "[site]\nid = \"bench\"\n[log]\nlevel = \"warn\"\n[storage]\ndata_dir = \"{}\"\n{storage_extra}\
          [accounting.service]\nenabled = {service}\ninterval_grace = \"2s\"\nrepublish_every = \"{republish}\"\n",
         dir.path().display()
     );

@@ -344,10 +344,7 @@ impl Store {
         if through <= after {
             return Ok(0);
         }
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(ctx("begin delete"))?;
+        let tx = self.write_transaction("begin delete")?;
         // Nothing leaves the raw tier before it is in the minute tier.
         self.roll_up_in_tx(through)?;
         let mut dropped_ts = i64::MIN;

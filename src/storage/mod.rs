@@ -187,9 +187,16 @@ impl Store {
         })
     }
 
+    /// A transaction that reads, then writes: begun with the write lock (waiting for it up to the
+    /// busy timeout). Begun as a reader it would fail at once with "database is locked" when
+    /// another connection (an import, a tool) committed between its reads and its first write.
+    pub(crate) fn write_transaction(&self, op: &'static str) -> Result<rusqlite::Transaction<'_>> {
+        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(ctx(op))
+    }
+
     /// Gives this connection a page cache of `mib` MiB (SQLite's default is 2 MiB). The store
-    /// writer uses 32 MiB, so the index pages of a few thousand series stay in memory and group
-    /// commits do not read them back from the OS; readers keep the default.
+    /// writer uses `[storage] cache_mib` (8 MiB by default); readers keep SQLite's default.
     pub fn set_cache_mib(&self, mib: u32) -> Result<()> {
         self.conn
             .execute_batch(&format!("PRAGMA cache_size=-{};", u64::from(mib) * 1024))

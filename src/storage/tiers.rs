@@ -184,10 +184,7 @@ impl Store {
     /// Rolls every reading with an id up to `through` (all with `i64::MAX`) that is not rolled up
     /// yet into the minute tier. Returns how many readings were rolled up.
     pub fn roll_up(&self, through: i64) -> Result<u64> {
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(ctx("begin roll-up"))?;
+        let tx = self.write_transaction("begin roll-up")?;
         let n = self.roll_up_in_tx(through)?;
         tx.commit().map_err(ctx("commit roll-up"))?;
         Ok(n)
@@ -440,10 +437,7 @@ impl Store {
         let from = late.map_or(done, |m| done.min(m.div_euclid(15) * 15));
         let cut = cut.max(done);
         let series = self.series_kinds()?;
-        let tx = self
-            .conn
-            .unchecked_transaction()
-            .map_err(ctx("begin minute prune"))?;
+        let tx = self.write_transaction("begin minute prune")?;
         let mut doomed: Vec<(i64, i64)> = Vec::new();
         let mut steps = 0u64;
         {
@@ -789,6 +783,51 @@ mod tests {
             }
             s.insert_readings(&rs).unwrap();
         }
+    }
+
+    #[test]
+    fn a_roll_up_waits_for_another_writer_instead_of_failing() {
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut s = Store::open(&path, Synchronous::Normal).unwrap();
+        s.insert_readings(&[Reading::new("m", Quantity::ActivePower, 1.0, T0)])
+            .unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let written = std::sync::Arc::new(AtomicI64::new(0));
+        // Another connection (an import, a tool) commits readings as fast as it can.
+        let other = {
+            let (path, stop, written) = (path.clone(), stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut o = Store::open(&path, Synchronous::Normal).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = written.fetch_add(1, Ordering::Relaxed) + 1;
+                    o.insert_readings(&[Reading::new("m", Quantity::ActivePower, 1.0, T0 + i)])
+                        .unwrap();
+                }
+            })
+        };
+        // Roll-ups interleaved with 200 of its commits (or for 20 s at most).
+        let mut failures = Vec::new();
+        let (started, mut rollups) = (std::time::Instant::now(), 0);
+        while written.load(Ordering::Relaxed) < 200 && started.elapsed().as_secs() < 20 {
+            if let Err(e) = s.roll_up(i64::MAX) {
+                failures.push(e.to_string());
+            }
+            rollups += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        other.join().unwrap();
+        assert!(
+            written.load(Ordering::Relaxed) >= 200,
+            "the other writer was starved"
+        );
+        assert!(
+            failures.is_empty(),
+            "{} of {rollups} roll-ups failed: {:?}",
+            failures.len(),
+            failures.first()
+        );
     }
 
     fn samples(s: &Store, from: i64, to: i64) -> Vec<(i64, f64, bool)> {
