@@ -835,11 +835,20 @@ impl InfluxOutput {
                 let newest = *committed.borrow();
                 let full =
                     newest != partial_seen_at && newest.saturating_sub(after) >= limit as i64;
-                if !full && tokio::time::Instant::now() < since + self.cfg.flush_interval {
+                let due = since + self.cfg.flush_interval;
+                if !full && tokio::time::Instant::now() < due {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        r = committed.changed() => { if r.is_err() { stop.cancelled().await; } }
-                        _ = tokio::time::sleep_until(since + self.cfg.flush_interval) => {}
+                        r = committed.changed() => {
+                            if r.is_err() {
+                                // No writer tells of commits any more: the flush still comes.
+                                tokio::select! {
+                                    _ = stop.cancelled() => {}
+                                    _ = tokio::time::sleep_until(due) => {}
+                                }
+                            }
+                        }
+                        _ = tokio::time::sleep_until(due) => {}
                     }
                     continue;
                 }
