@@ -57,15 +57,6 @@ impl LatestValues {
             .iter()
             .flat_map(|(d, s)| s.iter().map(move |&(q, ts, v)| (&**d, q, ts, v)))
     }
-
-    /// Number of series.
-    pub fn len(&self) -> usize {
-        self.devices.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
 }
 
 /// Whether `s` is a valid device (or site) id: 1-64 characters of A-Z, a-z, 0-9, '-', '_' or
@@ -549,6 +540,29 @@ mod tests {
                 q
             );
         }
+    }
+
+    #[test]
+    fn latest_values_keep_one_value_per_device_and_quantity() {
+        let mut l = LatestValues::new();
+        l.insert("m1", Quantity::ActivePower, 1, 10.0);
+        l.insert("m1", Quantity::ActivePower, 2, 11.0);
+        l.insert("m1", Quantity::Frequency, 2, 50.0);
+        l.insert("m2", Quantity::ActivePower, 3, 20.0);
+        assert_eq!(l.get("m1", Quantity::ActivePower), Some((2, 11.0)));
+        assert_eq!(l.get("m2", Quantity::ActivePower), Some((3, 20.0)));
+        assert_eq!(l.get("m2", Quantity::Frequency), None);
+        assert_eq!(l.get("m3", Quantity::ActivePower), None);
+        let mut all: Vec<_> = l.iter().collect();
+        all.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        assert_eq!(
+            all,
+            [
+                ("m1", Quantity::ActivePower, 2, 11.0),
+                ("m1", Quantity::Frequency, 2, 50.0),
+                ("m2", Quantity::ActivePower, 3, 20.0)
+            ]
+        );
     }
 
     #[test]
