@@ -91,7 +91,7 @@ impl Link {
             match self {
                 Link::Tcp(addr) => {
                     let sock = resolve(addr).await?;
-                    tokio_modbus::client::tcp::connect_slave(sock, slave).await
+                    super::tcp_client::connect(sock, slave).await
                 }
                 Link::RtuOverTcp(addr) => {
                     let sock = resolve(addr).await?;

@@ -13,6 +13,7 @@ pub mod link;
 pub mod plan;
 pub mod probe;
 pub mod scheduler;
+mod tcp_client;
 pub mod templates;
 
 use std::collections::BTreeMap;
