@@ -24,10 +24,8 @@
 //! build of the gateway (e.g. a copy kept from before a change) under the same load; the bench
 //! opens the store with its own build (ids, counts), which upgrades the schema, so run an older
 //! gateway with a copy of the bench built with it when the schema changed in between. The
-//! gateway runs with `MALLOC_ARENA_MAX=2`, `MIMALLOC_ARENA_EAGER_COMMIT=0` and
-//! `MIMALLOC_PURGE_DELAY=0`, as the systemd unit and the container image set them
-//! (`EGW_BENCH_ARENAS` for another glibc value, `EGW_BENCH_MIMALLOC_DEFAULTS=1` for mimalloc's
-//! defaults). `EGW_BENCH_STORAGE="cache_mib = 2"` adds `[storage]`
+//! gateway runs with `MALLOC_ARENA_MAX=2`, as the systemd unit and the container image set it
+//! (`EGW_BENCH_ARENAS` for another value). `EGW_BENCH_STORAGE="cache_mib = 2"` adds `[storage]`
 //! settings (several separated by `;`).
 
 use std::io::{BufRead, BufReader, Write};
@@ -218,16 +216,11 @@ fn main() {
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_energy-gateway").into()),
     );
     gw.args(["run", "--config"]).arg(&cfg_path);
-    // As the systemd unit and the container image run it (EGW_BENCH_ARENAS to change glibc's,
-    // EGW_BENCH_MIMALLOC_DEFAULTS=1 for mimalloc's own defaults).
+    // As the systemd unit and the container image run it (EGW_BENCH_ARENAS to change).
     gw.env(
         "MALLOC_ARENA_MAX",
         std::env::var("EGW_BENCH_ARENAS").unwrap_or_else(|_| "2".into()),
     );
-    if std::env::var_os("EGW_BENCH_MIMALLOC_DEFAULTS").is_none() {
-        gw.env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-            .env("MIMALLOC_PURGE_DELAY", "0");
-    }
     // A run of 20 minutes or more sees intervals close on the real clock; shorter ones shift
     // the gateway's clock (libfaketime, which costs the gateway some CPU of its own).
     match libfaketime().filter(|_| seconds < 1200) {

@@ -10,15 +10,6 @@ use clap::{Parser, Subcommand};
 
 use energy_gateway::{config, demo, telemetry};
 
-/// mimalloc instead of glibc's malloc: the load bench (500 devices × 15 values a second, 150 s)
-/// spent 3.3 instead of 3.7 µs of CPU per reading, much of glibc's cost being readings allocated
-/// by the pollers and freed on the store writer's thread. With the settings of the systemd unit
-/// (`MIMALLOC_ARENA_EAGER_COMMIT=0`, `MIMALLOC_PURGE_DELAY=0`) the resident memory was lower
-/// too (50 against 54 MB); with mimalloc's defaults it was 62 MB. Transparent huge pages are off
-/// (`no_thp`): with them the same run took 124 MB. SQLite keeps glibc's malloc.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Edge gateway for factory energy monitoring: polls meters over Modbus, keeps every reading in a
 /// durable local store, forwards to InfluxDB and raises threshold alerts.
 #[derive(Parser)]
