@@ -527,10 +527,19 @@ impl Poller {
                         }
                     }
                     Ok(Err(e)) => {
+                        // Which layer failed: the connection, or the device's answer.
+                        let layer = match &e {
+                            tokio_modbus::Error::Transport(io)
+                                if io.kind() != std::io::ErrorKind::InvalidData =>
+                            {
+                                "transport"
+                            }
+                            _ => "protocol",
+                        };
                         return Err(PollFailure {
-                            error: format!("transport: {e}"),
+                            error: format!("{layer}: {e}"),
                             drop_link: true,
-                        })
+                        });
                     }
                     Err(_) => {
                         return Err(PollFailure {
